@@ -1,0 +1,116 @@
+"""What a request costs, from its `usage` and the model's prices in the catalog.
+
+`usage.input_tokens` is only the uncached remainder of the input; the exact size of what was sent is
+`input_tokens + cache_creation_input_tokens + cache_read_input_tokens` (`TokenCounts.total_input`). Long-context
+price bands are chosen by that total and apply to the whole request. Cache writes are split by TTL from
+`usage.cache_creation`; when a response gives only the total, it is billed as 5-minute writes (the default TTL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from anthropic.types import Usage
+
+from turnkeep.core.catalog import ModelInfo
+
+__all__ = ["Cost", "TokenCounts", "token_counts", "usage_cost"]
+
+_MILLION = Decimal(1_000_000)
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCounts:
+    """The billable token counts of one or more requests."""
+
+    input: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    cache_read: int = 0
+    output: int = 0
+
+    @property
+    def cache_write(self) -> int:
+        return self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def total_input(self) -> int:
+        """Every input token of the request(s): uncached + written + read."""
+        return self.input + self.cache_write + self.cache_read
+
+    def __add__(self, other: TokenCounts) -> TokenCounts:
+        return TokenCounts(
+            self.input + other.input,
+            self.cache_write_5m + other.cache_write_5m,
+            self.cache_write_1h + other.cache_write_1h,
+            self.cache_read + other.cache_read,
+            self.output + other.output,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """USD, split by what was paid for."""
+
+    input: Decimal = _ZERO
+    cache_write_5m: Decimal = _ZERO
+    cache_write_1h: Decimal = _ZERO
+    cache_read: Decimal = _ZERO
+    output: Decimal = _ZERO
+
+    @property
+    def total(self) -> Decimal:
+        return self.input + self.cache_write_5m + self.cache_write_1h + self.cache_read + self.output
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.input + other.input,
+            self.cache_write_5m + other.cache_write_5m,
+            self.cache_write_1h + other.cache_write_1h,
+            self.cache_read + other.cache_read,
+            self.output + other.output,
+        )
+
+    def __float__(self) -> float:
+        return float(self.total)
+
+
+def token_counts(usage: Usage | Mapping[str, Any]) -> TokenCounts:
+    """Billable counts from an SDK `Usage` or its JSON dict."""
+    data: Mapping[str, Any] = usage.model_dump() if isinstance(usage, Usage) else usage
+    written = int(data.get("cache_creation_input_tokens") or 0)
+    split = data.get("cache_creation") or {}
+    write_1h = int(split.get("ephemeral_1h_input_tokens") or 0)
+    write_5m = int(split.get("ephemeral_5m_input_tokens") or 0)
+    if write_1h + write_5m != written:
+        # Only the total was reported (or it disagrees): bill the unexplained rest at the default 5m TTL.
+        write_5m = max(written - write_1h, 0)
+    return TokenCounts(
+        input=int(data.get("input_tokens") or 0),
+        cache_write_5m=write_5m,
+        cache_write_1h=write_1h,
+        cache_read=int(data.get("cache_read_input_tokens") or 0),
+        output=int(data.get("output_tokens") or 0),
+    )
+
+
+def usage_cost(usage: Usage | Mapping[str, Any] | TokenCounts, model: ModelInfo, *, batch: bool = False) -> Cost:
+    """The cost of one request's usage on `model` (the Batch API discount when `batch`)."""
+    counts = usage if isinstance(usage, TokenCounts) else token_counts(usage)
+    prices = model.prices_for(counts.total_input)
+    factor = (1 - model.batch_discount) if batch else Decimal(1)
+
+    def priced(tokens: int, per_million: Decimal) -> Decimal:
+        return tokens * per_million * factor / _MILLION
+
+    return Cost(
+        input=priced(counts.input, prices.input),
+        cache_write_5m=priced(counts.cache_write_5m, prices.cache_write_5m),
+        cache_write_1h=priced(counts.cache_write_1h, prices.cache_write_1h),
+        cache_read=priced(counts.cache_read, prices.cache_read),
+        output=priced(counts.output, prices.output),
+    )

@@ -1,0 +1,115 @@
+"""Every error turnkeep raises, in one tree.
+
+```
+TurnkeepError
+├── UsageError                  you asked for something turnkeep will not do
+│   ├── HistoryError            the conversation breaks a rule of the Messages API
+│   ├── PrefillNotSupported     prefill on a model that rejects it
+│   ├── ConfigError             a setting, file or environment variable is wrong
+│   └── UnknownConversation     no conversation or branch by that id/name
+├── ContextWindowExceeded       the model stopped because its context window is full
+├── BudgetExceeded              the next request would pass a conversation's budget
+└── StorageError                the store failed
+    └── ConflictError           two writers raced on one conversation head
+```
+
+"UsageError" means the caller can fix it and nothing was sent. The other branches mean the world failed.
+Errors from the `anthropic` SDK (`anthropic.APIStatusError` and friends) pass through unchanged; where
+turnkeep adds information it wraps them with `raise ... from err`, so the SDK error stays on `__cause__`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetExceeded",
+    "ConfigError",
+    "ConflictError",
+    "ContextWindowExceeded",
+    "HistoryError",
+    "PrefillNotSupported",
+    "StorageError",
+    "TurnkeepError",
+    "UnknownConversation",
+    "UsageError",
+]
+
+
+class TurnkeepError(Exception):
+    """Base class of every error turnkeep raises itself."""
+
+
+class UsageError(TurnkeepError):
+    """The caller asked for something that cannot be done; nothing was sent."""
+
+
+class HistoryError(UsageError):
+    """A request or history breaks a rule of the Messages API.
+
+    `message_index` and `block_index` point at the offending message and content block (None when the rule
+    concerns the request as a whole); `rule` is a stable short name of the rule, for code to branch on.
+    """
+
+    def __init__(
+        self,
+        rule: str,
+        detail: str,
+        *,
+        message_index: int | None = None,
+        block_index: int | None = None,
+    ) -> None:
+        self.rule = rule
+        self.detail = detail
+        self.message_index = message_index
+        self.block_index = block_index
+        where = []
+        if message_index is not None:
+            where.append(f"messages[{message_index}]")
+        if block_index is not None:
+            where.append(f"content[{block_index}]")
+        location = ".".join(where) if where else "request"
+        super().__init__(f"{location}: {detail} (rule: {rule})")
+
+
+class PrefillNotSupported(UsageError):
+    """Prefill (a final assistant message) was asked for on a model that rejects it."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"model {model!r} does not accept assistant prefill (the request must end with a user message). "
+            "Alternatives: structured output (output_config.format), a tool whose input is an enum, "
+            "system instructions, or prefill_fallback='instruct', which asks the model to begin its reply "
+            "with the prefill and guarantees the returned text does."
+        )
+
+
+class ConfigError(UsageError):
+    """A setting, configuration file or environment variable is invalid."""
+
+
+class UnknownConversation(UsageError):
+    """No conversation (or branch) by that id or name."""
+
+
+class ContextWindowExceeded(TurnkeepError):
+    """The model stopped with `model_context_window_exceeded`, or the request did not fit its window.
+
+    The user message stays pending: shorten the history (or choose a context policy) and `retry()`, or
+    `rollback()` it.
+    """
+
+    def __init__(self, model: str, detail: str) -> None:
+        self.model = model
+        super().__init__(f"context window of {model!r} exceeded: {detail}")
+
+
+class BudgetExceeded(TurnkeepError):
+    """Sending the next request would pass one of the conversation's budgets."""
+
+
+class StorageError(TurnkeepError):
+    """The conversation store failed to read or write."""
+
+
+class ConflictError(StorageError):
+    """Another writer moved the conversation's head first; reload and try again."""
