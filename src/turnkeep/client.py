@@ -1,0 +1,1026 @@
+"""`Conversation` and `AsyncConversation`: the public face of turnkeep.
+
+Both are thin drivers around `_ConversationCore`, which owns everything they share: the message tree in the
+store, planning the next request with the context policy, the turn state machine (`core.turn.Turn`), the ledger,
+and committing a turn atomically. The drivers differ only in how they call the SDK (`client.messages.create` /
+`.stream` with or without `await`), so sync and async behave the same by construction.
+
+A turn is atomic. The user message is stored as *pending* before the first request. Only a complete reply is
+committed, in one store write with its ledger entries. If a call fails, the pending message stays: `retry()`
+resends it and `rollback()` drops it. A stream cut off mid-way is kept as a *partial* reply for display and is
+never sent back as if it were complete.
+
+Configuration order (for each setting): explicit argument, then environment (`TURNKEEP_MODEL`,
+`ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL` through the SDK, `TURNKEEP_HOME` for the user catalog file), then
+defaults. Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from anthropic.types import Message, MessageParam, ToolUseBlock
+from anthropic.types.refusal_stop_details import RefusalStopDetails
+
+from turnkeep import config
+from turnkeep.core import rules
+from turnkeep.core.catalog import Catalog, ModelInfo
+from turnkeep.core.messages import (
+    Block,
+    as_blocks,
+    merge_assistant_content,
+    text_of,
+    tool_result_block,
+    user_content,
+)
+from turnkeep.core.policies import FullHistory, Policy, RequestSettings
+from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
+from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
+from turnkeep.errors import ContextWindowExceeded, PrefillNotSupported, UsageError
+from turnkeep.store import LedgerEntry, MemoryStore, Node, NodeStatus, Store
+
+if TYPE_CHECKING:
+    import anthropic
+    from anthropic.lib.streaming import AsyncMessageStream, MessageStream
+
+__all__ = ["AsyncConversation", "AsyncReplyStream", "Conversation", "Reply", "ReplyStream"]
+
+PrefillFallback = Literal["error", "instruct"]
+
+# Request options turnkeep decides itself; passing them per turn would bypass the conversation's history.
+_RESERVED = frozenset({"messages", "model", "stream"})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The assistant's answer to one turn (continuations and resumes merged into one message)."""
+
+    content: list[Block]
+    message: Message
+    responses: list[Message]
+    usage: TokenCounts
+    cost: Cost
+    stop_reason: str
+    partial: bool = False
+
+    @property
+    def text(self) -> str:
+        """The reply's text (a prefill included)."""
+        return text_of(self.content)
+
+    @property
+    def truncated(self) -> bool:
+        """The reply stopped at `max_tokens` (after any automatic continuations)."""
+        return self.stop_reason == "max_tokens"
+
+    @property
+    def refused(self) -> bool:
+        return self.stop_reason == "refusal"
+
+    @property
+    def refusal(self) -> RefusalStopDetails | None:
+        """Category and explanation of a refusal, when the API gave them."""
+        return self.message.stop_details if self.refused else None
+
+    @property
+    def tool_calls(self) -> list[ToolUseBlock]:
+        """The tools the model asked to call; answer them with `send_tool_results`."""
+        return [ToolUseBlock.model_validate(b) for b in self.content if b["type"] == "tool_use"]
+
+
+@dataclass
+class _PendingTurn:
+    """A turn between its pending write and its commit."""
+
+    turn: Turn
+    pending_ids: list[str]
+    expected_head: str | None
+    ledger: list[LedgerEntry] = field(default_factory=list)
+
+
+class _ConversationCore:
+    """The logic `Conversation` and `AsyncConversation` share. It calls the store but never the API."""
+
+    def __init__(
+        self,
+        model: str | None,
+        *,
+        system: str | list[dict[str, Any]] | None,
+        max_tokens: int,
+        tools: Sequence[Mapping[str, Any]] | None,
+        policy: Policy | None,
+        store: Store | None,
+        catalog: Catalog | None,
+        auto_continue: int,
+        max_resumes: int,
+        keep_refusals: bool,
+        conversation_id: str | None = None,
+        branch: str = "main",
+    ) -> None:
+        self._catalog = catalog or config.load_catalog()
+        self.model_info: ModelInfo = self._catalog.get(config.model(model))
+        if not self.model_info.known:
+            config.warn_unknown_model(self.model_info.id)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise UsageError(f"max_tokens must be a positive integer, not {max_tokens!r}")
+        if system is not None and not (isinstance(system, str) and system.strip()) and not isinstance(system, list):
+            raise UsageError("system must be a non-empty string or a list of text blocks")
+        if auto_continue < 0 or max_resumes < 0:
+            raise UsageError("auto_continue and max_resumes must not be negative")
+        self.system = system
+        self.max_tokens = max_tokens
+        self.tools = [dict(t) for t in tools] if tools else None
+        self.policy: Policy = policy or FullHistory()
+        self.store: Store = store if store is not None else MemoryStore()
+        self.auto_continue = auto_continue
+        self.max_resumes = max_resumes
+        self.keep_refusals = keep_refusals
+        self.branch = branch
+        self._queued_instructions: list[str] = []
+        if conversation_id is None:
+            self.id = uuid.uuid4().hex
+            self.store.create(self.id, self._settings())
+        else:
+            self.id = conversation_id
+        self._head: str | None = self.store.branches(self.id).get(branch)
+        self._path: list[Node] = self.store.path(self.id, self._head)
+        # Validate the tools and system once, as a request would carry them.
+        rules.validate(self._settings_obj({}).base_request([{"role": "user", "content": "x"}]), self.model_info)
+
+    # -- settings and views ------------------------------------------------------------------------------------
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "model": self.model_info.id,
+            "system": self.system,
+            "max_tokens": self.max_tokens,
+            "tools": self.tools,
+            "policy": self.policy.name,
+        }
+
+    def _settings_obj(self, options: Mapping[str, Any]) -> RequestSettings:
+        return RequestSettings(self.model_info, self.max_tokens, self.system, self.tools, options)
+
+    @property
+    def transcript(self) -> list[Node]:
+        """Every node from the root to the head of this branch, refused and partial ones included."""
+        return list(self._path)
+
+    def _sendable(self, path: Sequence[Node]) -> list[MessageParam]:
+        """The messages of `path` that later requests carry."""
+        return [cast(MessageParam, dict(n.message)) for n in path if n.status in ("ok", "pending")]
+
+    @property
+    def messages(self) -> list[MessageParam]:
+        """Exactly the messages the next request will carry before the new user message."""
+        ok = [n for n in self._path if n.status == "ok"]
+        plan = self.policy.plan(self._sendable(ok), self.store.policy_state(self.id), self._settings_obj({}))
+        return cast(list[MessageParam], plan.request["messages"])
+
+    def _pending_index(self) -> int | None:
+        for index in range(len(self._path) - 1, -1, -1):
+            status = self._path[index].status
+            if status == "pending":
+                while index > 0 and self._path[index - 1].status == "pending":
+                    index -= 1
+                return index
+            if status in ("ok", "refused"):
+                return None
+        return None
+
+    @property
+    def pending(self) -> bool:
+        """A user message is waiting for its reply (the last call failed or was cut off)."""
+        return self._pending_index() is not None
+
+    def _check_idle(self) -> None:
+        if self.pending:
+            raise UsageError("the last turn has no reply yet: call retry() to resend it or rollback() to drop it")
+
+    def _unanswered(self) -> list[str]:
+        ok = [n for n in self._path if n.status == "ok"]
+        return rules.unanswered_tool_calls(self._sendable(ok))
+
+    # -- building a turn ---------------------------------------------------------------------------------------
+
+    def begin(
+        self,
+        content: object,
+        *,
+        prefill: str | None,
+        prefill_fallback: PrefillFallback,
+        overrides: Mapping[str, Any],
+        kind: str = "turn",
+    ) -> _PendingTurn:
+        """Plan the turn, validate it, then store the pending user message. Nothing is stored if it is invalid."""
+        self._check_idle()
+        unanswered = self._unanswered()
+        if unanswered and kind != "tool_results":
+            raise UsageError(
+                f"the last reply is waiting for tool results ({', '.join(unanswered)}): "
+                "answer them with send_tool_results()"
+            )
+        message_content = user_content(content)
+        prefill_mode: Literal["native", "instruct"] | None = None
+        meta: dict[str, Any] = {"kind": kind}
+        if prefill is not None:
+            prefill = prefill.rstrip()  # the API rejects a final assistant message ending in whitespace
+            if not prefill:
+                prefill = None
+        if prefill is not None:
+            meta["prefill"] = prefill
+            if self.model_info.prefill:
+                prefill_mode = "native"
+            elif prefill_fallback == "instruct":
+                prefill_mode = "instruct"
+                message_content = [*as_blocks(message_content), prefill_instruction(prefill)]
+            else:
+                raise PrefillNotSupported(self.model_info.id)
+            meta["prefill_mode"] = prefill_mode
+        new_nodes = [self._node({"role": "user", "content": message_content}, "pending", meta)]
+        for text in self._queued_instructions:
+            new_nodes.append(
+                self._node({"role": "system", "content": text}, "pending", {"kind": "instruction"}, new_nodes[-1].id)
+            )
+        turn = self._plan_turn(self._path, new_nodes, prefill, prefill_mode, overrides)
+        self.store.append(self.id, self.branch, expected_head=self._head, nodes=new_nodes)
+        expected = self._head
+        self._advance(new_nodes)
+        self._queued_instructions.clear()
+        return _PendingTurn(turn, [n.id for n in new_nodes], expected_head=expected)
+
+    def begin_retry(self, overrides: Mapping[str, Any]) -> _PendingTurn:
+        """Plan the resend of the pending user message."""
+        index = self._pending_index()
+        if index is None:
+            raise UsageError("there is no pending turn to retry")
+        pending = [n for n in self._path[index:] if n.status == "pending"]
+        meta = pending[0].meta
+        prefill = meta.get("prefill")
+        turn = self._plan_turn(self._path[:index], pending, prefill, meta.get("prefill_mode"), overrides)
+        return _PendingTurn(turn, [n.id for n in pending], expected_head=pending[0].parent_id)
+
+    def _plan_turn(
+        self,
+        before: Sequence[Node],
+        new_nodes: Sequence[Node],
+        prefill: str | None,
+        prefill_mode: Literal["native", "instruct"] | None,
+        overrides: Mapping[str, Any],
+    ) -> Turn:
+        reserved = _RESERVED & set(overrides)
+        if reserved:
+            raise UsageError(f"{', '.join(sorted(reserved))} cannot be overridden per turn")
+        options = dict(overrides)
+        max_tokens = options.pop("max_tokens", self.max_tokens)
+        settings = RequestSettings(
+            self.model_info, max_tokens, options.pop("system", self.system), options.pop("tools", self.tools), options
+        )
+        transcript = [*self._sendable([n for n in before if n.status == "ok"]), *self._sendable(new_nodes)]
+        if prefill_mode == "native" and prefill is not None:
+            transcript.append(cast(MessageParam, {"role": "assistant", "content": prefill}))
+        plan = self.policy.plan(transcript, self.store.policy_state(self.id), settings)
+        turn = Turn(
+            plan.request,
+            self.model_info,
+            prefill=prefill,
+            prefill_mode=prefill_mode,
+            auto_continue=self.auto_continue,
+            max_resumes=self.max_resumes,
+        )
+        turn.start()  # validates the first request now, before anything is stored or sent
+        return turn
+
+    def _node(
+        self, message: Mapping[str, Any], status: NodeStatus, meta: Mapping[str, Any], parent: str | None = None
+    ) -> Node:
+        parent_id = parent if parent is not None else self._head
+        return Node(uuid.uuid4().hex, parent_id, dict(message), status, dict(meta))
+
+    def _advance(self, nodes: Sequence[Node]) -> None:
+        if nodes:
+            self._head = nodes[-1].id
+            self._path = self.store.path(self.id, self._head)
+
+    # -- responses, commit, failure ----------------------------------------------------------------------------
+
+    def entry(self, call: Call, message: Message | None, latency: float, error: BaseException | None) -> LedgerEntry:
+        """A ledger entry for one request."""
+        usage = message.usage.model_dump(exclude_none=True) if message is not None else {}
+        cost = usage_cost(usage, self.model_info).total if message is not None else Decimal(0)
+        miss = None
+        if message is not None and message.diagnostics and message.diagnostics.cache_miss_reason:
+            miss = message.diagnostics.cache_miss_reason.type
+        return LedgerEntry(
+            purpose=call.purpose,
+            model=str(call.request["model"]),
+            request_id=getattr(message, "_request_id", None) or _request_id(error),
+            message_id=message.id if message is not None else None,
+            stop_reason=message.stop_reason if message is not None and error is None else None,
+            usage=usage,
+            cost_usd=str(cost),
+            latency_ms=round(latency * 1000, 3),
+            at=time.time(),
+            error=f"{type(error).__name__}: {error}" if error is not None else None,
+            cache_miss_reason=miss,
+        )
+
+    def commit(self, pending: _PendingTurn, outcome: TurnOutcome) -> Reply:
+        """Store the reply and settle the pending messages, in one write."""
+        if outcome.stop_reason == "model_context_window_exceeded":
+            self.fail(pending, partial=outcome.content)
+            raise ContextWindowExceeded(
+                self.model_info.id, "the model stopped because the conversation filled its context window"
+            )
+        refused = outcome.refused and not self.keep_refusals
+        status: NodeStatus = "refused" if refused else "ok"
+        reply_meta = {
+            "kind": "reply",
+            "stop_reason": outcome.stop_reason,
+            "message_ids": [m.id for m in outcome.responses],
+            "model": outcome.message.model,
+        }
+        parent = pending.pending_ids[-1]
+        reply_node = self._node({"role": "assistant", "content": outcome.content}, status, reply_meta, parent)
+        settle: dict[str, NodeStatus] = {}
+        for node_id in pending.pending_ids:
+            node = next(n for n in self._path if n.id == node_id) if self._has(node_id) else None
+            carries_results = node is not None and any(
+                b["type"] == "tool_result" for b in as_blocks(node.message["content"])
+            )
+            # A refused tool-result message stays: dropping it would orphan the tool calls it answers.
+            settle[node_id] = "refused" if refused and not carries_results else "ok"
+        self.store.append(
+            self.id,
+            self.branch,
+            expected_head=self._head,
+            nodes=[reply_node],
+            settle=settle,
+            ledger=pending.ledger,
+        )
+        self._advance([reply_node])
+        usage = sum((token_counts(m.usage) for m in outcome.responses), TokenCounts())
+        cost = sum((usage_cost(m.usage, self.model_info) for m in outcome.responses), Cost())
+        return Reply(outcome.content, outcome.message, outcome.responses, usage, cost, outcome.stop_reason)
+
+    def _has(self, node_id: str) -> bool:
+        return any(n.id == node_id for n in self._path)
+
+    def fail(self, pending: _PendingTurn, *, partial: Sequence[Block] | None = None) -> None:
+        """The turn failed: record what was billed and keep a partial reply for display; the user message stays
+        pending."""
+        nodes = []
+        if partial:
+            nodes.append(
+                self._node(
+                    {"role": "assistant", "content": list(partial)},
+                    "partial",
+                    {"kind": "partial"},
+                    pending.pending_ids[-1],
+                )
+            )
+        if nodes:
+            self.store.append(self.id, self.branch, expected_head=self._head, nodes=nodes, ledger=pending.ledger)
+            self._advance(nodes)
+        elif pending.ledger:
+            self.store.record(self.id, pending.ledger)
+        pending.ledger = []
+
+    def partial_reply(self, pending: _PendingTurn, content: Sequence[Block], snapshot: Message | None) -> Reply | None:
+        """A `Reply` for a stream that stopped early (marked partial), after storing it as partial."""
+        self.fail(pending, partial=content)
+        responses = [*pending.turn.responses, *([snapshot] if snapshot is not None else [])]
+        if not responses:
+            return None
+        usage = sum((token_counts(m.usage) for m in responses), TokenCounts())
+        cost = sum((usage_cost(m.usage, self.model_info) for m in responses), Cost())
+        return Reply(list(content), responses[-1], responses, usage, cost, "partial", partial=True)
+
+    # -- history operations --------------------------------------------------------------------------------------
+
+    def add(self, role: Literal["user", "assistant"], content: object) -> None:
+        """Append a synthetic message (no request), validated as part of the history."""
+        self._check_idle()
+        if role == "user":
+            message_content: object = user_content(content)
+        else:
+            message_content = user_content(content, where="assistant content")
+        node = self._node({"role": role, "content": message_content}, "ok", {"kind": f"synthetic_{role}"})
+        history = [*self._sendable([n for n in self._path if n.status == "ok"]), cast(MessageParam, node.message)]
+        request = self._settings_obj({}).base_request(rules.normalize(history))
+        rules.validate(request, self.model_info, complete=False)
+        self.store.append(self.id, self.branch, expected_head=self._head, nodes=[node])
+        self._advance([node])
+
+    def instruct(self, text: str) -> None:
+        """Queue a mid-conversation system message, sent right after the next user message."""
+        if not self.model_info.system_messages:
+            raise UsageError(
+                f"model {self.model_info.id!r} does not accept mid-conversation system messages; "
+                "change the top-level system prompt instead (it invalidates the prompt cache of the messages)"
+            )
+        if not isinstance(text, str) or not text.strip():
+            raise UsageError("an instruction must be non-empty text")
+        self._queued_instructions.append(text)
+
+    def tool_results_content(self, results: Mapping[str, object], text: str | None) -> list[Block]:
+        """The user content answering every pending tool call of the last reply, in call order."""
+        unanswered = self._unanswered()
+        if not unanswered:
+            raise UsageError("the last reply made no tool calls that are waiting for results")
+        unknown = [tool_id for tool_id in results if tool_id not in unanswered]
+        if unknown:
+            raise UsageError(f"no pending tool call with id {', '.join(map(repr, unknown))}")
+        missing = [tool_id for tool_id in unanswered if tool_id not in results]
+        if missing:
+            raise UsageError(f"results missing for tool call(s) {', '.join(map(repr, missing))}: every call needs one")
+        blocks = [tool_result_block(tool_id, results[tool_id]) for tool_id in unanswered]
+        if text:
+            blocks.append({"type": "text", "text": text})
+        return blocks
+
+    def rollback(self) -> None:
+        """Drop the pending user message (and any partial reply to it)."""
+        index = self._pending_index()
+        if index is None:
+            raise UsageError("there is no pending turn to roll back")
+        self.store.discard(self.id, self.branch, expected_head=self._head, node_ids=[n.id for n in self._path[index:]])
+        self._head = self._path[index].parent_id
+        self._path = self._path[:index]
+
+    def undo(self) -> None:
+        """Move the head back before the last user turn. Nothing is deleted: the turn stays in the tree."""
+        for index in range(len(self._path) - 1, -1, -1):
+            node = self._path[index]
+            if node.message["role"] == "user" and node.meta.get("kind") != "tool_results":
+                self.store.move_head(self.id, self.branch, expected_head=self._head, new_head=node.parent_id)
+                self._head = node.parent_id
+                self._path = self._path[:index]
+                return
+        raise UsageError("nothing to undo")
+
+    def new_branch(self, name: str | None) -> str:
+        """Create a branch at the current head and return its name."""
+        existing = self.store.branches(self.id)
+        if name is None:
+            number = len(existing)
+            while f"branch-{number}" in existing:
+                number += 1
+            name = f"branch-{number}"
+        elif name in existing:
+            raise UsageError(f"branch {name!r} already exists")
+        self.store.move_head(self.id, name, expected_head=None, new_head=self._head)
+        return name
+
+    @property
+    def ledger(self) -> list[LedgerEntry]:
+        return self.store.ledger(self.id)
+
+
+def _request_id(error: BaseException | None) -> str | None:
+    value = getattr(error, "request_id", None)
+    return value if isinstance(value, str) else None
+
+
+class _PrefixAligner:
+    """For `prefill_fallback="instruct"` streams: yield the prefill first, then the model's text without its own
+    copy of the prefill, matching what `Turn.outcome()` stores."""
+
+    def __init__(self, prefill: str | None) -> None:
+        self.prefill = prefill
+        self._buffer = ""
+        self._decided = prefill is None
+
+    def start(self) -> str:
+        return self.prefill or ""
+
+    def feed(self, text: str) -> str:
+        if self._decided:
+            return text
+        assert self.prefill is not None
+        self._buffer += text
+        stripped = self._buffer.lstrip()
+        if len(stripped) < len(self.prefill) and self.prefill.startswith(stripped):
+            return ""  # cannot tell yet
+        self._decided = True
+        out, self._buffer = self._buffer, ""
+        return stripped[len(self.prefill) :] if stripped.startswith(self.prefill) else out
+
+    def flush(self) -> str:
+        out, self._buffer, self._decided = self._buffer, "", True
+        return "" if out.strip() == (self.prefill or "").strip() else out
+
+
+def _stream_prefix(pending: _PendingTurn) -> tuple[str, _PrefixAligner]:
+    turn = pending.turn
+    if turn.prefill_mode == "native" and turn.prefill:
+        return turn.prefill, _PrefixAligner(None)
+    if turn.prefill_mode == "instruct":
+        aligner = _PrefixAligner(turn.prefill)
+        return aligner.start(), aligner
+    return "", _PrefixAligner(None)
+
+
+def _snapshot(stream: Any) -> Message | None:
+    """What a stream had received when it stopped (None before `message_start`)."""
+    if stream is None:
+        return None
+    snapshot = stream._current_snapshot_or_none()
+    return cast(Message, snapshot) if snapshot is not None else None
+
+
+def _partial_content(turn: Turn, snapshot: Message | None) -> list[Block]:
+    content = list(turn.content) if turn.responses else []
+    if snapshot is None:
+        return content
+    received = [b for b in as_blocks(snapshot.content) if b["type"] != "text" or b["text"]]
+    return merge_assistant_content(content, received, keep_thinking=False)
+
+
+class _Facade:
+    """Methods both drivers expose unchanged."""
+
+    _core: _ConversationCore
+
+    @property
+    def id(self) -> str:
+        return self._core.id
+
+    @property
+    def model(self) -> str:
+        return self._core.model_info.id
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self._core.model_info
+
+    @property
+    def branch(self) -> str:
+        return self._core.branch
+
+    @property
+    def branches(self) -> dict[str, str | None]:
+        return self._core.store.branches(self._core.id)
+
+    @property
+    def messages(self) -> list[MessageParam]:
+        """Exactly what the next request will carry (before the new user message)."""
+        return self._core.messages
+
+    @property
+    def transcript(self) -> list[Node]:
+        """Everything on this branch, refused exchanges and partial replies included."""
+        return self._core.transcript
+
+    @property
+    def pending(self) -> bool:
+        return self._core.pending
+
+    @property
+    def ledger(self) -> list[LedgerEntry]:
+        """Every request this conversation sent, with usage and cost."""
+        return self._core.ledger
+
+    @property
+    def cost(self) -> Decimal:
+        """Total USD of every request in the ledger."""
+        return sum((Decimal(e.cost_usd) for e in self._core.ledger), Decimal(0))
+
+    def add_user(self, content: object) -> None:
+        """Append a user message without sending it (merged with the next one when sent)."""
+        self._core.add("user", content)
+
+    def add_assistant(self, content: object) -> None:
+        """Append an assistant message without a request (e.g. few-shot examples or an imported history)."""
+        self._core.add("assistant", content)
+
+    def instruct(self, text: str) -> None:
+        """Add a mid-conversation system message (sent after the next user message) on models that accept it."""
+        self._core.instruct(text)
+
+    def rollback(self) -> None:
+        """Drop the pending user message of a failed turn."""
+        self._core.rollback()
+
+    def undo(self) -> None:
+        """Step back one turn on this branch (the turn stays in the tree)."""
+        self._core.undo()
+
+
+class Conversation(_Facade):
+    """A conversation with Claude whose history is correct by construction.
+
+    >>> chat = Conversation("claude-sonnet-4-6", client=anthropic.Anthropic())  # doctest: +SKIP
+    >>> chat.send("What is the capital of France?").text                       # doctest: +SKIP
+    >>> chat.send("What is its population?").text                              # doctest: +SKIP
+
+    `client` defaults to `anthropic.Anthropic()` (configured from the environment) only when none is given;
+    retries and timeouts are the client's. `store` defaults to a `MemoryStore`. `policy` decides what each
+    request carries (default `FullHistory`). `auto_continue=N` continues a reply cut by `max_tokens` up to N
+    times; `pause_turn` replies are resumed up to `max_resumes` times. Refused exchanges are left out of later
+    requests unless `keep_refusals`.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        system: str | list[dict[str, Any]] | None = None,
+        max_tokens: int = 1024,
+        client: anthropic.Anthropic | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        policy: Policy | None = None,
+        store: Store | None = None,
+        catalog: Catalog | None = None,
+        auto_continue: int = 0,
+        max_resumes: int = 5,
+        keep_refusals: bool = False,
+    ) -> None:
+        self._core = _ConversationCore(
+            model,
+            system=system,
+            max_tokens=max_tokens,
+            tools=tools,
+            policy=policy,
+            store=store,
+            catalog=catalog,
+            auto_continue=auto_continue,
+            max_resumes=max_resumes,
+            keep_refusals=keep_refusals,
+        )
+        if client is None:
+            import anthropic
+
+            client = anthropic.Anthropic()
+        self.client = client
+
+    @classmethod
+    def _bound(cls, core: _ConversationCore, client: anthropic.Anthropic) -> Conversation:
+        self = cls.__new__(cls)
+        self._core = core
+        self.client = client
+        return self
+
+    def send(
+        self,
+        content: object,
+        *,
+        prefill: str | None = None,
+        prefill_fallback: PrefillFallback = "error",
+        **request_overrides: Any,
+    ) -> Reply:
+        """Send a user message and return the reply. `request_overrides` are extra `messages.create` arguments
+        for this turn only (e.g. `thinking`, `tool_choice`, `stop_sequences`, `max_tokens`)."""
+        pending = self._core.begin(
+            content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
+        )
+        return self._run(pending)
+
+    def send_tool_results(self, results: Mapping[str, object], *, text: str | None = None, **overrides: Any) -> Reply:
+        """Answer every pending tool call of the last reply: `{tool_use_id: result}`; an exception as a result is
+        sent as an error (`is_error`). `text` adds a user note after the results."""
+        content = self._core.tool_results_content(results, text)
+        pending = self._core.begin(
+            content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
+        )
+        return self._run(pending)
+
+    def retry(self, **request_overrides: Any) -> Reply:
+        """Resend the pending user message of a failed or cut-off turn."""
+        return self._run(self._core.begin_retry(request_overrides))
+
+    def stream(
+        self,
+        content: object,
+        *,
+        prefill: str | None = None,
+        prefill_fallback: PrefillFallback = "error",
+        **request_overrides: Any,
+    ) -> ReplyStream:
+        """Like `send`, streaming: `with chat.stream("Hi") as s: for text in s: ...`, then `s.reply`."""
+        pending = self._core.begin(
+            content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
+        )
+        return ReplyStream(self, pending)
+
+    def fork(self, name: str | None = None) -> Conversation:
+        """A new branch at the current head, as a `Conversation` sharing this one's store and client."""
+        branch = self._core.new_branch(name)
+        return self._bound(self._clone_core(branch), self.client)
+
+    def _clone_core(self, branch: str) -> _ConversationCore:
+        core = self._core
+        return _ConversationCore(
+            core.model_info.id,
+            system=core.system,
+            max_tokens=core.max_tokens,
+            tools=core.tools,
+            policy=core.policy,
+            store=core.store,
+            catalog=core._catalog,
+            auto_continue=core.auto_continue,
+            max_resumes=core.max_resumes,
+            keep_refusals=core.keep_refusals,
+            conversation_id=core.id,
+            branch=branch,
+        )
+
+    def _create(self, call: Call) -> Message:
+        request = dict(call.request)
+        betas = request.pop("betas", None)
+        if betas:
+            return cast(Message, self.client.beta.messages.create(betas=betas, **request))
+        return cast(Message, self.client.messages.create(**request))
+
+    def _run(self, pending: _PendingTurn) -> Reply:
+        call: Call | None = pending.turn.start()
+        while call is not None:
+            started = time.monotonic()
+            try:
+                message = self._create(call)
+            except BaseException as err:
+                pending.ledger.append(self._core.entry(call, None, time.monotonic() - started, err))
+                self._core.fail(pending, partial=pending.turn.content if pending.turn.responses else None)
+                raise
+            pending.ledger.append(self._core.entry(call, message, time.monotonic() - started, None))
+            call = pending.turn.receive(message)
+        return self._core.commit(pending, pending.turn.outcome())
+
+
+class ReplyStream:
+    """A streamed turn: iterate for text as it arrives; `reply` once the stream is done.
+
+    Leaving the `with` block early, or an error mid-stream, keeps the text received so far as a partial reply
+    (`reply.partial`), never sent back; the user message stays pending for `retry()`.
+    """
+
+    def __init__(self, conversation: Conversation, pending: _PendingTurn) -> None:
+        self._conversation = conversation
+        self._pending = pending
+        self._stream: MessageStream[Any] | None = None
+        self._iterator: Generator[str, None, None] | None = None
+        self.reply: Reply | None = None
+        self._finished = False
+
+    def __enter__(self) -> ReplyStream:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._iterator is not None:
+            self._iterator.close()  # an unfinished generator records and stores what it had (see its except)
+        self._abandon()
+
+    def __iter__(self) -> Iterator[str]:
+        if self._iterator is None:
+            self._iterator = self._text_stream()
+        return self._iterator
+
+    def _text_stream(self) -> Generator[str, None, None]:
+        core, turn = self._conversation._core, self._pending.turn
+        prefix, aligner = _stream_prefix(self._pending)
+        if prefix:
+            yield prefix
+        call: Call | None = turn.start()
+        while call is not None:
+            started = time.monotonic()
+            request = dict(call.request)
+            betas = request.pop("betas", None)
+            client = self._conversation.client
+            manager = (
+                client.beta.messages.stream(betas=betas, **request) if betas else client.messages.stream(**request)
+            )
+            try:
+                with manager as stream:
+                    self._stream = cast("MessageStream[Any]", stream)
+                    for event in stream:
+                        if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                            out = aligner.feed(event.delta.text)
+                            if out:
+                                yield out
+                    message = cast(Message, stream.get_final_message())
+            except BaseException as err:
+                snapshot = _snapshot(self._stream)
+                self._pending.ledger.append(core.entry(call, snapshot, time.monotonic() - started, err))
+                self._abandon()
+                raise
+            self._pending.ledger.append(core.entry(call, message, time.monotonic() - started, None))
+            self._stream = None
+            call = turn.receive(message)
+        tail = aligner.flush()
+        if tail:
+            yield tail
+        self._finished = True
+        self.reply = core.commit(self._pending, turn.outcome())
+
+    def until_done(self) -> Reply:
+        """Consume the stream and return the reply."""
+        for _ in self:
+            pass
+        assert self.reply is not None
+        return self.reply
+
+    def _abandon(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        snapshot = _snapshot(self._stream)
+        content = _partial_content(self._pending.turn, snapshot)
+        self._stream = None
+        self.reply = self._conversation._core.partial_reply(self._pending, content, snapshot)
+
+
+class AsyncConversation(_Facade):
+    """The `asyncio`/`anyio` twin of `Conversation`: the same behaviour with `await`."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        system: str | list[dict[str, Any]] | None = None,
+        max_tokens: int = 1024,
+        client: anthropic.AsyncAnthropic | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        policy: Policy | None = None,
+        store: Store | None = None,
+        catalog: Catalog | None = None,
+        auto_continue: int = 0,
+        max_resumes: int = 5,
+        keep_refusals: bool = False,
+    ) -> None:
+        self._core = _ConversationCore(
+            model,
+            system=system,
+            max_tokens=max_tokens,
+            tools=tools,
+            policy=policy,
+            store=store,
+            catalog=catalog,
+            auto_continue=auto_continue,
+            max_resumes=max_resumes,
+            keep_refusals=keep_refusals,
+        )
+        if client is None:
+            import anthropic
+
+            client = anthropic.AsyncAnthropic()
+        self.client = client
+
+    async def send(
+        self,
+        content: object,
+        *,
+        prefill: str | None = None,
+        prefill_fallback: PrefillFallback = "error",
+        **request_overrides: Any,
+    ) -> Reply:
+        """See `Conversation.send`."""
+        pending = self._core.begin(
+            content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
+        )
+        return await self._run(pending)
+
+    async def send_tool_results(
+        self, results: Mapping[str, object], *, text: str | None = None, **overrides: Any
+    ) -> Reply:
+        """See `Conversation.send_tool_results`."""
+        content = self._core.tool_results_content(results, text)
+        pending = self._core.begin(
+            content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
+        )
+        return await self._run(pending)
+
+    async def retry(self, **request_overrides: Any) -> Reply:
+        """See `Conversation.retry`."""
+        return await self._run(self._core.begin_retry(request_overrides))
+
+    def stream(
+        self,
+        content: object,
+        *,
+        prefill: str | None = None,
+        prefill_fallback: PrefillFallback = "error",
+        **request_overrides: Any,
+    ) -> AsyncReplyStream:
+        """`async with chat.stream("Hi") as s: async for text in s: ...`, then `s.reply`."""
+        pending = self._core.begin(
+            content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
+        )
+        return AsyncReplyStream(self, pending)
+
+    def fork(self, name: str | None = None) -> AsyncConversation:
+        """See `Conversation.fork`."""
+        branch = self._core.new_branch(name)
+        core = Conversation._clone_core(cast(Conversation, self), branch)
+        clone = AsyncConversation.__new__(AsyncConversation)
+        clone._core = core
+        clone.client = self.client
+        return clone
+
+    async def _create(self, call: Call) -> Message:
+        request = dict(call.request)
+        betas = request.pop("betas", None)
+        if betas:
+            return cast(Message, await self.client.beta.messages.create(betas=betas, **request))
+        return cast(Message, await self.client.messages.create(**request))
+
+    async def _run(self, pending: _PendingTurn) -> Reply:
+        call: Call | None = pending.turn.start()
+        while call is not None:
+            started = time.monotonic()
+            try:
+                message = await self._create(call)
+            except BaseException as err:
+                pending.ledger.append(self._core.entry(call, None, time.monotonic() - started, err))
+                self._core.fail(pending, partial=pending.turn.content if pending.turn.responses else None)
+                raise
+            pending.ledger.append(self._core.entry(call, message, time.monotonic() - started, None))
+            call = pending.turn.receive(message)
+        return self._core.commit(pending, pending.turn.outcome())
+
+
+class AsyncReplyStream:
+    """The async twin of `ReplyStream`."""
+
+    def __init__(self, conversation: AsyncConversation, pending: _PendingTurn) -> None:
+        self._conversation = conversation
+        self._pending = pending
+        self._stream: AsyncMessageStream[Any] | None = None
+        self._iterator: AsyncGenerator[str, None] | None = None
+        self.reply: Reply | None = None
+        self._finished = False
+
+    async def __aenter__(self) -> AsyncReplyStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._iterator is not None:
+            await self._iterator.aclose()
+        self._abandon()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        if self._iterator is None:
+            self._iterator = self._text_stream()
+        return self._iterator
+
+    async def _text_stream(self) -> AsyncGenerator[str, None]:
+        core, turn = self._conversation._core, self._pending.turn
+        prefix, aligner = _stream_prefix(self._pending)
+        if prefix:
+            yield prefix
+        call: Call | None = turn.start()
+        while call is not None:
+            started = time.monotonic()
+            request = dict(call.request)
+            betas = request.pop("betas", None)
+            client = self._conversation.client
+            manager = (
+                client.beta.messages.stream(betas=betas, **request) if betas else client.messages.stream(**request)
+            )
+            try:
+                async with manager as stream:
+                    self._stream = cast("AsyncMessageStream[Any]", stream)
+                    async for event in stream:
+                        if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                            out = aligner.feed(event.delta.text)
+                            if out:
+                                yield out
+                    message = cast(Message, await stream.get_final_message())
+            except BaseException as err:
+                snapshot = _snapshot(self._stream)
+                self._pending.ledger.append(core.entry(call, snapshot, time.monotonic() - started, err))
+                self._abandon()
+                raise
+            self._pending.ledger.append(core.entry(call, message, time.monotonic() - started, None))
+            self._stream = None
+            call = turn.receive(message)
+        tail = aligner.flush()
+        if tail:
+            yield tail
+        self._finished = True
+        self.reply = core.commit(self._pending, turn.outcome())
+
+    async def until_done(self) -> Reply:
+        """Consume the stream and return the reply."""
+        async for _ in self:
+            pass
+        assert self.reply is not None
+        return self.reply
+
+    def _abandon(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        snapshot = _snapshot(self._stream)
+        content = _partial_content(self._pending.turn, snapshot)
+        self._stream = None
+        self.reply = self._conversation._core.partial_reply(self._pending, content, snapshot)

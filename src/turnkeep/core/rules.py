@@ -1,0 +1,911 @@
+"""The Messages API's request rules, written down once, on the client side.
+
+Every request turnkeep sends goes through `normalize` (repair what can be repaired deterministically) and then
+`validate` (reject what cannot, naming the first problem, its message and block, and a stable rule name). Both
+are pure. `RULES` lists every rule `validate` enforces; the rule names are stable, for code to branch on.
+
+Shapes are the SDK's own (`anthropic.types.MessageParam`): plain JSON dicts. A content block may also be an SDK
+pydantic block (anything with `model_dump()`); it is read through its dump and, where `normalize` has to edit it,
+replaced by the dumped dict. Unknown block types and unknown request keys are let through: the API may know them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, TypeGuard, cast
+
+from anthropic.types import MessageParam
+
+from turnkeep.core.catalog import ModelInfo
+from turnkeep.errors import HistoryError, PrefillNotSupported
+
+__all__ = [
+    "MAX_BREAKPOINTS",
+    "MAX_MESSAGES",
+    "MIN_THINKING_BUDGET",
+    "RULES",
+    "UNANSWERED_TOOL_CALL",
+    "is_prefill",
+    "normalize",
+    "unanswered_tool_calls",
+    "validate",
+]
+
+MAX_MESSAGES = 100_000
+MAX_BREAKPOINTS = 4
+MIN_THINKING_BUDGET = 1024
+REMOVED_SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+CACHE_TTLS = ("5m", "1h")
+UNANSWERED_TOOL_CALL = "tool call was not answered"
+"""Content of the `tool_result` that `normalize(..., orphan_tool_calls="close")` adds for an unanswered call."""
+
+OrphanMode = Literal["keep", "drop", "close"]
+
+RULES: Mapping[str, str] = MappingProxyType(
+    {
+        # The request's parameters.
+        "sampling_removed": "temperature, top_p and top_k were removed in API version 2026-10-21",
+        "model_missing": "`model` is required and must be a non-empty string",
+        "model_mismatch": "`model` must name the model whose facts the request is checked against",
+        "max_tokens_invalid": "`max_tokens` is required and must be an integer >= 0",
+        "max_tokens_above_limit": "`max_tokens` may not exceed the model's maximum output",
+        "max_tokens_zero_not_allowed": "max_tokens 0 (cache warming) is not allowed with stream, enabled or "
+        "adaptive thinking, output_config.format or a forced tool_choice (any/tool)",
+        "messages_invalid": "`messages` is required and must be a list",
+        "messages_empty": "`messages` must hold at least one message",
+        "too_many_messages": "a request holds at most 100,000 messages",
+        "thinking_type_unsupported": "thinking.type must be 'disabled' or a type the model accepts",
+        "thinking_budget_invalid": "enabled thinking needs an integer budget_tokens >= 1024",
+        "thinking_budget_not_below_max_tokens": "thinking.budget_tokens must be less than max_tokens",
+        "stop_sequences_invalid": "`stop_sequences` must be a list of strings",
+        "stop_sequence_empty": "a stop sequence must be a non-empty string",
+        "compaction_with_context_management": "an explicit `compaction` request cannot be combined with "
+        "context_management",
+        "thread_continue_with_prefix": "a thread 'continue' request may not send system or tools (fixed at create)",
+        "tools_invalid": "`tools` must be a list of tool definitions (objects)",
+        "system_invalid": "`system` must be a string or a list of text blocks",
+        "system_empty": "`system` text must be non-empty and not whitespace-only",
+        # Messages: roles and order.
+        "message_invalid": "a message is an object with a content string or a list of typed content blocks",
+        "role_invalid": "a message's role is user, assistant or system",
+        "first_message_not_user": "the first message must be a user message",
+        "consecutive_same_role": "user and assistant messages must alternate (normalize() merges runs)",
+        "system_message_unsupported": "role 'system' messages are only accepted by some models",
+        "system_message_first": "a role 'system' message may not be the first message",
+        "system_message_not_after_user": "a role 'system' message must directly follow a user message",
+        "system_message_not_before_assistant": "a role 'system' message must be followed by an assistant message "
+        "or be the last message",
+        "system_message_not_text": "a role 'system' message holds text only",
+        "system_message_empty": "a role 'system' message's text must be non-empty and not whitespace-only",
+        # Messages: content blocks.
+        "empty_content": "message content may not be '' or []",
+        "user_text_empty": "user text must be non-empty and not whitespace-only",
+        "assistant_text_empty": "assistant text blocks must be non-empty (normalize() drops them)",
+        "block_invalid": "a text, tool_use or tool_result block lacks a required field",
+        "block_wrong_role": "thinking and tool_use blocks belong to assistant messages, tool_result to user messages",
+        "thinking_block_invalid": "thinking blocks need `thinking` and a non-empty `signature`; redacted_thinking "
+        "needs `data`",
+        "document_in_assistant": "no document block inside an assistant message (API 2026-10-21)",
+        "user_text_citations": "no user text block with non-empty citations (API 2026-10-21)",
+        # Tool calls.
+        "tool_use_id_duplicate": "tool_use ids must be unique in the request",
+        "tool_use_unanswered": "every tool_use must be answered by a tool_result in the next (user) message",
+        "tool_result_orphan": "a tool_result must answer a tool_use of the previous (assistant) message",
+        "tool_result_duplicate": "a tool_use is answered by exactly one tool_result",
+        "tool_result_not_first": "tool_result blocks come first in their message, before any other content",
+        # Compaction blocks.
+        "compaction_content_empty": "a compaction block's content is null or a non-empty string",
+        "compaction_block_ambiguous": "at most one compaction block with content",
+        "compaction_block_misplaced": "a compaction block with content must be the first block of the first "
+        "message; never in a role 'system' message",
+        # Prompt caching.
+        "cache_control_invalid": "cache_control is {'type': 'ephemeral', 'ttl'?: '5m' | '1h'}",
+        "cache_control_on_thinking": "no cache_control on thinking or redacted_thinking blocks",
+        "cache_control_too_many": "at most 4 cache breakpoints (tools, system, messages, +1 for a top-level "
+        "cache_control)",
+        "cache_ttl_order": "a 1h breakpoint may not follow a 5m one (order tools, system, messages)",
+        # How a request must end (skipped while a history is being built: complete=False).
+        "prefill_not_supported": "a final (prefill) assistant message on a model without prefill "
+        "(raises PrefillNotSupported)",
+        "prefill_trailing_whitespace": "a final (prefill) assistant message may not end in whitespace",
+        "compaction_incomplete_turn": "an explicit compaction request may not end on an unanswered tool_use",
+    }
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading blocks
+
+
+def _view(block: object) -> Mapping[str, Any] | None:
+    """The block as a mapping: dicts as they are, SDK pydantic blocks through their JSON dump; else None."""
+    if isinstance(block, Mapping):
+        return cast(Mapping[str, Any], block)
+    dump = getattr(block, "model_dump", None)
+    if callable(dump):
+        dumped = dump(mode="json", exclude_none=True)
+        if isinstance(dumped, Mapping):
+            return cast(Mapping[str, Any], dumped)
+    return None
+
+
+def _block_type(block: object) -> str | None:
+    view = _view(block)
+    if view is None:
+        return None
+    block_type = view.get("type")
+    return block_type if isinstance(block_type, str) else None
+
+
+def _role(message: object) -> object:
+    return message.get("role") if isinstance(message, Mapping) else None
+
+
+def _content_list(message: object) -> list[Any] | None:
+    """The message's content as a list of blocks (a string is one text block); None when it is neither."""
+    if not isinstance(message, Mapping):
+        return None
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list | tuple):
+        return list(content)
+    return None
+
+
+def _is_server_tool_block(block_type: str | None) -> bool:
+    """Blocks of a tool the API runs itself (web search, code execution, MCP ...), never answered by the client."""
+    if block_type is None:
+        return False
+    if block_type in ("server_tool_use", "mcp_tool_use", "mcp_tool_result"):
+        return True
+    return block_type.endswith("_tool_result") and block_type != "tool_result"
+
+
+def _tool_use_ids(blocks: Sequence[Any]) -> list[tuple[int, str]]:
+    """(block index, id) of the client tool calls among `blocks`."""
+    found = []
+    for index, block in enumerate(blocks):
+        view = _view(block)
+        if view is not None and view.get("type") == "tool_use" and isinstance(view.get("id"), str):
+            found.append((index, view["id"]))
+    return found
+
+
+def _tool_result_ids(blocks: Sequence[Any]) -> set[str]:
+    ids = set()
+    for block in blocks:
+        view = _view(block)
+        if view is not None and view.get("type") == "tool_result" and isinstance(view.get("tool_use_id"), str):
+            ids.add(view["tool_use_id"])
+    return ids
+
+
+def is_prefill(messages: Sequence[MessageParam]) -> bool:
+    """Whether the conversation ends with an assistant message that the model would continue (a prefill).
+
+    Not a prefill: a final assistant message with tool calls (it awaits tool results), or one whose last block
+    belongs to a server tool (a `pause_turn` reply sent back so the model resumes its own turn).
+    """
+    if not messages or _role(messages[-1]) != "assistant":
+        return False
+    blocks = _content_list(messages[-1]) or []
+    if _tool_use_ids(blocks):
+        return False
+    return not (blocks and _is_server_tool_block(_block_type(blocks[-1])))
+
+
+def unanswered_tool_calls(messages: Sequence[MessageParam]) -> list[str]:
+    """Ids of the tool calls in the last assistant message that the message after it does not answer, in order.
+
+    When the conversation ends with that assistant message, these are all its calls: the results the caller
+    still owes before the next request.
+    """
+    for index in range(len(messages) - 1, -1, -1):
+        if _role(messages[index]) != "assistant":
+            continue
+        uses = _tool_use_ids(_content_list(messages[index]) or [])
+        answered: set[str] = set()
+        if index + 1 < len(messages) and _role(messages[index + 1]) == "user":
+            answered = _tool_result_ids(_content_list(messages[index + 1]) or [])
+        return [tool_id for _, tool_id in uses if tool_id not in answered]
+    return []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# validate
+
+
+def validate(request: Mapping[str, Any], model: ModelInfo, *, complete: bool = True) -> None:
+    """Raise `HistoryError` naming the first rule `request` breaks, or `PrefillNotSupported`; else return None.
+
+    `request` is the keyword arguments of `messages.create`. The walk goes: parameters, tools, system, then each
+    message in order (its role and position, its link to the message before, its blocks), then the top-level
+    cache_control, then how the request ends. With `complete=False` the request is a history still being built:
+    the rules about its end (prefill, trailing whitespace of a final assistant message, tool calls awaiting
+    results in it) are skipped, everything else is checked.
+    """
+    _Validator(request, model).run(complete=complete)
+
+
+def _fail(rule: str, detail: str, message_index: int | None = None, block_index: int | None = None) -> HistoryError:
+    assert rule in RULES, rule  # every rule raised is documented
+    return HistoryError(rule, detail, message_index=message_index, block_index=block_index)
+
+
+def _where(message_index: int, block_index: int | None) -> str:
+    return f"messages[{message_index}]" + (f".content[{block_index}]" if block_index is not None else "")
+
+
+@dataclass
+class _Validator:
+    request: Mapping[str, Any]
+    model: ModelInfo
+    breakpoints: int = 0
+    first_5m: str | None = None  # where the first 5-minute breakpoint sits, for the TTL order rule
+    tool_use_ids: set[str] = field(default_factory=set)
+    compaction_with_content: bool = False
+
+    def run(self, *, complete: bool) -> None:
+        self._check_parameters()
+        messages = self._check_messages_list()
+        self._check_tools()
+        self._check_system()
+        for index in range(len(messages)):
+            self._check_message(messages, index)
+        cache_control = self.request.get("cache_control")
+        if cache_control is not None:
+            # Automatic caching puts its breakpoint on the last cacheable block: it counts, and comes last.
+            self._breakpoint(cache_control, "cache_control (top level)", None, None)
+        if complete:
+            self._check_ending(messages)
+
+    # ---- parameters
+
+    def _check_parameters(self) -> None:
+        request, model = self.request, self.model
+        for name in REMOVED_SAMPLING_PARAMS:
+            if name in request:
+                raise _fail("sampling_removed", f"`{name}` was removed in API version 2026-10-21; leave it out")
+        model_id = request.get("model")
+        if not isinstance(model_id, str) or not model_id:
+            raise _fail("model_missing", "`model` is required (a non-empty string)")
+        if model_id != model.id and model_id not in model.aliases:
+            raise _fail("model_mismatch", f"request model {model_id!r} is checked against the facts of {model.id!r}")
+        max_tokens = request.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+            raise _fail("max_tokens_invalid", f"`max_tokens` is required, an integer >= 0 (got {max_tokens!r})")
+        if max_tokens > model.max_output:
+            hint = "" if model.known else " (catalog defaults for an unknown model; add it to your catalog file)"
+            raise _fail(
+                "max_tokens_above_limit",
+                f"max_tokens {max_tokens} exceeds the maximum output of {model.id!r}, {model.max_output}{hint}",
+            )
+        thinking = request.get("thinking")
+        thinking_type = thinking.get("type") if isinstance(thinking, Mapping) else None
+        if max_tokens == 0:
+            reason = self._zero_max_tokens_conflict(thinking_type)
+            if reason:
+                raise _fail("max_tokens_zero_not_allowed", f"max_tokens 0 (cache warming) is not allowed with {reason}")
+        if thinking is not None:
+            allowed = ("disabled", *model.thinking)
+            if thinking_type not in allowed:
+                raise _fail(
+                    "thinking_type_unsupported",
+                    f"thinking type {thinking_type!r} is not accepted by {model.id!r} (accepted: {', '.join(allowed)})",
+                )
+            if thinking_type == "enabled":
+                budget = cast(Mapping[str, Any], thinking).get("budget_tokens")
+                if not isinstance(budget, int) or isinstance(budget, bool) or budget < MIN_THINKING_BUDGET:
+                    raise _fail(
+                        "thinking_budget_invalid",
+                        f"thinking.budget_tokens must be an integer >= {MIN_THINKING_BUDGET} (got {budget!r})",
+                    )
+                if budget >= max_tokens:
+                    raise _fail(
+                        "thinking_budget_not_below_max_tokens",
+                        f"thinking.budget_tokens {budget} must be less than max_tokens {max_tokens}",
+                    )
+        stop_sequences = request.get("stop_sequences")
+        if stop_sequences is not None:
+            if not isinstance(stop_sequences, list | tuple):
+                raise _fail("stop_sequences_invalid", "`stop_sequences` must be a list of strings")
+            for index, sequence in enumerate(stop_sequences):
+                if not isinstance(sequence, str):
+                    raise _fail("stop_sequences_invalid", f"stop_sequences[{index}] is not a string")
+                if not sequence:
+                    raise _fail("stop_sequence_empty", f"stop_sequences[{index}] is empty")
+        if request.get("compaction") is not None and request.get("context_management") is not None:
+            raise _fail(
+                "compaction_with_context_management",
+                "an explicit `compaction` request cannot be combined with `context_management`",
+            )
+        if self._continues_thread():
+            for name in ("system", "tools"):
+                if request.get(name) is not None:
+                    raise _fail(
+                        "thread_continue_with_prefix",
+                        f"a thread 'continue' request may not send `{name}`: it was fixed when the thread was created",
+                    )
+
+    def _zero_max_tokens_conflict(self, thinking_type: object) -> str | None:
+        request = self.request
+        if request.get("stream"):
+            return "stream"
+        if thinking_type in ("enabled", "adaptive"):
+            return f"{thinking_type} thinking"
+        output_config = request.get("output_config")
+        if isinstance(output_config, Mapping) and output_config.get("format") is not None:
+            return "output_config.format"
+        tool_choice = request.get("tool_choice")
+        if isinstance(tool_choice, Mapping) and tool_choice.get("type") in ("any", "tool"):
+            return f"a forced tool_choice ({tool_choice.get('type')})"
+        return None
+
+    def _continues_thread(self) -> bool:
+        thread = self.request.get("thread")
+        return isinstance(thread, Mapping) and thread.get("type") == "continue"
+
+    def _check_messages_list(self) -> Sequence[Any]:
+        messages = self.request.get("messages")
+        if not isinstance(messages, list | tuple):
+            raise _fail("messages_invalid", "`messages` is required, a list of messages")
+        if not messages:
+            raise _fail("messages_empty", "`messages` is empty; a request needs at least one user message")
+        if len(messages) > MAX_MESSAGES:
+            raise _fail("too_many_messages", f"{len(messages)} messages; a request holds at most {MAX_MESSAGES:,}")
+        return messages
+
+    def _check_tools(self) -> None:
+        tools = self.request.get("tools")
+        if tools is None:
+            return
+        if not isinstance(tools, list | tuple):
+            raise _fail("tools_invalid", "`tools` must be a list of tool definitions")
+        for index, tool in enumerate(tools):
+            view = _view(tool)
+            if view is None:
+                raise _fail("tools_invalid", f"tools[{index}] is not a tool definition (an object)")
+            self._breakpoint(view.get("cache_control"), f"tools[{index}]", None, None)
+
+    def _check_system(self) -> None:
+        system = self.request.get("system")
+        if system is None:
+            return
+        if isinstance(system, str):
+            if not system.strip():
+                raise _fail("system_empty", "`system` must contain non-whitespace text")
+            return
+        if not isinstance(system, list | tuple):
+            raise _fail("system_invalid", "`system` must be a string or a list of text blocks")
+        if not system:
+            raise _fail("system_empty", "`system` is an empty list; leave it out instead")
+        for index, block in enumerate(system):
+            view = _view(block)
+            if view is None or view.get("type") != "text" or not isinstance(view.get("text"), str):
+                raise _fail("system_invalid", f"system[{index}] is not a text block")
+            if not view["text"].strip():
+                raise _fail("system_empty", f"system[{index}] must contain non-whitespace text")
+            self._breakpoint(view.get("cache_control"), f"system[{index}]", None, None)
+
+    # ---- one message
+
+    def _check_message(self, messages: Sequence[Any], index: int) -> None:
+        message = messages[index]
+        if not isinstance(message, Mapping):
+            raise _fail("message_invalid", "a message must be an object with role and content", index)
+        role = message.get("role")
+        if role not in ("user", "assistant", "system"):
+            raise _fail("role_invalid", f"role {role!r} is not one of user, assistant, system", index)
+        self._check_position(messages, index, role)
+        content = message.get("content")
+        if isinstance(content, str):
+            blocks: list[tuple[int | None, Mapping[str, Any]]] = [(None, {"type": "text", "text": content})]
+        elif isinstance(content, list | tuple):
+            blocks = []
+            for block_index, block in enumerate(content):
+                view = _view(block)
+                if view is None or not isinstance(view.get("type"), str):
+                    raise _fail("message_invalid", "a content block must be an object with a type", index, block_index)
+                blocks.append((block_index, view))
+        else:
+            raise _fail("message_invalid", "content must be a string or a list of content blocks", index)
+        if role == "system":
+            self._check_system_message(index, blocks)
+            return
+        if not content:
+            detail = f"{role} message content may not be empty"
+            raise _fail("empty_content", detail + " (normalize() drops empty messages)", index)
+        previous_uses: dict[str, int] | None = None  # tool_use id -> block index, in the previous message
+        if role == "user":
+            previous_uses = self._check_previous_answered(messages, index, blocks)
+        seen_results: set[str] = set()
+        other_content = False
+        for position, view in blocks:
+            self._check_block(index, position, view, role, previous_uses, seen_results, other_content)
+            if view["type"] not in ("tool_result", "compaction"):
+                other_content = True
+
+    def _check_position(self, messages: Sequence[Any], index: int, role: str) -> None:
+        previous_role = _role(messages[index - 1]) if index > 0 else None
+        if role == "system":
+            if not self.model.system_messages:
+                raise _fail(
+                    "system_message_unsupported",
+                    f"role 'system' messages are not supported on {self.model.id!r}; use the top-level `system`",
+                    index,
+                )
+            if index == 0:
+                raise _fail("system_message_first", "a role 'system' message may not be the first message", index)
+            if previous_role != "user":
+                raise _fail(
+                    "system_message_not_after_user",
+                    f"a role 'system' message must directly follow a user message, not {previous_role!r}",
+                    index,
+                )
+            if index + 1 < len(messages) and _role(messages[index + 1]) != "assistant":
+                raise _fail(
+                    "system_message_not_before_assistant",
+                    "a role 'system' message must be followed by an assistant message or be the last message",
+                    index,
+                )
+            return
+        if index == 0 and role != "user":
+            raise _fail("first_message_not_user", f"the first message must be a user message, not {role!r}", index)
+        if previous_role == role:
+            raise _fail(
+                "consecutive_same_role",
+                f"two {role} messages in a row (messages[{index - 1}] and messages[{index}]); normalize() merges them",
+                index,
+            )
+
+    def _check_system_message(self, index: int, blocks: list[tuple[int | None, Mapping[str, Any]]]) -> None:
+        if not blocks:
+            raise _fail("system_message_empty", "a role 'system' message may not be empty", index)
+        for block_index, view in blocks:
+            if view["type"] == "compaction":
+                raise _fail(
+                    "compaction_block_misplaced",
+                    "a compaction block may not sit in a role 'system' message",
+                    index,
+                    block_index,
+                )
+            if view["type"] != "text" or not isinstance(view.get("text"), str):
+                raise _fail(
+                    "system_message_not_text",
+                    f"a role 'system' message holds text only, not {view['type']!r}",
+                    index,
+                    block_index,
+                )
+            if not view["text"].strip():
+                raise _fail(
+                    "system_message_empty", "role 'system' text must contain non-whitespace text", index, block_index
+                )
+            self._breakpoint(view.get("cache_control"), _where(index, block_index), index, block_index)
+
+    def _check_previous_answered(
+        self, messages: Sequence[Any], index: int, blocks: list[tuple[int | None, Mapping[str, Any]]]
+    ) -> dict[str, int] | None:
+        """Check the previous assistant message's tool calls are all answered here; return them by id."""
+        if index == 0 or _role(messages[index - 1]) != "assistant":
+            return None
+        uses = _tool_use_ids(_content_list(messages[index - 1]) or [])
+        answered = _tool_result_ids([view for _, view in blocks])
+        for block_index, tool_id in uses:
+            if tool_id not in answered:
+                raise _fail(
+                    "tool_use_unanswered",
+                    f"tool_use {tool_id!r} has no tool_result in the next message, messages[{index}] "
+                    "(normalize(orphan_tool_calls='close' or 'drop') repairs this)",
+                    index - 1,
+                    block_index,
+                )
+        return {tool_id: block_index for block_index, tool_id in uses}
+
+    def _check_block(
+        self,
+        index: int,
+        block_index: int | None,
+        view: Mapping[str, Any],
+        role: str,
+        previous_uses: dict[str, int] | None,
+        seen_results: set[str],
+        other_content: bool,
+    ) -> None:
+        block_type = view["type"]
+        fail_here = _Here(index, block_index)
+        if block_type == "text":
+            text = view.get("text")
+            if not isinstance(text, str):
+                raise fail_here("block_invalid", "a text block needs `text` (a string)")
+            if role == "user":
+                if not text.strip():
+                    raise fail_here(
+                        "user_text_empty", "user text must contain non-whitespace text (normalize() drops it)"
+                    )
+                if view.get("citations"):
+                    raise fail_here("user_text_citations", "user text blocks may not carry citations (API 2026-10-21)")
+            elif not text:
+                raise fail_here(
+                    "assistant_text_empty", "assistant text blocks must be non-empty (normalize() drops them)"
+                )
+        elif block_type in ("thinking", "redacted_thinking"):
+            if role != "assistant":
+                raise fail_here("block_wrong_role", f"a {block_type} block belongs in an assistant message")
+            if view.get("cache_control") is not None:
+                raise fail_here("cache_control_on_thinking", f"a {block_type} block cannot carry cache_control")
+            if block_type == "thinking":
+                # `thinking` may be "" (display: "omitted" returns only the signature); the signature may not.
+                if not isinstance(view.get("thinking"), str) or not _nonempty_str(view.get("signature")):
+                    raise fail_here(
+                        "thinking_block_invalid", "a thinking block needs `thinking` and `signature`, as returned"
+                    )
+            elif not _nonempty_str(view.get("data")):
+                raise fail_here("thinking_block_invalid", "a redacted_thinking block needs `data`, as returned")
+        elif block_type in ("tool_use", "server_tool_use"):
+            if role != "assistant":
+                raise fail_here("block_wrong_role", f"a {block_type} block belongs in an assistant message")
+            tool_id = view.get("id")
+            if not _nonempty_str(tool_id) or not isinstance(view.get("name"), str):
+                raise fail_here("block_invalid", f"a {block_type} block needs `id`, `name` and `input`")
+            if not isinstance(view.get("input"), Mapping):
+                raise fail_here("block_invalid", f"a {block_type} block's `input` must be an object")
+            if tool_id in self.tool_use_ids:
+                raise fail_here("tool_use_id_duplicate", f"tool_use id {tool_id!r} is used twice")
+            self.tool_use_ids.add(tool_id)
+        elif block_type == "tool_result":
+            if role != "user":
+                raise fail_here("block_wrong_role", "a tool_result block belongs in a user message")
+            tool_use_id = view.get("tool_use_id")
+            if not _nonempty_str(tool_use_id):
+                raise fail_here("block_invalid", "a tool_result block needs `tool_use_id`")
+            if other_content:
+                raise fail_here("tool_result_not_first", "tool_result blocks must come before any other content")
+            if tool_use_id in seen_results:
+                raise fail_here("tool_result_duplicate", f"tool_use {tool_use_id!r} is answered twice")
+            seen_results.add(tool_use_id)
+            # A thread 'continue' request answers the tool calls of the reply the server holds.
+            if (previous_uses is None or tool_use_id not in previous_uses) and not (
+                index == 0 and self._continues_thread()
+            ):
+                raise fail_here(
+                    "tool_result_orphan",
+                    f"tool_result for {tool_use_id!r} answers no tool_use of the previous (assistant) message",
+                )
+            self._nested_breakpoints(index, block_index, view)
+        elif block_type == "document":
+            if role == "assistant":
+                raise fail_here("document_in_assistant", "document blocks may not sit in assistant messages")
+        elif block_type == "compaction":
+            content = view.get("content")
+            if content is not None:
+                if not _nonempty_str(content):
+                    raise fail_here("compaction_content_empty", "a compaction block's content is null or non-empty")
+                if self.compaction_with_content:
+                    raise fail_here(
+                        "compaction_block_ambiguous",
+                        "more than one compaction block with content; send only the latest",
+                    )
+                self.compaction_with_content = True
+                if (index, block_index) != (0, 0):
+                    raise fail_here(
+                        "compaction_block_misplaced",
+                        "a compaction block with content must be the first block of the first message",
+                    )
+        if block_type not in ("thinking", "redacted_thinking"):
+            where = _where(index, block_index)
+            self._breakpoint(view.get("cache_control"), where, index, block_index)
+
+    def _nested_breakpoints(self, index: int, block_index: int | None, view: Mapping[str, Any]) -> None:
+        nested = view.get("content")
+        if not isinstance(nested, list | tuple):
+            return
+        for inner_index, inner in enumerate(nested):
+            inner_view = _view(inner)
+            if inner_view is not None:
+                where = f"{_where(index, block_index)}.content[{inner_index}]"
+                self._breakpoint(inner_view.get("cache_control"), where, index, block_index)
+
+    # ---- prompt caching
+
+    def _breakpoint(self, cache_control: object, where: str, index: int | None, block_index: int | None) -> None:
+        if cache_control is None:
+            return
+        if not isinstance(cache_control, Mapping) or cache_control.get("type") != "ephemeral":
+            raise _fail(
+                "cache_control_invalid", f"{where}: cache_control must be {{'type': 'ephemeral'}}", index, block_index
+            )
+        ttl = cache_control.get("ttl") or "5m"
+        if ttl not in CACHE_TTLS:
+            raise _fail(
+                "cache_control_invalid",
+                f"{where}: cache_control ttl must be '5m' or '1h', not {ttl!r}",
+                index,
+                block_index,
+            )
+        self.breakpoints += 1
+        if self.breakpoints > MAX_BREAKPOINTS:
+            raise _fail(
+                "cache_control_too_many",
+                f"{where}: breakpoint number {self.breakpoints}; at most {MAX_BREAKPOINTS} are allowed",
+                index,
+                block_index,
+            )
+        if ttl == "1h" and self.first_5m is not None:
+            raise _fail(
+                "cache_ttl_order",
+                f"{where}: a 1h breakpoint after the 5m one at {self.first_5m}; longer TTLs must come first",
+                index,
+                block_index,
+            )
+        if ttl == "5m" and self.first_5m is None:
+            self.first_5m = where
+
+    # ---- how the request ends
+
+    def _check_ending(self, messages: Sequence[Any]) -> None:
+        last_index = len(messages) - 1
+        last = messages[last_index]
+        if _role(last) != "assistant":
+            return  # a user message, or a role 'system' message (the model answers it), ends a request
+        blocks = _content_list(last) or []
+        explicit_compaction = self.request.get("compaction") is not None
+        uses = _tool_use_ids(blocks)
+        if uses:
+            block_index, tool_id = uses[0]
+            if explicit_compaction:
+                raise _fail(
+                    "compaction_incomplete_turn",
+                    f"cannot compact a conversation whose last turn awaits the result of tool_use {tool_id!r}",
+                    last_index,
+                    block_index,
+                )
+            raise _fail(
+                "tool_use_unanswered",
+                f"the request ends awaiting the result of tool_use {tool_id!r}; append a user message with it",
+                last_index,
+                block_index,
+            )
+        # An explicit compaction request's reply is the compaction block, not a continuation of this message;
+        # a final message ending in a server-tool block is a resumed turn (pause_turn), allowed on every model.
+        if explicit_compaction or not is_prefill(messages):
+            return
+        if not self.model.prefill:
+            raise PrefillNotSupported(self.model.id)
+        content = cast(Mapping[str, Any], last).get("content")
+        text_index: int | None = None if isinstance(content, str) else len(blocks) - 1
+        final = _view(blocks[-1]) if blocks else None
+        if final is not None and final.get("type") == "text":
+            text = final.get("text")
+            if isinstance(text, str) and text != text.rstrip():
+                raise _fail(
+                    "prefill_trailing_whitespace",
+                    "the final assistant message (prefill) may not end in whitespace (normalize() strips it)",
+                    last_index,
+                    text_index,
+                )
+
+
+class _Here:
+    """Builds errors located at one block."""
+
+    def __init__(self, index: int, block_index: int | None) -> None:
+        self.index = index
+        self.block_index = block_index
+
+    def __call__(self, rule: str, detail: str) -> HistoryError:
+        return _fail(rule, detail, self.index, self.block_index)
+
+
+def _nonempty_str(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(value)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# normalize
+
+
+@dataclass
+class _Turn:
+    """One message during normalization. `role` is None for messages normalize leaves exactly as they are."""
+
+    source: Any
+    role: Literal["user", "assistant"] | None
+    content: str | list[Any] = ""
+    changed: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return self.role is not None and not self.content
+
+    def blocks(self) -> list[Any]:
+        if isinstance(self.content, str):
+            return [{"type": "text", "text": self.content}]
+        return self.content
+
+    def materialize(self) -> Any:
+        if self.role is None:
+            return self.source
+        content = self.content if isinstance(self.content, str) else list(self.content)
+        return {**self.source, "content": content}
+
+
+def normalize(messages: Sequence[MessageParam], *, orphan_tool_calls: OrphanMode = "keep") -> list[MessageParam]:
+    """Repair what can be repaired deterministically; return a new list (the input is never mutated).
+
+    In order: drop empty text blocks (assistant: ""; user: whitespace-only; such a block is dropped even when it
+    carries cache_control, since breakpoints are placed after normalization), drop messages left empty, merge
+    consecutive user or assistant messages, deal with orphan tool calls, and strip trailing whitespace from the
+    final assistant message's last text block (dropping the block, then the message, if nothing is left).
+
+    `orphan_tool_calls`: "keep" leaves them (validate() reports them); "drop" removes tool_use blocks the next
+    message does not answer and tool_result blocks that answer nothing (or a call already answered); "close" answers each unanswered call
+    with an error tool_result (in the next user message, created if needed) and drops orphan results. The tool
+    calls of a final assistant message await their results and are never orphans.
+
+    Idempotent; blocks are never reordered; thinking, redacted_thinking, compaction and tool_use blocks are kept
+    as they are (content blocks are shared with the input, not copied). A message that needs no change keeps its
+    form (string or list), so the request prefix stays byte-stable for the prompt cache. Role 'system' messages,
+    unknown roles and malformed messages are never merged, moved or edited: validate() reports what is wrong.
+    """
+    if orphan_tool_calls not in ("keep", "drop", "close"):
+        raise ValueError(f"orphan_tool_calls must be 'keep', 'drop' or 'close', not {orphan_tool_calls!r}")
+    turns = [_turn(message) for message in messages]
+    for turn in turns:
+        _drop_empty_text(turn)
+    turns = _merge(turns)
+    if orphan_tool_calls != "keep":
+        turns = _resolve_orphans(turns, orphan_tool_calls)
+    _strip_final(turns)
+    return [cast(MessageParam, turn.materialize()) for turn in turns]
+
+
+def _turn(message: object) -> _Turn:
+    if isinstance(message, Mapping):
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("user", "assistant"):
+            if isinstance(content, str):
+                return _Turn(message, role, content)
+            if isinstance(content, list | tuple):
+                return _Turn(message, role, list(content))
+    return _Turn(message, None)
+
+
+def _is_empty_text(block: object, role: str) -> bool:
+    view = _view(block)
+    if view is None or view.get("type") != "text" or not isinstance(view.get("text"), str):
+        return False
+    text: str = view["text"]
+    return not text.strip() if role == "user" else not text
+
+
+def _drop_empty_text(turn: _Turn) -> None:
+    if turn.role is None:
+        return
+    if isinstance(turn.content, str):
+        if _is_empty_text({"type": "text", "text": turn.content}, turn.role):
+            turn.content, turn.changed = "", True
+        return
+    kept = [block for block in turn.content if not _is_empty_text(block, turn.role)]
+    if len(kept) != len(turn.content):
+        turn.content, turn.changed = kept, True
+
+
+def _merge(turns: list[_Turn]) -> list[_Turn]:
+    """Drop emptied messages, then merge runs of user (or assistant) messages into their first message."""
+    merged: list[_Turn] = []
+    for turn in turns:
+        if turn.empty:
+            continue
+        previous = merged[-1] if merged else None
+        if previous is not None and turn.role is not None and previous.role == turn.role:
+            merged[-1] = _Turn(previous.source, previous.role, previous.blocks() + turn.blocks(), changed=True)
+        else:
+            merged.append(turn)
+    return merged
+
+
+def _orphans(turns: list[_Turn]) -> tuple[dict[int, list[str]], set[tuple[int, int]]]:
+    """Unanswered tool calls (turn index -> ids) and orphan tool results ((turn index, block index))."""
+    unanswered: dict[int, list[str]] = {}
+    orphan_results: set[tuple[int, int]] = set()
+    last = len(turns) - 1
+    for index, turn in enumerate(turns):
+        if turn.role == "assistant" and index < last:
+            following = turns[index + 1]
+            answered = _tool_result_ids(following.blocks()) if following.role == "user" else set()
+            missing = [tool_id for _, tool_id in _tool_use_ids(turn.blocks()) if tool_id not in answered]
+            if missing:
+                unanswered[index] = missing
+        elif turn.role == "user":
+            previous = turns[index - 1] if index > 0 else None
+            calls = (
+                {tool_id for _, tool_id in _tool_use_ids(previous.blocks())}
+                if previous is not None and previous.role == "assistant"
+                else set()
+            )
+            for block_index, block in enumerate(turn.blocks()):
+                view = _view(block)
+                if view is not None and view.get("type") == "tool_result":
+                    # A second result for the same call answers nothing either.
+                    if view.get("tool_use_id") not in calls:
+                        orphan_results.add((index, block_index))
+                    calls.discard(view.get("tool_use_id"))
+    return unanswered, orphan_results
+
+
+def _resolve_orphans(turns: list[_Turn], mode: OrphanMode) -> list[_Turn]:
+    # Each round removes orphan blocks or answers calls; merging what emptied messages leave behind can create new
+    # orphans only by dropping blocks, so the loop ends (in practice after one or two rounds).
+    while True:
+        unanswered, orphan_results = _orphans(turns)
+        if not unanswered and not orphan_results:
+            return turns
+        repaired: list[_Turn] = []
+        for index, turn in enumerate(turns):
+            if turn.role is None:
+                repaired.append(turn)
+                continue
+            blocks = turn.blocks()
+            kept: list[Any] = []
+            for block_index, block in enumerate(blocks):
+                if turn.role == "user" and (index, block_index) in orphan_results:
+                    continue
+                if turn.role == "assistant" and mode == "drop" and _unanswered_use(block, unanswered.get(index)):
+                    continue
+                kept.append(block)
+            changed = len(kept) != len(blocks)
+            if mode == "close" and turn.role == "user" and index - 1 in unanswered:
+                # Answers go after the results already there: tool_result blocks lead their message.
+                at = next((i for i, block in enumerate(kept) if _block_type(block) != "tool_result"), len(kept))
+                kept[at:at] = _closing_results(unanswered[index - 1])
+                changed = True
+            if changed:
+                repaired.append(_Turn(turn.source, turn.role, kept, changed=True))
+            else:
+                repaired.append(turn)
+            if mode == "close" and turn.role == "assistant" and index in unanswered:
+                following = turns[index + 1]
+                if following.role != "user":
+                    repaired.append(_Turn({"role": "user"}, "user", _closing_results(unanswered[index]), changed=True))
+        turns = _merge(repaired)
+
+
+def _unanswered_use(block: object, unanswered: list[str] | None) -> bool:
+    view = _view(block)
+    if not unanswered or view is None:
+        return False
+    return view.get("type") == "tool_use" and view.get("id") in unanswered
+
+
+def _closing_results(tool_ids: list[str]) -> list[Any]:
+    return [
+        {"type": "tool_result", "tool_use_id": tool_id, "is_error": True, "content": UNANSWERED_TOOL_CALL}
+        for tool_id in tool_ids
+    ]
+
+
+def _strip_final(turns: list[_Turn]) -> None:
+    """Strip trailing whitespace off the final assistant message (a prefill), dropping what is left empty."""
+    while turns and turns[-1].role == "assistant":
+        turn = turns[-1]
+        if isinstance(turn.content, str):
+            stripped = turn.content.rstrip()
+            if stripped == turn.content:
+                return
+            turn.content, turn.changed = stripped, True
+        else:
+            view = _view(turn.content[-1]) if turn.content else None
+            if view is None or view.get("type") != "text" or not isinstance(view.get("text"), str):
+                return
+            text: str = view["text"]
+            stripped = text.rstrip()
+            if stripped == text:
+                return
+            turn.content = turn.content[:-1] + ([{**view, "text": stripped}] if stripped else [])
+            turn.changed = True
+        if turn.empty:
+            turns.pop()

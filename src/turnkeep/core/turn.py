@@ -1,0 +1,202 @@
+"""One turn as a sans-IO state machine: it says which request to send next and folds in each response.
+
+A driver (sync or async, streaming or not) does only this::
+
+    call = turn.start()
+    while call is not None:
+        call = turn.receive(send(call.request))
+    outcome = turn.outcome()
+
+Everything else is decided here, without I/O: continuing a reply cut by `max_tokens` (`auto_continue`),
+resuming a `pause_turn`, merging the pieces into one assistant message, prefill (native or by instruction),
+and validating every request before it is emitted.
+
+How a truncated reply is continued depends on the model. Where prefill is accepted (and thinking is off), the
+partial reply is sent back as the final assistant message and the model continues it verbatim. Elsewhere a
+final assistant message would be rejected, so the partial reply is sent as a complete assistant turn followed
+by a short user message asking to continue; the stored result is still one merged assistant message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from anthropic.types import Message, MessageParam
+
+from turnkeep.core import rules
+from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.messages import Block, as_blocks, merge_assistant_content, text_of
+
+__all__ = ["CONTINUE_PROMPT", "Call", "Turn", "TurnOutcome", "prefill_instruction"]
+
+CONTINUE_PROMPT = (
+    "Your previous reply was cut off by the output limit. Continue it exactly where it stopped, "
+    "without repeating anything and without any preamble."
+)
+
+Purpose = Literal["reply", "continue", "resume"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request the driver must send: keyword arguments for `messages.create` / `messages.stream`."""
+
+    purpose: Purpose
+    request: dict[str, Any]
+
+
+@dataclass(slots=True)
+class TurnOutcome:
+    """What a finished turn produced."""
+
+    content: list[Block]
+    responses: list[Message]
+    stop_reason: str
+    continuations: int = 0
+    resumes: int = 0
+
+    @property
+    def message(self) -> Message:
+        return self.responses[-1]
+
+    @property
+    def refused(self) -> bool:
+        return self.stop_reason == "refusal"
+
+    @property
+    def truncated(self) -> bool:
+        return self.stop_reason == "max_tokens"
+
+
+def prefill_instruction(prefill: str) -> Block:
+    """The text block that asks a model without prefill support to begin its reply with `prefill`."""
+    return {
+        "type": "text",
+        "text": f"Begin your reply with exactly the following text, then continue it:\n{prefill}",
+    }
+
+
+@dataclass
+class Turn:
+    """A turn in flight. `request` is the planned first request (already normalised by the policy).
+
+    `prefill` is the text the reply must begin with: with `prefill_mode="native"` the request already ends with
+    it as an assistant message; with `"instruct"` the user message asks for it and the outcome guarantees it.
+    """
+
+    request: dict[str, Any]
+    model: ModelInfo
+    prefill: str | None = None
+    prefill_mode: Literal["native", "instruct"] | None = None
+    auto_continue: int = 0
+    max_resumes: int = 5
+    _responses: list[Message] = field(default_factory=list, init=False)
+    _content: list[Block] = field(default_factory=list, init=False)
+    _continuations: int = field(default=0, init=False)
+    _resumes: int = field(default=0, init=False)
+    _done: bool = field(default=False, init=False)
+    _last_purpose: Purpose = field(default="reply", init=False)
+
+    def __post_init__(self) -> None:
+        messages = list(self.request["messages"])
+        # The conversation the turn extends, without a native prefill (which becomes part of the reply).
+        self._base: list[MessageParam] = messages[:-1] if self.prefill_mode == "native" else messages
+        if self.prefill_mode == "native":
+            self._content = as_blocks(messages[-1]["content"])
+
+    @property
+    def responses(self) -> list[Message]:
+        """The responses received so far."""
+        return list(self._responses)
+
+    @property
+    def content(self) -> list[Block]:
+        """The assistant content so far: prefill and every received piece, merged."""
+        return [dict(b) for b in self._content]
+
+    def start(self) -> Call:
+        """The first request of the turn."""
+        return self._emit("reply", self.request)
+
+    def receive(self, message: Message) -> Call | None:
+        """Fold in a response; return the next request to send, or None when the turn is over."""
+        if self._done:
+            raise RuntimeError("turn already finished")
+        self._responses.append(message)
+        new = [dict(b) for b in as_blocks(message.content)]
+        # A continuation's thinking is bound to a request that is never sent again: drop it. A resumed turn's
+        # content is the same turn going on, so it is kept whole.
+        keep_thinking = self._last_purpose != "continue"
+        self._content = merge_assistant_content(self._content, new, keep_thinking=keep_thinking)
+        stop = message.stop_reason
+        if stop == "pause_turn" and self._resumes < self.max_resumes:
+            self._resumes += 1
+            return self._emit("resume", self._with_messages([*self._base, self._assistant()]))
+        if stop == "max_tokens" and self._continuations < self.auto_continue and self._can_continue():
+            self._continuations += 1
+            return self._emit("continue", self._continuation_request())
+        self._done = True
+        return None
+
+    def outcome(self) -> TurnOutcome:
+        """The merged result; only after `receive` returned None."""
+        if not self._done:
+            raise RuntimeError("turn not finished")
+        content = self._content
+        if self.prefill_mode == "instruct" and self.prefill:
+            content = _ensure_prefix(content, self.prefill)
+        last = self._responses[-1]
+        return TurnOutcome(
+            content=content,
+            responses=list(self._responses),
+            stop_reason=str(last.stop_reason),
+            continuations=self._continuations,
+            resumes=self._resumes,
+        )
+
+    # -- internals ---------------------------------------------------------------------------------------------
+
+    def _emit(self, purpose: Purpose, request: dict[str, Any]) -> Call:
+        rules.validate(request, self.model)
+        self._last_purpose = purpose
+        return Call(purpose, request)
+
+    def _assistant(self) -> MessageParam:
+        return cast(MessageParam, {"role": "assistant", "content": [dict(b) for b in self._content]})
+
+    def _with_messages(self, messages: list[MessageParam]) -> dict[str, Any]:
+        return {**self.request, "messages": rules.normalize(messages)}
+
+    def _thinking_on(self) -> bool:
+        thinking = self.request.get("thinking")
+        return isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive")
+
+    def _can_continue(self) -> bool:
+        # Only text can be continued; a reply cut inside a tool call must be asked for again instead.
+        return bool(self._content) and self._content[-1]["type"] == "text" and bool(text_of(self._content).strip())
+
+    def _continuation_request(self) -> dict[str, Any]:
+        if self.model.prefill and not self._thinking_on():
+            # normalize() strips the prefill's trailing whitespace; keep our copy identical to what is sent.
+            request = self._with_messages([*self._base, self._assistant()])
+            self._content = as_blocks(request["messages"][-1]["content"])
+            return request
+        prompt = cast(MessageParam, {"role": "user", "content": CONTINUE_PROMPT})
+        return self._with_messages([*self._base, self._assistant(), prompt])
+
+
+def _ensure_prefix(content: list[Block], prefill: str) -> list[Block]:
+    """Make the first text block start with `prefill` (the model was asked to, but may not have)."""
+    blocks = [dict(b) for b in content]
+    for block in blocks:
+        if block["type"] == "text":
+            text = block["text"]
+            stripped = text.lstrip()
+            if stripped.startswith(prefill):
+                block["text"] = stripped
+            else:
+                block["text"] = prefill + text
+            return blocks
+    return [*blocks, {"type": "text", "text": prefill}]
