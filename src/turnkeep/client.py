@@ -313,7 +313,7 @@ class _ConversationCore:
     def entry(self, call: Call, message: Message | None, latency: float, error: BaseException | None) -> LedgerEntry:
         """A ledger entry for one request."""
         usage = message.usage.model_dump(exclude_none=True) if message is not None else {}
-        cost = usage_cost(usage, self.model_info).total if message is not None else Decimal(0)
+        cost = usage_cost(usage, self.model_info, model_prices=self._catalog.get).total if usage else Decimal(0)
         miss = None
         if message is not None and message.diagnostics and message.diagnostics.cache_miss_reason:
             miss = message.diagnostics.cache_miss_reason.type
@@ -365,9 +365,14 @@ class _ConversationCore:
             ledger=pending.ledger,
         )
         self._advance([reply_node])
-        usage = sum((token_counts(m.usage) for m in outcome.responses), TokenCounts())
-        cost = sum((usage_cost(m.usage, self.model_info) for m in outcome.responses), Cost())
+        usage, cost = self._totals(outcome.responses)
         return Reply(outcome.content, outcome.message, outcome.responses, usage, cost, outcome.stop_reason)
+
+    def _totals(self, responses: Sequence[Message]) -> tuple[TokenCounts, Cost]:
+        usages = [m.usage.model_dump(exclude_none=True) for m in responses]
+        counts = sum((token_counts(u) for u in usages), TokenCounts())
+        cost = sum((usage_cost(u, self.model_info, model_prices=self._catalog.get) for u in usages), Cost())
+        return counts, cost
 
     def _has(self, node_id: str) -> bool:
         return any(n.id == node_id for n in self._path)
@@ -398,8 +403,7 @@ class _ConversationCore:
         responses = [*pending.turn.responses, *([snapshot] if snapshot is not None else [])]
         if not responses:
             return None
-        usage = sum((token_counts(m.usage) for m in responses), TokenCounts())
-        cost = sum((usage_cost(m.usage, self.model_info) for m in responses), Cost())
+        usage, cost = self._totals(responses)
         return Reply(list(content), responses[-1], responses, usage, cost, "partial", partial=True)
 
     # -- history operations --------------------------------------------------------------------------------------

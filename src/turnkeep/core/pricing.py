@@ -4,11 +4,16 @@
 `input_tokens + cache_creation_input_tokens + cache_read_input_tokens` (`TokenCounts.total_input`). Long-context
 price bands are chosen by that total and apply to the whole request. Cache writes are split by TTL from
 `usage.cache_creation`; when a response gives only the total, it is billed as 5-minute writes (the default TTL).
+
+With `usage.iterations` (beta: server-side compaction, tool loops, fallbacks) the bill is the sum over the
+iterations, each priced on its own (its own long-context band): the top-level fields add up only the `message`
+iterations, and a compaction iteration's cost is not in them. An iteration that names another model is priced
+with `model_prices` when given (see `usage_cost`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -80,8 +85,11 @@ class Cost:
 
 
 def token_counts(usage: Usage | Mapping[str, Any]) -> TokenCounts:
-    """Billable counts from an SDK `Usage` or its JSON dict."""
+    """Billable counts from an SDK `Usage` or its JSON dict (summed over `iterations` when present)."""
     data: Mapping[str, Any] = usage.model_dump() if isinstance(usage, Usage) else usage
+    iterations = data.get("iterations")
+    if iterations:
+        return sum((token_counts(item) for item in iterations), TokenCounts())
     written = int(data.get("cache_creation_input_tokens") or 0)
     split = data.get("cache_creation") or {}
     write_1h = int(split.get("ephemeral_1h_input_tokens") or 0)
@@ -98,9 +106,35 @@ def token_counts(usage: Usage | Mapping[str, Any]) -> TokenCounts:
     )
 
 
-def usage_cost(usage: Usage | Mapping[str, Any] | TokenCounts, model: ModelInfo, *, batch: bool = False) -> Cost:
-    """The cost of one request's usage on `model` (the Batch API discount when `batch`)."""
-    counts = usage if isinstance(usage, TokenCounts) else token_counts(usage)
+def usage_cost(
+    usage: Usage | Mapping[str, Any] | TokenCounts,
+    model: ModelInfo,
+    *,
+    batch: bool = False,
+    model_prices: Callable[[str], ModelInfo] | None = None,
+) -> Cost:
+    """The cost of one request's usage on `model` (the Batch API discount when `batch`).
+
+    `model_prices(model_id)` looks up the model of an iteration that names another model (a fallback or
+    advisor); without it, every iteration is priced as `model`.
+    """
+    if not isinstance(usage, TokenCounts):
+        data: Mapping[str, Any] = usage.model_dump() if isinstance(usage, Usage) else usage
+        iterations = data.get("iterations")
+        if iterations:
+            total = Cost()
+            for item in iterations:
+                item_model = model
+                named = item.get("model")
+                if named and model_prices is not None and named != model.id:
+                    item_model = model_prices(str(named))
+                total = total + _priced(token_counts(item), item_model, batch)
+            return total
+        return _priced(token_counts(data), model, batch)
+    return _priced(usage, model, batch)
+
+
+def _priced(counts: TokenCounts, model: ModelInfo, batch: bool) -> Cost:
     prices = model.prices_for(counts.total_input)
     factor = (1 - model.batch_discount) if batch else Decimal(1)
 
