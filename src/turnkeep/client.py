@@ -100,7 +100,6 @@ class _PendingTurn:
 
     turn: Turn
     pending_ids: list[str]
-    expected_head: str | None
     ledger: list[LedgerEntry] = field(default_factory=list)
 
 
@@ -250,10 +249,9 @@ class _ConversationCore:
             )
         turn = self._plan_turn(self._path, new_nodes, prefill, prefill_mode, overrides)
         self.store.append(self.id, self.branch, expected_head=self._head, nodes=new_nodes)
-        expected = self._head
         self._advance(new_nodes)
         self._queued_instructions.clear()
-        return _PendingTurn(turn, [n.id for n in new_nodes], expected_head=expected)
+        return _PendingTurn(turn, [n.id for n in new_nodes])
 
     def begin_retry(self, overrides: Mapping[str, Any]) -> _PendingTurn:
         """Plan the resend of the pending user message."""
@@ -264,7 +262,7 @@ class _ConversationCore:
         meta = pending[0].meta
         prefill = meta.get("prefill")
         turn = self._plan_turn(self._path[:index], pending, prefill, meta.get("prefill_mode"), overrides)
-        return _PendingTurn(turn, [n.id for n in pending], expected_head=pending[0].parent_id)
+        return _PendingTurn(turn, [n.id for n in pending])
 
     def _plan_turn(
         self,
@@ -348,12 +346,10 @@ class _ConversationCore:
         }
         parent = pending.pending_ids[-1]
         reply_node = self._node({"role": "assistant", "content": outcome.content}, status, reply_meta, parent)
+        on_path = {n.id: n for n in self._path}
         settle: dict[str, NodeStatus] = {}
         for node_id in pending.pending_ids:
-            node = next(n for n in self._path if n.id == node_id) if self._has(node_id) else None
-            carries_results = node is not None and any(
-                b["type"] == "tool_result" for b in as_blocks(node.message["content"])
-            )
+            carries_results = any(b["type"] == "tool_result" for b in as_blocks(on_path[node_id].message["content"]))
             # A refused tool-result message stays: dropping it would orphan the tool calls it answers.
             settle[node_id] = "refused" if refused and not carries_results else "ok"
         self.store.append(
@@ -373,9 +369,6 @@ class _ConversationCore:
         counts = sum((token_counts(u) for u in usages), TokenCounts())
         cost = sum((usage_cost(u, self.model_info, model_prices=self._catalog.get) for u in usages), Cost())
         return counts, cost
-
-    def _has(self, node_id: str) -> bool:
-        return any(n.id == node_id for n in self._path)
 
     def fail(self, pending: _PendingTurn, *, partial: Sequence[Block] | None = None) -> None:
         """The turn failed: record what was billed and keep a partial reply for display; the user message stays

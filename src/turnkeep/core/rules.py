@@ -98,7 +98,7 @@ RULES: Mapping[str, str] = MappingProxyType(
         # Compaction blocks.
         "compaction_content_empty": "a compaction block's content is null or a non-empty string",
         "compaction_block_ambiguous": "at most one compaction block with content",
-        "compaction_block_misplaced": "a compaction block with content must be the first block of the first "
+        "compaction_block_misplaced": "a compaction block with content must be the first block of its "
         "message; never in a role 'system' message",
         # Prompt caching.
         "cache_control_invalid": "cache_control is {'type': 'ephemeral', 'ttl'?: '5m' | '1h'}",
@@ -249,8 +249,8 @@ class _Validator:
     compaction_with_content: bool = False
 
     def run(self, *, complete: bool) -> None:
-        self._check_parameters()
-        messages = self._check_messages_list()
+        messages = self._check_required()
+        self._check_options()
         self._check_tools()
         self._check_system()
         for index in range(len(messages)):
@@ -264,7 +264,8 @@ class _Validator:
 
     # ---- parameters
 
-    def _check_parameters(self) -> None:
+    def _check_required(self) -> Sequence[Any]:
+        """The removed sampling parameters, then `model`, `max_tokens` and `messages`; returns the messages."""
         request, model = self.request, self.model
         for name in REMOVED_SAMPLING_PARAMS:
             if name in request:
@@ -283,6 +284,18 @@ class _Validator:
                 "max_tokens_above_limit",
                 f"max_tokens {max_tokens} exceeds the maximum output of {model.id!r}, {model.max_output}{hint}",
             )
+        messages = request.get("messages")
+        if not isinstance(messages, list | tuple):
+            raise _fail("messages_invalid", "`messages` is required, a list of messages")
+        if not messages:
+            raise _fail("messages_empty", "`messages` is empty; a request needs at least one user message")
+        if len(messages) > MAX_MESSAGES:
+            raise _fail("too_many_messages", f"{len(messages)} messages; a request holds at most {MAX_MESSAGES:,}")
+        return messages
+
+    def _check_options(self) -> None:
+        request, model = self.request, self.model
+        max_tokens: int = request["max_tokens"]
         thinking = request.get("thinking")
         thinking_type = thinking.get("type") if isinstance(thinking, Mapping) else None
         if max_tokens == 0:
@@ -347,16 +360,6 @@ class _Validator:
     def _continues_thread(self) -> bool:
         thread = self.request.get("thread")
         return isinstance(thread, Mapping) and thread.get("type") == "continue"
-
-    def _check_messages_list(self) -> Sequence[Any]:
-        messages = self.request.get("messages")
-        if not isinstance(messages, list | tuple):
-            raise _fail("messages_invalid", "`messages` is required, a list of messages")
-        if not messages:
-            raise _fail("messages_empty", "`messages` is empty; a request needs at least one user message")
-        if len(messages) > MAX_MESSAGES:
-            raise _fail("too_many_messages", f"{len(messages)} messages; a request holds at most {MAX_MESSAGES:,}")
-        return messages
 
     def _check_tools(self) -> None:
         tools = self.request.get("tools")
@@ -589,10 +592,13 @@ class _Validator:
                         "more than one compaction block with content; send only the latest",
                     )
                 self.compaction_with_content = True
-                if (index, block_index) != (0, 0):
+                # The reference says "first in messages" (§1) but also that a compaction reply is appended to the
+                # history as usual (§7), which puts the block mid-history; the API then ignores what precedes it.
+                # So the block must lead its own message, wherever that message is.
+                if block_index != 0:
                     raise fail_here(
                         "compaction_block_misplaced",
-                        "a compaction block with content must be the first block of the first message",
+                        "a compaction block with content must be the first block of its message",
                     )
         if block_type not in ("thinking", "redacted_thinking"):
             where = _where(index, block_index)
@@ -741,8 +747,9 @@ def normalize(messages: Sequence[MessageParam], *, orphan_tool_calls: OrphanMode
     final assistant message's last text block (dropping the block, then the message, if nothing is left).
 
     `orphan_tool_calls`: "keep" leaves them (validate() reports them); "drop" removes tool_use blocks the next
-    message does not answer and tool_result blocks that answer nothing (or a call already answered); "close" answers each unanswered call
-    with an error tool_result (in the next user message, created if needed) and drops orphan results. The tool
+    message does not answer and tool_result blocks that answer nothing (or a call already answered); "close"
+    answers each unanswered call with an error tool_result (content `UNANSWERED_TOOL_CALL`, placed after the
+    results already in the next user message, which is created if needed) and drops orphan results. The tool
     calls of a final assistant message await their results and are never orphans.
 
     Idempotent; blocks are never reordered; thinking, redacted_thinking, compaction and tool_use blocks are kept
