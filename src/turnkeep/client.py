@@ -39,10 +39,10 @@ from turnkeep.core.messages import (
     tool_result_block,
     user_content,
 )
-from turnkeep.core.policies import FullHistory, Policy, RequestSettings
+from turnkeep.core.policies import FullHistory, Policy, RequestSettings, policy_from_settings, policy_settings
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
-from turnkeep.errors import ContextWindowExceeded, PrefillNotSupported, UsageError
+from turnkeep.errors import ContextWindowExceeded, PrefillNotSupported, UnknownConversation, UsageError
 from turnkeep.store import LedgerEntry, MemoryStore, Node, NodeStatus, Store
 
 if TYPE_CHECKING:
@@ -155,13 +155,46 @@ class _ConversationCore:
     # -- settings and views ------------------------------------------------------------------------------------
 
     def _settings(self) -> dict[str, Any]:
+        """What `open()` needs to rebuild this conversation (stored with it; never an API key)."""
         return {
             "model": self.model_info.id,
             "system": self.system,
             "max_tokens": self.max_tokens,
             "tools": self.tools,
-            "policy": self.policy.name,
+            "policy": policy_settings(self.policy),
+            "auto_continue": self.auto_continue,
+            "max_resumes": self.max_resumes,
+            "keep_refusals": self.keep_refusals,
         }
+
+    @classmethod
+    def open(
+        cls,
+        store: Store,
+        conversation_id: str,
+        *,
+        branch: str = "main",
+        policy: Policy | None = None,
+        catalog: Catalog | None = None,
+    ) -> _ConversationCore:
+        """Rebuild a stored conversation, bound to `branch`."""
+        settings = store.settings(conversation_id)
+        if branch not in store.branches(conversation_id):
+            raise UnknownConversation(f"conversation {conversation_id!r} has no branch {branch!r}")
+        return cls(
+            settings["model"],
+            system=settings.get("system"),
+            max_tokens=settings["max_tokens"],
+            tools=settings.get("tools"),
+            policy=policy or policy_from_settings(settings.get("policy") or {}),
+            store=store,
+            catalog=catalog,
+            auto_continue=settings.get("auto_continue", 0),
+            max_resumes=settings.get("max_resumes", 5),
+            keep_refusals=settings.get("keep_refusals", False),
+            conversation_id=conversation_id,
+            branch=branch,
+        )
 
     def _settings_obj(self, options: Mapping[str, Any]) -> RequestSettings:
         return RequestSettings(self.model_info, self.max_tokens, self.system, self.tools, options)
@@ -243,9 +276,16 @@ class _ConversationCore:
                 raise PrefillNotSupported(self.model_info.id)
             meta["prefill_mode"] = prefill_mode
         new_nodes = [self._node({"role": "user", "content": message_content}, "pending", meta)]
-        for text in self._queued_instructions:
+        if self._queued_instructions:
+            # One system message: the API rejects a system message followed by another.
+            texts = self._queued_instructions
+            instruction: str | list[Block] = (
+                texts[0] if len(texts) == 1 else [{"type": "text", "text": text} for text in texts]
+            )
             new_nodes.append(
-                self._node({"role": "system", "content": text}, "pending", {"kind": "instruction"}, new_nodes[-1].id)
+                self._node(
+                    {"role": "system", "content": instruction}, "pending", {"kind": "instruction"}, new_nodes[-1].id
+                )
             )
         turn = self._plan_turn(self._path, new_nodes, prefill, prefill_mode, overrides)
         self.store.append(self.id, self.branch, expected_head=self._head, nodes=new_nodes)
@@ -461,6 +501,14 @@ class _ConversationCore:
                 self._path = self._path[:index]
                 return
         raise UsageError("nothing to undo")
+
+    def fork(self, name: str | None) -> _ConversationCore:
+        """A core bound to a new branch at the current head."""
+        return self.on_branch(self.new_branch(name))
+
+    def on_branch(self, branch: str) -> _ConversationCore:
+        """A core for the same conversation on another branch, sharing store, policy and catalog."""
+        return _ConversationCore.open(self.store, self.id, branch=branch, policy=self.policy, catalog=self._catalog)
 
     def new_branch(self, name: str | None) -> str:
         """Create a branch at the current head and return its name."""
@@ -706,27 +754,33 @@ class Conversation(_Facade):
         )
         return ReplyStream(self, pending)
 
+    @classmethod
+    def open(
+        cls,
+        conversation_id: str,
+        *,
+        store: Store,
+        client: anthropic.Anthropic | None = None,
+        branch: str = "main",
+        policy: Policy | None = None,
+        catalog: Catalog | None = None,
+    ) -> Conversation:
+        """Reopen a stored conversation (on `branch`) to continue it; its next request repeats the stored
+        history byte for byte, so the prompt cache still applies."""
+        core = _ConversationCore.open(store, conversation_id, branch=branch, policy=policy, catalog=catalog)
+        if client is None:
+            import anthropic
+
+            client = anthropic.Anthropic()
+        return cls._bound(core, client)
+
     def fork(self, name: str | None = None) -> Conversation:
         """A new branch at the current head, as a `Conversation` sharing this one's store and client."""
-        branch = self._core.new_branch(name)
-        return self._bound(self._clone_core(branch), self.client)
+        return self._bound(self._core.fork(name), self.client)
 
-    def _clone_core(self, branch: str) -> _ConversationCore:
-        core = self._core
-        return _ConversationCore(
-            core.model_info.id,
-            system=core.system,
-            max_tokens=core.max_tokens,
-            tools=core.tools,
-            policy=core.policy,
-            store=core.store,
-            catalog=core._catalog,
-            auto_continue=core.auto_continue,
-            max_resumes=core.max_resumes,
-            keep_refusals=core.keep_refusals,
-            conversation_id=core.id,
-            branch=branch,
-        )
+    def switch(self, branch: str) -> Conversation:
+        """The same conversation bound to another existing branch."""
+        return self._bound(self._core.on_branch(branch), self.client)
 
     def _create(self, call: Call) -> Message:
         request = dict(call.request)
@@ -912,14 +966,39 @@ class AsyncConversation(_Facade):
         )
         return AsyncReplyStream(self, pending)
 
+    @classmethod
+    def open(
+        cls,
+        conversation_id: str,
+        *,
+        store: Store,
+        client: anthropic.AsyncAnthropic | None = None,
+        branch: str = "main",
+        policy: Policy | None = None,
+        catalog: Catalog | None = None,
+    ) -> AsyncConversation:
+        """See `Conversation.open`."""
+        core = _ConversationCore.open(store, conversation_id, branch=branch, policy=policy, catalog=catalog)
+        if client is None:
+            import anthropic
+
+            client = anthropic.AsyncAnthropic()
+        return cls._bound(core, client)
+
+    @classmethod
+    def _bound(cls, core: _ConversationCore, client: anthropic.AsyncAnthropic) -> AsyncConversation:
+        self = cls.__new__(cls)
+        self._core = core
+        self.client = client
+        return self
+
     def fork(self, name: str | None = None) -> AsyncConversation:
         """See `Conversation.fork`."""
-        branch = self._core.new_branch(name)
-        core = Conversation._clone_core(cast(Conversation, self), branch)
-        clone = AsyncConversation.__new__(AsyncConversation)
-        clone._core = core
-        clone.client = self.client
-        return clone
+        return self._bound(self._core.fork(name), self.client)
+
+    def switch(self, branch: str) -> AsyncConversation:
+        """See `Conversation.switch`."""
+        return self._bound(self._core.on_branch(branch), self.client)
 
     async def _create(self, call: Call) -> Message:
         request = dict(call.request)

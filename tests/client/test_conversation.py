@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import pytest
 from fake_api import FakeAPI
 
-from turnkeep import ContextWindowExceeded, Conversation, HistoryError, PrefillNotSupported, UsageError
+from turnkeep import (
+    ContextWindowExceeded,
+    Conversation,
+    HistoryError,
+    PrefillNotSupported,
+    UnknownConversation,
+    UsageError,
+)
 from turnkeep.core import rules
 from turnkeep.core.catalog import default_catalog
 from turnkeep.core.turn import CONTINUE_PROMPT
+from turnkeep.store import MemoryStore
 
 
 def chat(api: FakeAPI, model: str = "claude-sonnet-4-6", **options: object) -> Conversation:
@@ -361,6 +371,18 @@ def test_instruct_sends_a_system_message_after_the_next_user_message(api: FakeAP
     ]
 
 
+def test_several_instructions_before_a_turn_become_one_system_message(api: FakeAPI) -> None:
+    api.reply("Bonjour.")
+    conversation = chat(api, "claude-opus-5")
+    conversation.instruct("Answer in French.")
+    conversation.instruct("Be brief.")
+    conversation.send("Hello")
+    assert api.requests[0]["messages"][1] == {
+        "role": "system",
+        "content": [{"type": "text", "text": "Answer in French."}, {"type": "text", "text": "Be brief."}],
+    }
+
+
 def test_instruct_on_a_model_without_system_messages_names_the_model(api: FakeAPI) -> None:
     with pytest.raises(UsageError, match="claude-sonnet-5"):
         chat(api, "claude-sonnet-5").instruct("Answer in French.")
@@ -396,3 +418,38 @@ def test_unknown_model_works_with_one_warning(api: FakeAPI) -> None:
         conversation = Conversation("claude-future-1", client=api.client())
     conversation.send("hello")
     Conversation("claude-future-1", client=api.client()).send("again")  # no second warning (filterwarnings=error)
+
+
+# -- reopening a stored conversation ---------------------------------------------------------------------------
+
+
+def test_a_reopened_conversation_sends_a_byte_identical_prefix(api: FakeAPI) -> None:
+    store = MemoryStore()
+    api.reply("Paris.").reply("About 2.1 million.").reply("Also 2.1 million.")
+    original = Conversation("claude-sonnet-4-6", client=api.client(), store=store, system="Geography.", auto_continue=2)
+    original.send("What is the capital of France?")
+    reopened = Conversation.open(original.id, store=store, client=api.client())
+    assert (reopened.model, reopened.messages) == (original.model, original.messages)
+    original.send("What is its population?")
+    reopened_again = Conversation.open(original.id, store=store, client=api.client())
+    reopened_again.undo()
+    reopened_again.send("What is its population?")
+    assert json.dumps(api.requests[2], sort_keys=True) == json.dumps(api.requests[1], sort_keys=True)
+
+
+def test_opening_an_unknown_conversation_or_branch_is_a_clear_error(api: FakeAPI) -> None:
+    store = MemoryStore()
+    with pytest.raises(UnknownConversation, match="nope"):
+        Conversation.open("nope", store=store, client=api.client())
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), store=store)
+    with pytest.raises(UnknownConversation, match="branch 'other'"):
+        Conversation.open(conversation.id, store=store, client=api.client(), branch="other")
+
+
+def test_switch_moves_between_branches(api: FakeAPI) -> None:
+    api.reply("one").reply("two")
+    conversation = chat(api)
+    conversation.send("base")
+    conversation.fork("alt").send("on alt")
+    assert len(conversation.switch("alt").transcript) == 4
+    assert len(conversation.transcript) == 2

@@ -9,15 +9,16 @@ exact keyword arguments for `messages.create`, the new state, and an explanation
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from anthropic.types import MessageParam
 
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.rules import normalize
+from turnkeep.errors import ConfigError
 
-__all__ = ["FullHistory", "Plan", "Policy", "RequestSettings"]
+__all__ = ["FullHistory", "Plan", "Policy", "RequestSettings", "policy_from_settings", "policy_settings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +86,25 @@ class FullHistory:
             state=dict(state),
             explanation={"policy": self.name, "kept": [0, len(messages)], "dropped": [], "cache": "automatic"},
         )
+
+
+# Policies a stored conversation can name; each is a dataclass whose fields are its settings.
+_POLICIES: dict[str, type[Any]] = {"full-history": FullHistory}
+
+
+def policy_settings(policy: Policy) -> dict[str, Any]:
+    """A JSON-ready description of `policy` that `policy_from_settings` turns back into an equal policy."""
+    settings = asdict(policy) if hasattr(policy, "__dataclass_fields__") else {}  # type: ignore[call-overload]
+    settings["name"] = policy.name
+    return settings
+
+
+def policy_from_settings(settings: Mapping[str, Any]) -> Policy:
+    """The policy described by `policy_settings` (FullHistory when nothing is stored)."""
+    name = settings.get("name", "full-history")
+    cls = _POLICIES.get(str(name))
+    if cls is None:
+        raise ConfigError(f"unknown context policy {name!r}; known: {', '.join(sorted(_POLICIES))}")
+    known = {f.name for f in fields(cls)}
+    policy: Policy = cls(**{key: value for key, value in settings.items() if key in known})
+    return policy
