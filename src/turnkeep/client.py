@@ -17,9 +17,10 @@ defaults. Nothing is read at import time.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import TracebackType
@@ -39,7 +40,7 @@ from turnkeep.core.messages import (
     tool_result_block,
     user_content,
 )
-from turnkeep.core.policies import FullHistory, Policy, RequestSettings, policy_from_settings, policy_settings
+from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, policy_from_settings, policy_settings
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
 from turnkeep.errors import ContextWindowExceeded, PrefillNotSupported, UnknownConversation, UsageError
@@ -99,6 +100,7 @@ class _PendingTurn:
     """A turn between its pending write and its commit."""
 
     turn: Turn
+    plan: Plan
     pending_ids: list[str]
     ledger: list[LedgerEntry] = field(default_factory=list)
 
@@ -121,7 +123,10 @@ class _ConversationCore:
         keep_refusals: bool,
         conversation_id: str | None = None,
         branch: str = "main",
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        # The wall clock by default; a simulation passes its virtual clock so cache expiry is judged in its time.
+        self.clock: Callable[[], float] = clock or time.time
         self._catalog = catalog or config.load_catalog()
         self.model_info: ModelInfo = self._catalog.get(config.model(model))
         if not self.model_info.known:
@@ -147,6 +152,8 @@ class _ConversationCore:
             self.store.create(self.id, self._settings())
         else:
             self.id = conversation_id
+        # When this conversation sent its requests: policies weigh gaps (cache expiry, TTL choice).
+        self._request_times: list[float] = [entry.at for entry in self.store.ledger(self.id) if entry.error is None]
         self._head: str | None = self.store.branches(self.id).get(branch)
         self._path: list[Node] = self.store.path(self.id, self._head)
         # Validate the tools and system once, as a request would carry them.
@@ -176,6 +183,7 @@ class _ConversationCore:
         branch: str = "main",
         policy: Policy | None = None,
         catalog: Catalog | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> _ConversationCore:
         """Rebuild a stored conversation, bound to `branch`."""
         settings = store.settings(conversation_id)
@@ -194,6 +202,7 @@ class _ConversationCore:
             keep_refusals=settings.get("keep_refusals", False),
             conversation_id=conversation_id,
             branch=branch,
+            clock=clock,
         )
 
     def _settings_obj(self, options: Mapping[str, Any]) -> RequestSettings:
@@ -212,7 +221,9 @@ class _ConversationCore:
     def messages(self) -> list[MessageParam]:
         """Exactly the messages the next request will carry before the new user message."""
         ok = [n for n in self._path if n.status == "ok"]
-        plan = self.policy.plan(self._sendable(ok), self.store.policy_state(self.id), self._settings_obj({}))
+        plan = self.policy.plan(
+            self._sendable(ok), self.store.policy_state(self.id), self._request_settings({}, now=None)
+        )
         return cast(list[MessageParam], plan.request["messages"])
 
     def _pending_index(self) -> int | None:
@@ -287,11 +298,11 @@ class _ConversationCore:
                     {"role": "system", "content": instruction}, "pending", {"kind": "instruction"}, new_nodes[-1].id
                 )
             )
-        turn = self._plan_turn(self._path, new_nodes, prefill, prefill_mode, overrides)
+        turn, plan = self._plan_turn(self._path, new_nodes, prefill, prefill_mode, overrides)
         self.store.append(self.id, self.branch, expected_head=self._head, nodes=new_nodes)
         self._advance(new_nodes)
         self._queued_instructions.clear()
-        return _PendingTurn(turn, [n.id for n in new_nodes])
+        return _PendingTurn(turn, plan, [n.id for n in new_nodes])
 
     def begin_retry(self, overrides: Mapping[str, Any]) -> _PendingTurn:
         """Plan the resend of the pending user message."""
@@ -301,8 +312,8 @@ class _ConversationCore:
         pending = [n for n in self._path[index:] if n.status == "pending"]
         meta = pending[0].meta
         prefill = meta.get("prefill")
-        turn = self._plan_turn(self._path[:index], pending, prefill, meta.get("prefill_mode"), overrides)
-        return _PendingTurn(turn, [n.id for n in pending])
+        turn, plan = self._plan_turn(self._path[:index], pending, prefill, meta.get("prefill_mode"), overrides)
+        return _PendingTurn(turn, plan, [n.id for n in pending])
 
     def _plan_turn(
         self,
@@ -311,15 +322,8 @@ class _ConversationCore:
         prefill: str | None,
         prefill_mode: Literal["native", "instruct"] | None,
         overrides: Mapping[str, Any],
-    ) -> Turn:
-        reserved = _RESERVED & set(overrides)
-        if reserved:
-            raise UsageError(f"{', '.join(sorted(reserved))} cannot be overridden per turn")
-        options = dict(overrides)
-        max_tokens = options.pop("max_tokens", self.max_tokens)
-        settings = RequestSettings(
-            self.model_info, max_tokens, options.pop("system", self.system), options.pop("tools", self.tools), options
-        )
+    ) -> tuple[Turn, Plan]:
+        settings = self._request_settings(overrides, now=self.clock())
         transcript = [*self._sendable([n for n in before if n.status == "ok"]), *self._sendable(new_nodes)]
         if prefill_mode == "native" and prefill is not None:
             transcript.append(cast(MessageParam, {"role": "assistant", "content": prefill}))
@@ -333,7 +337,25 @@ class _ConversationCore:
             max_resumes=self.max_resumes,
         )
         turn.start()  # validates the first request now, before anything is stored or sent
-        return turn
+        return turn, plan
+
+    def _request_settings(self, overrides: Mapping[str, Any], *, now: float | None) -> RequestSettings:
+        """The planning settings for a turn with these per-turn overrides, and the clock facts of the edge."""
+        reserved = _RESERVED & set(overrides)
+        if reserved:
+            raise UsageError(f"{', '.join(sorted(reserved))} cannot be overridden per turn")
+        options = dict(overrides)
+        times = self._request_times
+        return RequestSettings(
+            self.model_info,
+            options.pop("max_tokens", self.max_tokens),
+            options.pop("system", self.system),
+            options.pop("tools", self.tools),
+            options,
+            now=now,
+            last_request_at=times[-1] if times else None,
+            gaps=tuple(later - earlier for earlier, later in itertools.pairwise(times)),
+        )
 
     def _node(
         self, message: Mapping[str, Any], status: NodeStatus, meta: Mapping[str, Any], parent: str | None = None
@@ -355,6 +377,9 @@ class _ConversationCore:
         miss = None
         if message is not None and message.diagnostics and message.diagnostics.cache_miss_reason:
             miss = message.diagnostics.cache_miss_reason.type
+        at = self.clock()
+        if error is None:
+            self._request_times.append(at)
         return LedgerEntry(
             purpose=call.purpose,
             model=str(call.request["model"]),
@@ -364,7 +389,7 @@ class _ConversationCore:
             usage=usage,
             cost_usd=str(cost),
             latency_ms=round(latency * 1000, 3),
-            at=time.time(),
+            at=at,
             error=f"{type(error).__name__}: {error}" if error is not None else None,
             cache_miss_reason=miss,
         )
@@ -399,6 +424,7 @@ class _ConversationCore:
             nodes=[reply_node],
             settle=settle,
             ledger=pending.ledger,
+            policy_state=pending.plan.state,
         )
         self._advance([reply_node])
         usage, cost = self._totals(outcome.responses)
@@ -508,7 +534,9 @@ class _ConversationCore:
 
     def on_branch(self, branch: str) -> _ConversationCore:
         """A core for the same conversation on another branch, sharing store, policy and catalog."""
-        return _ConversationCore.open(self.store, self.id, branch=branch, policy=self.policy, catalog=self._catalog)
+        return _ConversationCore.open(
+            self.store, self.id, branch=branch, policy=self.policy, catalog=self._catalog, clock=self.clock
+        )
 
     def new_branch(self, name: str | None) -> str:
         """Create a branch at the current head and return its name."""
@@ -686,6 +714,7 @@ class Conversation(_Facade):
         auto_continue: int = 0,
         max_resumes: int = 5,
         keep_refusals: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._core = _ConversationCore(
             model,
@@ -698,6 +727,7 @@ class Conversation(_Facade):
             auto_continue=auto_continue,
             max_resumes=max_resumes,
             keep_refusals=keep_refusals,
+            clock=clock,
         )
         if client is None:
             import anthropic
@@ -764,10 +794,13 @@ class Conversation(_Facade):
         branch: str = "main",
         policy: Policy | None = None,
         catalog: Catalog | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> Conversation:
         """Reopen a stored conversation (on `branch`) to continue it; its next request repeats the stored
         history byte for byte, so the prompt cache still applies."""
-        core = _ConversationCore.open(store, conversation_id, branch=branch, policy=policy, catalog=catalog)
+        core = _ConversationCore.open(
+            store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock
+        )
         if client is None:
             import anthropic
 
@@ -905,6 +938,7 @@ class AsyncConversation(_Facade):
         auto_continue: int = 0,
         max_resumes: int = 5,
         keep_refusals: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._core = _ConversationCore(
             model,
@@ -917,6 +951,7 @@ class AsyncConversation(_Facade):
             auto_continue=auto_continue,
             max_resumes=max_resumes,
             keep_refusals=keep_refusals,
+            clock=clock,
         )
         if client is None:
             import anthropic
@@ -976,9 +1011,12 @@ class AsyncConversation(_Facade):
         branch: str = "main",
         policy: Policy | None = None,
         catalog: Catalog | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> AsyncConversation:
         """See `Conversation.open`."""
-        core = _ConversationCore.open(store, conversation_id, branch=branch, policy=policy, catalog=catalog)
+        core = _ConversationCore.open(
+            store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock
+        )
         if client is None:
             import anthropic
 

@@ -23,13 +23,20 @@ __all__ = ["FullHistory", "Plan", "Policy", "RequestSettings", "policy_from_sett
 
 @dataclass(frozen=True, slots=True)
 class RequestSettings:
-    """The fixed fields of every request of a conversation, plus per-turn options."""
+    """The fixed fields of every request of a conversation, plus per-turn options and the facts a policy may
+    weigh that only the edge can know (the clock, the conversation's rhythm). Core code never reads a clock."""
 
     model: ModelInfo
     max_tokens: int
     system: str | list[dict[str, Any]] | None = None
     tools: list[dict[str, Any]] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    now: float | None = None
+    """Seconds since the epoch at planning time (None: unknown, e.g. in explain() without a clock)."""
+    last_request_at: float | None = None
+    """When this conversation last sent a request (None: never)."""
+    gaps: tuple[float, ...] = ()
+    """Observed seconds between this conversation's consecutive requests, oldest first."""
 
     def base_request(self, messages: Sequence[MessageParam]) -> dict[str, Any]:
         """`messages.create` kwargs for these settings and `messages` (nothing left out, nothing cached)."""
