@@ -1,0 +1,865 @@
+"""The emulator's HTTP face: a Starlette app that speaks the Messages API on loopback.
+
+`create_app()` builds one `Emulator` (all state of one instance: clock, prompt cache, diagnostics, bill,
+threads, scripted replies and faults per API key) and thin routes over it:
+
+| route                               | what                                                                  |
+|-------------------------------------|-----------------------------------------------------------------------|
+| `POST /v1/messages`                 | a reply as JSON, or as SSE events with `stream: true`                 |
+| `POST /v1/messages/count_tokens`    | `{"input_tokens": N}`, exactly what `usage` bills for the same body   |
+| `GET /v1/models`, `/v1/models/{id}` | the catalog as `anthropic.types.ModelInfo`, paginated like the API    |
+| `GET`/`POST /_emulator/clock`       | read the clock; `{"advance": s}` or `{"set": ts}`                     |
+| `POST /_emulator/script`            | `{"replies": [...]}` queued for the caller's API key                  |
+| `POST /_emulator/faults`            | `{"faults": [...]}` queued for the caller's API key                   |
+| `GET /_emulator/bill`               | the caller's bill (`?key=` another key, `?all=1` every key)           |
+| `GET /_emulator/stats`              | cache entries, threads, diagnostics fingerprints held in memory       |
+| `POST /_emulator/reset`             | forget cache, bill, queues, threads; `{"clock": true}` rewinds it     |
+
+Request headers: `x-emulator-responder` (recall | echo | scripted), `x-emulator-script` (JSON of one scripted
+reply), `x-emulator-fault` (JSON or a short form such as `529`), `x-emulator-advance` (seconds to move the clock
+first). A `POST /v1/messages` goes: auth → size → JSON → fault → clock header → model → thread → validation →
+compaction / context editing → tokens → responder → cache → usage → diagnostics → bill → thread/diagnostics
+record → response (the reply comes before the cache so a request rejected for a bad script writes nothing).
+Every response carries a `request-id` header (errors repeat it in their body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import math
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from turnkeep.core.catalog import Catalog, ModelInfo, default_catalog
+from turnkeep.emulator import compaction, responders, tokenizer, validation
+from turnkeep.emulator.billing import Bill
+from turnkeep.emulator.cache import Diagnostics, PromptCache
+from turnkeep.emulator.clock import Clock
+from turnkeep.emulator.errors import ApiError, invalid_request, not_found
+from turnkeep.emulator.faults import Fault, RandomFaults, parse_fault, parse_fault_header
+from turnkeep.emulator.threads import ThreadStore, ThreadTurn
+from turnkeep.emulator.validation import MAX_REQUEST_BYTES
+
+__all__ = ["Emulator", "create_app", "quiet_deliberate_drops", "sse_events"]
+
+
+_REQUEST_ID_KEY = "turnkeep.request_id"
+_EPOCH = "1970-01-01T00:00:00Z"  # ModelInfo.created_at "may be an epoch value if the release date is unknown"
+
+
+class Emulator:
+    """All state of one emulator instance, and the request pipeline over it (no HTTP here)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | str | None = None,
+        responder: str = "recall",
+        catalog: Catalog | None = None,
+        fault_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        if responder not in responders.MODES:
+            raise ValueError(f"unknown responder {responder!r}; expected one of {', '.join(responders.MODES)}")
+        self.clock = clock if isinstance(clock, Clock) else Clock("virtual" if clock == "virtual" else "real")
+        self.start = self.clock.now()
+        self.catalog = catalog if catalog is not None else default_catalog()
+        self.responder = responder
+        self.cache = PromptCache(self.clock)
+        self.diagnostics = Diagnostics(self.clock)
+        self.bill = Bill(self.catalog)
+        self.threads = ThreadStore(self.clock)
+        self.random_faults = RandomFaults(fault_rate, seed)
+        self.scripts: dict[str, deque[dict[str, Any]]] = {}
+        self.faults: dict[str, deque[Fault]] = {}
+        self._salt = secrets.token_hex(4)
+        self._counter = itertools.count(1)
+
+    # --- ids ---
+
+    def new_id(self, prefix: str) -> str:
+        """A unique id such as `msg_01…` (not part of any cache key, so randomness is harmless)."""
+        return f"{prefix}_01{self._salt}{next(self._counter):014d}"
+
+    # --- queues ---
+
+    def take_fault(self, scope: str, header: str | None) -> Fault | None:
+        """The fault for this request: the header's, else the next queued for the key, else a random one."""
+        if header:
+            try:
+                return parse_fault_header(header)
+            except (ValueError, TypeError) as err:
+                raise invalid_request(f"x-emulator-fault: {err}") from err
+        queue = self.faults.get(scope)
+        if queue:
+            return queue.popleft()
+        return self.random_faults.draw()
+
+    def take_script(self, scope: str, header: str | None) -> dict[str, Any] | None:
+        """The scripted reply for this request: the header's, else the next queued for the key, else None."""
+        if header:
+            try:
+                script = json.loads(header)
+            except ValueError as err:
+                raise invalid_request(f"x-emulator-script: not JSON: {err}") from err
+            if not isinstance(script, dict):
+                raise invalid_request("x-emulator-script: must be a JSON object")
+            return script
+        queue = self.scripts.get(scope)
+        if queue:
+            return queue.popleft()
+        return None
+
+    def queue_scripts(self, scope: str, replies: list[dict[str, Any]]) -> int:
+        """Queue scripted replies for an API key; returns how many are queued now."""
+        queue = self.scripts.setdefault(scope, deque())
+        queue.extend(replies)
+        return len(queue)
+
+    def queue_faults(self, scope: str, faults: list[Fault]) -> int:
+        """Queue faults for an API key; returns how many are queued now."""
+        queue = self.faults.setdefault(scope, deque())
+        queue.extend(faults)
+        return len(queue)
+
+    def reset(self, *, clock: bool = False) -> None:
+        """Forget the cache, diagnostics, bill, threads and queues; with `clock`, rewind a virtual clock."""
+        self.cache.clear()
+        self.diagnostics.clear()
+        self.bill.reset()
+        self.threads.clear()
+        self.scripts.clear()
+        self.faults.clear()
+        if clock:
+            if self.clock.mode != "virtual":
+                raise invalid_request("only a virtual clock can be reset")
+            self.clock.set(self.start)
+
+    def stats(self) -> dict[str, Any]:
+        """What the instance holds in memory (for soak tests: it should stay flat)."""
+        return {
+            "cache_entries": self.cache.entry_count(),
+            "threads": self.threads.entry_count(),
+            "diagnostics_entries": self.diagnostics.entry_count(),
+            "queued_scripts": sum(len(q) for q in self.scripts.values()),
+            "queued_faults": sum(len(q) for q in self.faults.values()),
+            "now": self.clock.now(),
+        }
+
+    # --- the pipeline ---
+
+    def model_for(self, body: Mapping[str, Any]) -> ModelInfo:
+        """The catalog entry for the request's `model`; 400 when missing, 404 when unknown."""
+        model_id = body.get("model")
+        if not isinstance(model_id, str) or not model_id:
+            raise invalid_request("model: Field required")
+        if model_id not in self.catalog:
+            raise not_found(f"model: {model_id}")
+        return self.catalog.get(model_id)
+
+    def count_tokens(
+        self, scope: str, body: Mapping[str, Any], *, api_version: str, betas: frozenset[str]
+    ) -> dict[str, Any]:
+        """`POST /v1/messages/count_tokens`: the input tokens of `body` (no cache, no bill).
+
+        Compaction blocks and context-management edits apply as they would to `POST /v1/messages`, so the count is
+        the input the same request is billed for (its top-level usage).
+        """
+        del scope  # counting is free and not scoped
+        model = self.model_for(body)
+        validation.validate_request(body, model=model, api_version=api_version, betas=betas, endpoint="count_tokens")
+        seen: Mapping[str, Any] = body
+        if body.get("context_management") is not None or _has_compaction_block(body):
+            seen = compaction.apply_context_management(body, generation=model.tokenizer).body
+        return {"input_tokens": tokenizer.input_tokens(seen, model.tokenizer)}
+
+    def create_message(
+        self,
+        scope: str,
+        body: Mapping[str, Any],
+        *,
+        api_version: str,
+        betas: frozenset[str],
+        mode: str,
+        script_header: str | None = None,
+    ) -> dict[str, Any]:
+        """`POST /v1/messages` after auth, parsing and faults: the reply message as JSON (raises `ApiError`).
+
+        A scripted reply (`script_header`, else the key's queue) is taken only once the request is valid, so a
+        rejected request does not use up the reply queued for the next one.
+        """
+        model = self.model_for(body)
+        turn: ThreadTurn | None = None
+        if body.get("thread") is not None:
+            # The rest of the pipeline sees the rebuilt body, without `thread`: check its beta header here.
+            validation.check_beta_parameters(
+                validation.Request(body=body, model=model, api_version=api_version, betas=betas, endpoint="messages")
+            )
+            turn = self.threads.begin(scope, body)
+            body = turn.body
+        try:
+            message, segments = self._answer(
+                scope, body, model, api_version=api_version, betas=betas, mode=mode, script_header=script_header
+            )
+            self.bill.add(scope, model, message["usage"])
+            if turn is not None:
+                self.threads.complete(scope, turn, message)
+                message.update(self.threads.response_fields(turn))
+        except BaseException:
+            if turn is not None:
+                self.threads.abort(scope, turn)
+            raise
+        self.diagnostics.record(message["id"], scope=scope, model=model.id, segments=segments)
+        return message
+
+    def _answer(
+        self,
+        scope: str,
+        body: Mapping[str, Any],
+        model: ModelInfo,
+        *,
+        api_version: str,
+        betas: frozenset[str],
+        mode: str,
+        script_header: str | None,
+    ) -> tuple[dict[str, Any], list[tokenizer.Segment]]:
+        validation.validate_request(body, model=model, api_version=api_version, betas=betas, endpoint="messages")
+        generation = model.tokenizer
+        seen: Mapping[str, Any] = body
+        context_management: dict[str, Any] | None = None
+        lead: list[dict[str, Any]] = []
+        reply: responders.Reply | None = None
+        usage: dict[str, Any] | None = None
+        iterations: list[dict[str, Any]] = []
+        if body.get("compaction") is not None:
+            # A compaction request is the compaction call alone: its usage is its one `compaction` iteration.
+            block = compaction.explicit_compaction(body, generation=generation)
+            reply = responders.Reply([block], "compaction")
+            usage = compaction.explicit_compaction_usage(body, block, generation=generation)
+        elif body.get("context_management") is not None or _has_compaction_block(body):
+            outcome = compaction.apply_context_management(body, generation=generation)
+            seen = outcome.body
+            iterations = list(outcome.iterations)
+            if "context_management" in body:
+                context_management = {"applied_edits": list(outcome.applied_edits)}
+            if outcome.compaction_block is not None:
+                lead = [outcome.compaction_block]
+                if outcome.pause:
+                    # Paused right after compacting: no sampling happened, so the top level is the compaction call.
+                    reply = responders.Reply(lead, "compaction")
+                    usage = {**{k: v for k, v in iterations[0].items() if k != "type"}, "iterations": iterations}
+        segments = tokenizer.request_segments(seen, generation)
+        if reply is None:
+            # The reply first, then the cache: a request rejected for a bad script writes no cache entry.
+            reply = self._sample(scope, seen, model, body=body, lead=lead, mode=mode, script_header=script_header)
+        if usage is None:
+            cached = self.cache.process(
+                scope=scope, model=model, segments=segments, automatic_ttl=_automatic_ttl(body.get("cache_control"))
+            )
+            # A compaction block leading the reply is the compaction call's output (its own iteration), not this one's.
+            sampled = reply.content[len(lead) :]
+            usage = {**cached.usage_fields(), "output_tokens": tokenizer.output_tokens(sampled, generation)}
+            if iterations:
+                usage["iterations"] = [*iterations, {"type": "message", **usage}]
+        usage["service_tier"] = "standard"
+        message: dict[str, Any] = {
+            "id": self.new_id("msg"),
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": reply.content,
+            "stop_reason": reply.stop_reason,
+            "stop_sequence": reply.stop_sequence,
+            "stop_details": reply.stop_details,
+            "usage": usage,
+        }
+        if context_management is not None:
+            message["context_management"] = context_management
+        diagnostics = body.get("diagnostics")
+        if isinstance(diagnostics, Mapping):
+            previous = diagnostics.get("previous_message_id")
+            message["diagnostics"] = self.diagnostics.diagnose(
+                previous if isinstance(previous, str) else None, scope=scope, model=model.id, segments=segments
+            )
+        return message, segments
+
+    def _sample(
+        self,
+        scope: str,
+        seen: Mapping[str, Any],
+        model: ModelInfo,
+        *,
+        body: Mapping[str, Any],
+        lead: list[dict[str, Any]],
+        mode: str,
+        script_header: str | None,
+    ) -> responders.Reply:
+        """The model's reply to `seen` (what it sees), signed against `body` (what the client keeps)."""
+        script = self.take_script(scope, script_header)
+        try:
+            return responders.respond(
+                seen,
+                model=model,
+                generation=model.tokenizer,
+                mode="scripted" if script is not None else mode,
+                script_reply=script,
+                ids=self.new_id,
+                sign_body=body,
+                lead=lead,
+            )
+        except ValueError as err:
+            raise invalid_request(f"emulator script: {err}") from err
+
+
+def _has_compaction_block(body: Mapping[str, Any]) -> bool:
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list) and any(
+            isinstance(block, Mapping) and block.get("type") == "compaction" for block in content
+        ):
+            return True
+    return False
+
+
+def _automatic_ttl(cache_control: object) -> str | None:
+    if not isinstance(cache_control, Mapping):
+        return None
+    ttl = cache_control.get("ttl", "5m")
+    return str(ttl) if ttl in ("5m", "1h") else "5m"
+
+
+# --- SSE -------------------------------------------------------------------------------------------------------------
+
+
+def _event(name: str, data: Mapping[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _chunks(text: str, size: int = 24) -> list[str]:
+    """`text` in pieces of about `size` characters, split after whitespace; joined they give `text` back."""
+    if not text:
+        return []
+    pieces: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        token = word if not current and not pieces else " " + word
+        if current and len(current) + len(token) > size:
+            pieces.append(current)
+            current = token
+        else:
+            current += token
+    pieces.append(current)
+    return [piece for piece in pieces if piece]
+
+
+def sse_events(message: Mapping[str, Any]) -> Iterator[bytes]:
+    """The SSE events of a finished reply, in the order of reference §3; folded they give `message` back."""
+    usage = message["usage"]
+    start_usage = {k: v for k, v in usage.items() if k != "iterations"}
+    start_usage["output_tokens"] = 1
+    start = {key: value for key, value in message.items() if key not in ("content", "usage", "context_management")}
+    start.update(content=[], stop_reason=None, stop_sequence=None, stop_details=None, usage=start_usage)
+    yield _event("message_start", {"type": "message_start", "message": start})
+    yield _event("ping", {"type": "ping"})
+    for index, block in enumerate(message["content"]):
+        yield from _block_events(index, block)
+    delta_usage = {
+        key: usage[key]
+        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+        if key in usage
+    }
+    if "iterations" in usage:
+        delta_usage["iterations"] = usage["iterations"]
+    delta: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {
+            "stop_reason": message["stop_reason"],
+            "stop_sequence": message["stop_sequence"],
+            "stop_details": message.get("stop_details"),
+        },
+        "usage": delta_usage,
+    }
+    if "context_management" in message:
+        delta["context_management"] = message["context_management"]
+    yield _event("message_delta", delta)
+    yield _event("message_stop", {"type": "message_stop"})
+
+
+def _block_events(index: int, block: Mapping[str, Any]) -> Iterator[bytes]:
+    kind = block.get("type")
+
+    def delta(payload: dict[str, Any]) -> bytes:
+        return _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": payload})
+
+    if kind == "text":
+        start = {key: value for key, value in block.items() if key != "text"}
+        start["text"] = ""
+        yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
+        for piece in _chunks(str(block.get("text", ""))):
+            yield delta({"type": "text_delta", "text": piece})
+    elif kind == "thinking":
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
+        for piece in _chunks(str(block.get("thinking", ""))):
+            yield delta({"type": "thinking_delta", "thinking": piece})
+        yield delta({"type": "signature_delta", "signature": block.get("signature", "")})
+    elif kind in ("tool_use", "server_tool_use"):
+        start = {**block, "input": {}}
+        yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
+        arguments = json.dumps(block.get("input") or {}, separators=(",", ":"))
+        if arguments != "{}":
+            for position in range(0, len(arguments), 16):
+                yield delta({"type": "input_json_delta", "partial_json": arguments[position : position + 16]})
+    elif kind == "compaction":
+        start = {**block, "content": None, "encrypted_content": None}
+        yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
+        yield delta(
+            {
+                "type": "compaction_delta",
+                "content": block.get("content"),
+                "encrypted_content": block.get("encrypted_content"),
+            }
+        )
+    else:
+        yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+    yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+# --- HTTP ------------------------------------------------------------------------------------------------------------
+
+
+class _RequestIds:
+    """ASGI middleware: give each request an id (`req_…`) and put it in a `request-id` header on the response."""
+
+    def __init__(self, app: ASGIApp, *, emulator: Emulator) -> None:
+        self.app = app
+        self.emulator = emulator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = self.emulator.new_id("req")
+        scope[_REQUEST_ID_KEY] = request_id
+        header = (b"request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"request-id" for name, _ in headers):
+                    headers.append(header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get(_REQUEST_ID_KEY, "req_unknown"))
+
+
+def _error_response(error: ApiError, request: Request) -> JSONResponse:
+    request_id = _request_id(request)
+    return JSONResponse(
+        error.body(request_id), status_code=error.status, headers={**error.headers, "request-id": request_id}
+    )
+
+
+def _api_key(request: Request) -> str:
+    """The caller's API key (the billing and cache scope); 401 when there is none."""
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer ") and authorization[7:].strip():
+        return authorization[7:].strip()
+    key = request.headers.get("x-api-key", "").strip()
+    if key:
+        return key
+    raise ApiError(401, "authentication_error", "x-api-key header is required")
+
+
+def _optional_key(request: Request) -> str | None:
+    try:
+        return _api_key(request)
+    except ApiError:
+        return None
+
+
+async def _json_body(request: Request, *, limit: int | None = None) -> Any:
+    declared = request.headers.get("content-length")
+    if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit}).")
+    raw = await request.body()
+    if limit is not None and len(raw) > limit:
+        raise ApiError(413, "request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit}).")
+    if not raw.strip():
+        raise invalid_request("The request body is not valid JSON: empty body")
+    try:
+        return json.loads(raw)
+    except ValueError as err:
+        raise invalid_request(f"The request body is not valid JSON: {err}") from err
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise invalid_request("The request body must be a JSON object")
+    return value
+
+
+def _betas(request: Request) -> frozenset[str]:
+    header = request.headers.get("anthropic-beta", "")
+    return frozenset(part.strip() for part in header.split(",") if part.strip())
+
+
+def _api_version(request: Request) -> str:
+    version = request.headers.get("anthropic-version")
+    if not version:
+        raise invalid_request("anthropic-version: header is required")
+    return version
+
+
+def _advance(emulator: Emulator, request: Request) -> None:
+    value = request.headers.get("x-emulator-advance")
+    if value is None:
+        return
+    try:
+        seconds = float(value)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(value)
+    except ValueError as err:
+        raise invalid_request(f"x-emulator-advance: expected seconds >= 0, got {value!r}") from err
+    emulator.clock.advance(seconds)
+
+
+def _mode(emulator: Emulator, request: Request) -> str:
+    mode = request.headers.get("x-emulator-responder", emulator.responder)
+    if mode not in responders.MODES:
+        raise invalid_request(f"x-emulator-responder: expected one of {', '.join(responders.MODES)}, got {mode!r}")
+    return mode
+
+
+class _Drop(Exception):
+    """Raised inside a response to close the connection part-way through (the `drop` fault)."""
+
+
+class _HideDeliberateDrops(logging.Filter):
+    """Keeps the server's error log free of the tracebacks of connections dropped on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _Drop))
+
+
+def quiet_deliberate_drops(logger_name: str = "uvicorn.error") -> None:
+    """Stop `logger_name` from logging a traceback for each `drop` fault (idempotent)."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(existing, _HideDeliberateDrops) for existing in logger.filters):
+        logger.addFilter(_HideDeliberateDrops())
+
+
+def _stream_response(message: Mapping[str, Any], fault: Fault | None, request_id: str) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        for sent, event in enumerate(sse_events(message)):
+            if fault is not None and fault.kind in ("sse_error", "drop") and sent == fault.after:
+                if fault.kind == "drop":
+                    raise _Drop("connection dropped by an emulated fault")
+                yield _event("error", fault.error_body(request_id))
+                return
+            yield event
+            await asyncio.sleep(0)
+
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={"cache-control": "no-cache", "request-id": request_id}
+    )
+
+
+class _PartialResponse(Response):
+    """A 200 JSON response that sends only the first half of its body, then closes (the `drop` fault)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002 - ASGI signature
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
+        raise _Drop("connection dropped by an emulated fault")
+
+
+def _message_response(message: Mapping[str, Any], fault: Fault | None, request_id: str) -> Response:
+    content = json.dumps(message, separators=(",", ":")).encode()
+    headers = {"request-id": request_id}
+    if fault is not None and fault.kind == "truncate":
+        return Response(content[: len(content) // 2], media_type="application/json", headers=headers)
+    if fault is not None and fault.kind == "drop":
+        return _PartialResponse(content, media_type="application/json", headers=headers)
+    return Response(content, media_type="application/json", headers=headers)
+
+
+def _model_info(model: ModelInfo) -> dict[str, Any]:
+    """A catalog entry in the shape of `anthropic.types.ModelInfo`."""
+
+    def support(flag: bool) -> dict[str, bool]:
+        return {"supported": flag}
+
+    line = next((name for name in ("haiku", "sonnet", "opus", "fable", "mythos") if name in model.id), None)
+    thinking = set(model.thinking)
+    return {
+        "type": "model",
+        "id": model.id,
+        "display_name": model.display_name,
+        "created_at": _EPOCH,
+        "deprecated_at": None,
+        "lifecycle": model.lifecycle,
+        "retires_at": f"{model.retires_at}T00:00:00Z" if model.retires_at else None,
+        "line": line,
+        "max_input_tokens": model.context_window,
+        "max_tokens": model.max_output,
+        "capabilities": {
+            "batch": support(True),
+            "citations": support(True),
+            "code_execution": support(True),
+            "context_management": {
+                "supported": model.context_editing or model.compaction,
+                "clear_thinking_20251015": support(model.context_editing),
+                "clear_tool_uses_20250919": support(model.context_editing),
+                "compact_20260112": support(model.compaction),
+            },
+            "effort": {
+                "supported": True,
+                "low": support(True),
+                "medium": support(True),
+                "high": support(True),
+                "max": support(True),
+            },
+            "image_input": support(True),
+            "pdf_input": support(True),
+            "server_tools": {"supported": True, "code_execution": support(True), "web_search": support(True)},
+            "structured_outputs": support(True),
+            "thinking": {
+                "supported": bool(thinking),
+                "types": {
+                    "adaptive": support("adaptive" in thinking),
+                    "between_tools": support(False),
+                    "disabled": support(True),
+                    "enabled": support("enabled" in thinking),
+                },
+            },
+        },
+    }
+
+
+def create_app(
+    *,
+    clock: Clock | str | None = None,
+    responder: str = "recall",
+    catalog: Catalog | None = None,
+    fault_rate: float = 0.0,
+    seed: int | None = None,
+) -> Starlette:
+    """A new emulator app with its own state (`app.state.emulator`).
+
+    `clock`: a `Clock`, `"real"` (default) or `"virtual"`; `responder`: the default reply mode; `catalog`: the
+    models served (default: the shipped catalog); `fault_rate`/`seed`: seeded random faults for soak tests.
+    """
+    emulator = Emulator(clock=clock, responder=responder, catalog=catalog, fault_rate=fault_rate, seed=seed)
+
+    async def messages(request: Request) -> Response:
+        try:
+            scope = _api_key(request)
+            body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES))
+            fault = emulator.take_fault(scope, request.headers.get("x-emulator-fault"))
+            if fault is not None and fault.kind == "status":
+                raise ApiError(
+                    fault.status, fault.error_type, fault.message, error_code=fault.error_code, headers=fault.headers()
+                )
+            if fault is not None and fault.kind == "slow":
+                await asyncio.sleep(fault.seconds)
+                if emulator.clock.mode == "virtual":
+                    emulator.clock.advance(fault.seconds)
+            _advance(emulator, request)
+            api_version = _api_version(request)
+            mode = _mode(emulator, request)
+            stream = body.get("stream") is True
+            message = emulator.create_message(
+                scope,
+                body,
+                api_version=api_version,
+                betas=_betas(request),
+                mode=mode,
+                script_header=request.headers.get("x-emulator-script"),
+            )
+        except ApiError as err:
+            return _error_response(err, request)
+        except Exception as err:  # an emulator bug answers like the API's own 500, with the request id
+            return _error_response(ApiError(500, "api_error", f"emulator error: {err!r}"), request)
+        if stream:
+            return _stream_response(message, fault, _request_id(request))
+        return _message_response(message, fault, _request_id(request))
+
+    async def count_tokens(request: Request) -> Response:
+        try:
+            scope = _api_key(request)
+            body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES))
+            _advance(emulator, request)
+            counted = emulator.count_tokens(scope, body, api_version=_api_version(request), betas=_betas(request))
+        except ApiError as err:
+            return _error_response(err, request)
+        except Exception as err:
+            return _error_response(ApiError(500, "api_error", f"emulator error: {err!r}"), request)
+        return JSONResponse(counted)
+
+    async def list_models(request: Request) -> Response:
+        try:
+            _api_key(request)
+            ids = list(emulator.catalog)
+            limit_text = request.query_params.get("limit", "20")
+            if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+                raise invalid_request("limit: must be an integer between 1 and 1000")
+            limit = int(limit_text)
+            after, before = request.query_params.get("after_id"), request.query_params.get("before_id")
+            if after is not None:
+                ids = ids[_position(ids, after) + 1 :]
+                page, has_more = ids[:limit], len(ids) > limit
+            elif before is not None:
+                ids = ids[: _position(ids, before)]
+                page, has_more = ids[-limit:], len(ids) > limit
+            else:
+                page, has_more = ids[:limit], len(ids) > limit
+        except ApiError as err:
+            return _error_response(err, request)
+        data = [_model_info(emulator.catalog.get(model_id)) for model_id in page]
+        return JSONResponse(
+            {
+                "data": data,
+                "has_more": has_more,
+                "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None,
+            }
+        )
+
+    async def get_model(request: Request) -> Response:
+        try:
+            _api_key(request)
+            model_id = request.path_params["model_id"]
+            if model_id not in emulator.catalog:
+                raise not_found(f"model: {model_id}")
+        except ApiError as err:
+            return _error_response(err, request)
+        return JSONResponse(_model_info(emulator.catalog.get(model_id)))
+
+    async def clock_endpoint(request: Request) -> Response:
+        try:
+            if request.method == "POST":
+                command = _json_object(await _json_body(request))
+                if "set" in command:
+                    if emulator.clock.mode != "virtual":
+                        raise invalid_request("only a virtual clock can be set")
+                    emulator.clock.set(_seconds(command["set"], "set"))
+                if "advance" in command:
+                    emulator.clock.advance(_seconds(command["advance"], "advance"))
+        except ApiError as err:
+            return _error_response(err, request)
+        except ValueError as err:
+            return _error_response(invalid_request(str(err)), request)
+        return JSONResponse({"now": emulator.clock.now(), "mode": emulator.clock.mode})
+
+    async def script_endpoint(request: Request) -> Response:
+        try:
+            scope = _api_key(request)
+            command = _json_object(await _json_body(request))
+            replies = command.get("replies")
+            if not isinstance(replies, list) or not all(isinstance(reply, dict) for reply in replies):
+                raise invalid_request("replies: expected a list of reply objects")
+            queued = emulator.queue_scripts(scope, replies)
+        except ApiError as err:
+            return _error_response(err, request)
+        return JSONResponse({"queued": queued})
+
+    async def faults_endpoint(request: Request) -> Response:
+        try:
+            scope = _api_key(request)
+            command = _json_object(await _json_body(request))
+            specs = command.get("faults")
+            if not isinstance(specs, list):
+                raise invalid_request("faults: expected a list of faults")
+            try:
+                faults = [parse_fault(spec) for spec in specs]
+            except (ValueError, TypeError) as err:
+                raise invalid_request(f"faults: {err}") from err
+            queued = emulator.queue_faults(scope, faults)
+        except ApiError as err:
+            return _error_response(err, request)
+        return JSONResponse({"queued": queued})
+
+    async def bill_endpoint(request: Request) -> Response:
+        key = request.query_params.get("key") or _optional_key(request)
+        if request.query_params.get("all") in ("1", "true") or key is None:
+            return JSONResponse(emulator.bill.summary())
+        return JSONResponse(emulator.bill.summary(key))
+
+    async def stats_endpoint(request: Request) -> Response:
+        del request
+        return JSONResponse(emulator.stats())
+
+    async def reset_endpoint(request: Request) -> Response:
+        try:
+            raw = await request.body()
+            command = _json_object(json.loads(raw)) if raw.strip() else {}
+            emulator.reset(clock=bool(command.get("clock")))
+        except ApiError as err:
+            return _error_response(err, request)
+        except ValueError as err:
+            return _error_response(invalid_request(f"not JSON: {err}"), request)
+        return JSONResponse({"reset": True, "now": emulator.clock.now()})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        if status == 405:
+            error = ApiError(
+                405, "invalid_request_error", f"Method {request.method} not allowed for {request.url.path}"
+            )
+        elif status == 404:
+            error = not_found(f"Not found: {request.url.path}")
+        else:
+            error = ApiError(status, "api_error", str(exc))
+        return _error_response(error, request)
+
+    routes = [
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+        Route("/_emulator/clock", clock_endpoint, methods=["GET", "POST"]),
+        Route("/_emulator/script", script_endpoint, methods=["POST"]),
+        Route("/_emulator/faults", faults_endpoint, methods=["POST"]),
+        Route("/_emulator/bill", bill_endpoint, methods=["GET"]),
+        Route("/_emulator/stats", stats_endpoint, methods=["GET"]),
+        Route("/_emulator/reset", reset_endpoint, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(_RequestIds, emulator=emulator)],
+        exception_handlers={HTTPException: http_error},
+    )
+    app.state.emulator = emulator
+    return app
+
+
+def _position(ids: list[str], model_id: str) -> int:
+    try:
+        return ids.index(model_id)
+    except ValueError:
+        raise invalid_request(f"no model with id {model_id!r} to page from") from None
+
+
+def _seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid_request(f"{name}: expected a number of seconds")
+    return float(value)
