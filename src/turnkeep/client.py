@@ -339,6 +339,44 @@ class _ConversationCore:
         turn.start()  # validates the first request now, before anything is stored or sent
         return turn, plan
 
+    def explain(self, content: object | None, overrides: Mapping[str, Any]) -> Plan:
+        """The plan of the next request (with `content` as its new user message, if given), sending nothing."""
+        ok = self._sendable([n for n in self._path if n.status == "ok"])
+        if content is not None:
+            ok.append(cast(MessageParam, {"role": "user", "content": user_content(content)}))
+        plan = self.policy.plan(
+            ok, self.store.policy_state(self.id), self._request_settings(overrides, now=self.clock())
+        )
+        if content is not None:
+            rules.validate(plan.request, self.model_info)
+        return plan
+
+    def update(self, *, model: str | None = None, system: str | list[dict[str, Any]] | None = None) -> None:
+        """Change the model or the system prompt for later turns (stored with the conversation)."""
+        changes: dict[str, Any] = {}
+        if model is not None:
+            info = self._catalog.get(config.model(model))
+            if not info.known:
+                config.warn_unknown_model(info.id)
+            changes["model"] = info.id
+        if system is not None:
+            if not (isinstance(system, str) and system.strip()) and not isinstance(system, list):
+                raise UsageError("system must be a non-empty string or a list of text blocks")
+            changes["system"] = system
+        if not changes:
+            return
+        previous = (self.model_info, self.system)
+        if "model" in changes:
+            self.model_info = self._catalog.get(changes["model"])
+        if "system" in changes:
+            self.system = changes["system"]
+        try:
+            rules.validate(self._settings_obj({}).base_request([{"role": "user", "content": "x"}]), self.model_info)
+        except UsageError:
+            self.model_info, self.system = previous
+            raise
+        self.store.update_settings(self.id, changes)
+
     def _request_settings(self, overrides: Mapping[str, Any], *, now: float | None) -> RequestSettings:
         """The planning settings for a turn with these per-turn overrides, and the clock facts of the edge."""
         reserved = _RESERVED & set(overrides)
@@ -664,6 +702,24 @@ class _Facade:
     def cost(self) -> Decimal:
         """Total USD of every request in the ledger."""
         return sum((Decimal(e.cost_usd) for e in self._core.ledger), Decimal(0))
+
+    @property
+    def system(self) -> str | list[dict[str, Any]] | None:
+        """The top-level system prompt."""
+        return self._core.system
+
+    def set_system(self, system: str | list[dict[str, Any]]) -> None:
+        """Replace the system prompt for later turns. The prompt cache of the messages starts over."""
+        self._core.update(system=system)
+
+    def set_model(self, model: str) -> None:
+        """Switch later turns to another model. The prompt cache starts over (caches are per model)."""
+        self._core.update(model=model)
+
+    def explain(self, content: object | None = None, **request_overrides: Any) -> Plan:
+        """The plan of the next request, sent nowhere: what the context policy keeps, drops or summarises, the
+        cache breakpoints and the predicted cost (`plan.explanation`), and the exact request (`plan.request`)."""
+        return self._core.explain(content, request_overrides)
 
     def add_user(self, content: object) -> None:
         """Append a user message without sending it (merged with the next one when sent)."""

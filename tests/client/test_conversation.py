@@ -453,3 +453,42 @@ def test_switch_moves_between_branches(api: FakeAPI) -> None:
     conversation.fork("alt").send("on alt")
     assert len(conversation.switch("alt").transcript) == 4
     assert len(conversation.transcript) == 2
+
+
+# -- changing settings, explaining the next request ------------------------------------------------------------
+
+
+def test_explain_shows_the_next_request_without_sending_it(api: FakeAPI) -> None:
+    api.reply("Paris.").reply("2.1 million.")
+    conversation = chat(api)
+    conversation.send("What is the capital of France?")
+    plan = conversation.explain("What is its population?")
+    assert api.requests[1:] == []
+    conversation.send("What is its population?")
+    assert api.requests[1]["messages"] == plan.request["messages"]
+    assert plan.explanation["policy"] == "full-history"
+
+
+def test_explain_refuses_what_send_would_refuse(api: FakeAPI) -> None:
+    with pytest.raises(HistoryError):
+        chat(api).explain("   ")
+
+
+def test_system_and_model_can_change_between_turns(api: FakeAPI) -> None:
+    store = MemoryStore()
+    api.reply("one").reply("two")
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), store=store, system="Be brief.")
+    conversation.send("first")
+    conversation.set_system("Be verbose.")
+    conversation.set_model("claude-haiku-4-5")
+    conversation.send("second")
+    assert (api.requests[1]["system"], api.requests[1]["model"]) == ("Be verbose.", "claude-haiku-4-5")
+    reopened = Conversation.open(conversation.id, store=store, client=api.client())
+    assert (reopened.model, reopened.system) == ("claude-haiku-4-5", "Be verbose.")
+
+
+def test_an_invalid_system_prompt_change_is_refused_and_nothing_changes(api: FakeAPI) -> None:
+    conversation = chat(api, system="Be brief.")
+    with pytest.raises(UsageError):
+        conversation.set_system("   ")
+    assert conversation.system == "Be brief."
