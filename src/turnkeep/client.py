@@ -21,7 +21,7 @@ import itertools
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -31,6 +31,7 @@ from anthropic.types.refusal_stop_details import RefusalStopDetails
 
 from turnkeep import config
 from turnkeep.core import rules
+from turnkeep.core import threads as threads_core
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.messages import (
     Block,
@@ -124,6 +125,7 @@ class _ConversationCore:
         conversation_id: str | None = None,
         branch: str = "main",
         clock: Callable[[], float] | None = None,
+        threads: bool = False,
     ) -> None:
         # The wall clock by default; a simulation passes its virtual clock so cache expiry is judged in its time.
         self.clock: Callable[[], float] = clock or time.time
@@ -146,6 +148,9 @@ class _ConversationCore:
         self.max_resumes = max_resumes
         self.keep_refusals = keep_refusals
         self.branch = branch
+        # Message threads carry only the new messages while the history grows; a transport choice, not state.
+        self.threads = threads and self.model_info.threads
+        self._thread: threads_core.ThreadPosition | None = None
         self._queued_instructions: list[str] = []
         if conversation_id is None:
             self.id = uuid.uuid4().hex
@@ -327,14 +332,34 @@ class _ConversationCore:
         transcript = [*self._sendable([n for n in before if n.status == "ok"]), *self._sendable(new_nodes)]
         if prefill_mode == "native" and prefill is not None:
             transcript.append(cast(MessageParam, {"role": "assistant", "content": prefill}))
-        plan = self.policy.plan(transcript, self.store.policy_state(self.id), settings)
+        state = self.store.policy_state(self.id)
+        plan = self.policy.plan(transcript, state, settings)
+        policy = self.policy
+
+        def replan(summary: str | None) -> Plan:
+            # A failed summary call: send the plan's fallback (the turn is never lost); try again next turn.
+            if summary is None or plan.summary is None:
+                return replace(plan, summary=None)
+            absorb = cast(Any, policy).absorb_summary
+            return policy.plan(transcript, absorb(state, plan.summary, summary), settings)
+
+        shrink_policy = getattr(policy, "shrink", None)
+
+        def shrink(current: Plan) -> Plan:
+            assert shrink_policy is not None
+            smaller: Plan = shrink_policy(transcript, current.state, settings)
+            return smaller
+
         turn = Turn(
-            plan.request,
+            plan,
             self.model_info,
             prefill=prefill,
             prefill_mode=prefill_mode,
             auto_continue=self.auto_continue,
             max_resumes=self.max_resumes,
+            replan=replan,
+            shrink=shrink if shrink_policy is not None else None,
+            lookup=self._catalog.get,
         )
         turn.start()  # validates the first request now, before anything is stored or sent
         return turn, plan
@@ -411,7 +436,8 @@ class _ConversationCore:
     def entry(self, call: Call, message: Message | None, latency: float, error: BaseException | None) -> LedgerEntry:
         """A ledger entry for one request."""
         usage = message.usage.model_dump(exclude_none=True) if message is not None else {}
-        cost = usage_cost(usage, self.model_info, model_prices=self._catalog.get).total if usage else Decimal(0)
+        model = self._catalog.get(str(call.request["model"]))
+        cost = usage_cost(usage, model, model_prices=self._catalog.get).total if usage else Decimal(0)
         miss = None
         if message is not None and message.diagnostics and message.diagnostics.cache_miss_reason:
             miss = message.diagnostics.cache_miss_reason.type
@@ -462,11 +488,35 @@ class _ConversationCore:
             nodes=[reply_node],
             settle=settle,
             ledger=pending.ledger,
-            policy_state=pending.plan.state,
+            policy_state=pending.turn.plan.state,
         )
         self._advance([reply_node])
         usage, cost = self._totals(outcome.responses)
         return Reply(outcome.content, outcome.message, outcome.responses, usage, cost, outcome.stop_reason)
+
+    def wire(self, call: Call) -> dict[str, Any]:
+        """The request to send for `call`: threaded when threads are on and the call continues the conversation."""
+        if not self.threads or call.purpose == "summary" or call.request.get("model") != self.model_info.id:
+            return dict(call.request)
+        wire, _continued = threads_core.wire_request(call.request, self._thread)
+        return wire
+
+    def sent(self, call: Call, message: Message) -> None:
+        """A call was answered: remember the thread position it leaves."""
+        if self.threads and call.purpose != "summary":
+            self._thread = threads_core.advance(call.request, message)
+
+    def thread_failed(self, error: BaseException) -> bool:
+        """Whether a failed call should simply be sent again because only its thread was the problem."""
+        if not self.threads:
+            return False
+        if threads_core.unsupported(error):
+            self.threads = False  # this and later requests go unthreaded
+            return True
+        if threads_core.lost(error) and self._thread is not None:
+            self._thread = None  # resend the whole request as a new thread (once: a create has no thread to lose)
+            return True
+        return False
 
     def _totals(self, responses: Sequence[Message]) -> tuple[TokenCounts, Cost]:
         usages = [m.usage.model_dump(exclude_none=True) for m in responses]
@@ -771,6 +821,7 @@ class Conversation(_Facade):
         max_resumes: int = 5,
         keep_refusals: bool = False,
         clock: Callable[[], float] | None = None,
+        threads: bool = False,
     ) -> None:
         self._core = _ConversationCore(
             model,
@@ -784,6 +835,7 @@ class Conversation(_Facade):
             max_resumes=max_resumes,
             keep_refusals=keep_refusals,
             clock=clock,
+            threads=threads,
         )
         if client is None:
             import anthropic
@@ -872,7 +924,7 @@ class Conversation(_Facade):
         return self._bound(self._core.on_branch(branch), self.client)
 
     def _create(self, call: Call) -> Message:
-        request = dict(call.request)
+        request = self._core.wire(call)
         betas = request.pop("betas", None)
         if betas:
             return cast(Message, self.client.beta.messages.create(betas=betas, **request))
@@ -884,11 +936,21 @@ class Conversation(_Facade):
             started = time.monotonic()
             try:
                 message = self._create(call)
+            except Exception as err:
+                pending.ledger.append(self._core.entry(call, None, time.monotonic() - started, err))
+                if self._core.thread_failed(err):
+                    continue
+                call = pending.turn.failed(err)
+                if call is None:
+                    self._core.fail(pending, partial=_partial_content(pending.turn, None) or None)
+                    raise
+                continue
             except BaseException as err:
                 pending.ledger.append(self._core.entry(call, None, time.monotonic() - started, err))
-                self._core.fail(pending, partial=pending.turn.content if pending.turn.responses else None)
+                self._core.fail(pending, partial=_partial_content(pending.turn, None) or None)
                 raise
             pending.ledger.append(self._core.entry(call, message, time.monotonic() - started, None))
+            self._core.sent(call, message)
             call = pending.turn.receive(message)
         return self._core.commit(pending, pending.turn.outcome())
 
@@ -907,6 +969,7 @@ class ReplyStream:
         self._iterator: Generator[str, None, None] | None = None
         self.reply: Reply | None = None
         self._finished = False
+        self._shown = False  # whether any of the model's text reached the caller (then no silent resend)
 
     def __enter__(self) -> ReplyStream:
         return self
@@ -931,7 +994,7 @@ class ReplyStream:
         call: Call | None = turn.start()
         while call is not None:
             started = time.monotonic()
-            request = dict(call.request)
+            request = core.wire(call)
             betas = request.pop("betas", None)
             client = self._conversation.client
             manager = (
@@ -941,18 +1004,27 @@ class ReplyStream:
                 with manager as stream:
                     self._stream = cast("MessageStream[Any]", stream)
                     for event in stream:
-                        if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        if call.shows_text and event.type == "content_block_delta" and event.delta.type == "text_delta":
                             out = aligner.feed(event.delta.text)
                             if out:
+                                self._shown = True
                                 yield out
                     message = cast(Message, stream.get_final_message())
             except BaseException as err:
                 snapshot = _snapshot(self._stream)
                 self._pending.ledger.append(core.entry(call, snapshot, time.monotonic() - started, err))
-                self._abandon()
-                raise
+                self._stream = None
+                if isinstance(err, Exception) and not self._shown and core.thread_failed(err):
+                    continue
+                retry = turn.failed(err) if isinstance(err, Exception) and not self._shown else None
+                if retry is None:
+                    self._abandon(snapshot)
+                    raise
+                call = retry
+                continue
             self._pending.ledger.append(core.entry(call, message, time.monotonic() - started, None))
             self._stream = None
+            core.sent(call, message)
             call = turn.receive(message)
         tail = aligner.flush()
         if tail:
@@ -967,11 +1039,11 @@ class ReplyStream:
         assert self.reply is not None
         return self.reply
 
-    def _abandon(self) -> None:
+    def _abandon(self, snapshot: Message | None = None) -> None:
         if self._finished:
             return
         self._finished = True
-        snapshot = _snapshot(self._stream)
+        snapshot = snapshot or _snapshot(self._stream)
         content = _partial_content(self._pending.turn, snapshot)
         self._stream = None
         self.reply = self._conversation._core.partial_reply(self._pending, content, snapshot)
@@ -995,6 +1067,7 @@ class AsyncConversation(_Facade):
         max_resumes: int = 5,
         keep_refusals: bool = False,
         clock: Callable[[], float] | None = None,
+        threads: bool = False,
     ) -> None:
         self._core = _ConversationCore(
             model,
@@ -1008,6 +1081,7 @@ class AsyncConversation(_Facade):
             max_resumes=max_resumes,
             keep_refusals=keep_refusals,
             clock=clock,
+            threads=threads,
         )
         if client is None:
             import anthropic
@@ -1095,7 +1169,7 @@ class AsyncConversation(_Facade):
         return self._bound(self._core.on_branch(branch), self.client)
 
     async def _create(self, call: Call) -> Message:
-        request = dict(call.request)
+        request = self._core.wire(call)
         betas = request.pop("betas", None)
         if betas:
             return cast(Message, await self.client.beta.messages.create(betas=betas, **request))
@@ -1107,11 +1181,21 @@ class AsyncConversation(_Facade):
             started = time.monotonic()
             try:
                 message = await self._create(call)
+            except Exception as err:
+                pending.ledger.append(self._core.entry(call, None, time.monotonic() - started, err))
+                if self._core.thread_failed(err):
+                    continue
+                call = pending.turn.failed(err)
+                if call is None:
+                    self._core.fail(pending, partial=_partial_content(pending.turn, None) or None)
+                    raise
+                continue
             except BaseException as err:
                 pending.ledger.append(self._core.entry(call, None, time.monotonic() - started, err))
-                self._core.fail(pending, partial=pending.turn.content if pending.turn.responses else None)
+                self._core.fail(pending, partial=_partial_content(pending.turn, None) or None)
                 raise
             pending.ledger.append(self._core.entry(call, message, time.monotonic() - started, None))
+            self._core.sent(call, message)
             call = pending.turn.receive(message)
         return self._core.commit(pending, pending.turn.outcome())
 
@@ -1126,6 +1210,7 @@ class AsyncReplyStream:
         self._iterator: AsyncGenerator[str, None] | None = None
         self.reply: Reply | None = None
         self._finished = False
+        self._shown = False  # whether any of the model's text reached the caller (then no silent resend)
 
     async def __aenter__(self) -> AsyncReplyStream:
         return self
@@ -1150,7 +1235,7 @@ class AsyncReplyStream:
         call: Call | None = turn.start()
         while call is not None:
             started = time.monotonic()
-            request = dict(call.request)
+            request = core.wire(call)
             betas = request.pop("betas", None)
             client = self._conversation.client
             manager = (
@@ -1160,18 +1245,27 @@ class AsyncReplyStream:
                 async with manager as stream:
                     self._stream = cast("AsyncMessageStream[Any]", stream)
                     async for event in stream:
-                        if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        if call.shows_text and event.type == "content_block_delta" and event.delta.type == "text_delta":
                             out = aligner.feed(event.delta.text)
                             if out:
+                                self._shown = True
                                 yield out
                     message = cast(Message, await stream.get_final_message())
             except BaseException as err:
                 snapshot = _snapshot(self._stream)
                 self._pending.ledger.append(core.entry(call, snapshot, time.monotonic() - started, err))
-                self._abandon()
-                raise
+                self._stream = None
+                if isinstance(err, Exception) and not self._shown and core.thread_failed(err):
+                    continue
+                retry = turn.failed(err) if isinstance(err, Exception) and not self._shown else None
+                if retry is None:
+                    self._abandon(snapshot)
+                    raise
+                call = retry
+                continue
             self._pending.ledger.append(core.entry(call, message, time.monotonic() - started, None))
             self._stream = None
+            core.sent(call, message)
             call = turn.receive(message)
         tail = aligner.flush()
         if tail:
@@ -1186,11 +1280,11 @@ class AsyncReplyStream:
         assert self.reply is not None
         return self.reply
 
-    def _abandon(self) -> None:
+    def _abandon(self, snapshot: Message | None = None) -> None:
         if self._finished:
             return
         self._finished = True
-        snapshot = _snapshot(self._stream)
+        snapshot = snapshot or _snapshot(self._stream)
         content = _partial_content(self._pending.turn, snapshot)
         self._stream = None
         self.reply = self._conversation._core.partial_reply(self._pending, content, snapshot)

@@ -48,6 +48,7 @@ class FakeAPI:
         self.model = model
         self.queue: list[Scripted] = []
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self._ids = itertools.count(1)
 
     # -- scripting -------------------------------------------------------------------------------------------
@@ -97,6 +98,7 @@ class FakeAPI:
     def _handle(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
         self.requests.append(body)
+        self.headers.append(dict(request.headers))
         if not self.queue:
             raise AssertionError(f"unexpected request: nothing scripted for {body.get('messages', [])[-1:]}")
         scripted = self.queue.pop(0)

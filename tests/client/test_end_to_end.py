@@ -10,6 +10,8 @@ import anthropic
 import pytest
 
 from turnkeep import AsyncConversation, Conversation, refresh_catalog
+from turnkeep.core.messages import as_blocks
+from turnkeep.core.policies import FullHistory, ServerCompaction, Summarize, Window
 from turnkeep.emulator import EmulatorServer
 
 README = Path(__file__).parents[2] / "README.md"
@@ -122,3 +124,73 @@ async def test_async_conversation_remembers(turnkeep_emulator: EmulatorServer) -
         chat = AsyncConversation("claude-sonnet-4-6", client=client)
         await chat.send("What is the capital of France?")
         assert "2.1 million" in (await chat.send("What is its population?")).text
+
+
+# -- context policies against the emulator's recall responder ----------------------------------------------------
+
+FILLER = "Here is some unrelated chatter about the weather and the garden. " * 30
+
+
+def _talk(chat: Conversation, turns: int) -> None:
+    chat.send("My name is Ada.")
+    for number in range(turns):
+        chat.send(f"Note {number}. {FILLER}")
+
+
+def test_full_history_still_knows_a_fact_from_the_first_turn(turnkeep_emulator: EmulatorServer) -> None:
+    chat = Conversation("claude-sonnet-4-6", client=turnkeep_emulator.client(), policy=FullHistory())
+    _talk(chat, 12)
+    assert chat.send("What is my name?").text == "Your name is Ada."
+
+
+def test_a_summary_keeps_the_fact_after_its_turn_left_the_window(turnkeep_emulator: EmulatorServer) -> None:
+    policy = Summarize(trigger=3_000, keep_last=2)
+    chat = Conversation("claude-sonnet-4-6", client=turnkeep_emulator.client(), policy=policy)
+    _talk(chat, 12)
+    assert "summary" in [entry.purpose for entry in chat.ledger]
+    assert "My name is Ada" not in str(chat.messages[1:])  # the turn itself is gone ...
+    assert chat.send("What is my name?").text == "Your name is Ada."  # ... the summary remembers it
+
+
+def test_a_window_that_dropped_the_fact_cannot_answer(turnkeep_emulator: EmulatorServer) -> None:
+    chat = Conversation("claude-sonnet-4-6", client=turnkeep_emulator.client(), policy=Window(turns=4))
+    _talk(chat, 12)
+    reply = chat.send("What is my name?")
+    assert "don't know" in reply.text
+
+
+def test_server_compaction_keeps_the_fact_through_the_apis_own_summary(turnkeep_emulator: EmulatorServer) -> None:
+    chat = Conversation("claude-opus-5", client=turnkeep_emulator.client(), policy=ServerCompaction(trigger=50_000))
+    chat.send("My name is Ada.")
+    for number in range(8):
+        chat.send(f"Note {number}. {FILLER * 20}")
+    assert any(block["type"] == "compaction" for m in chat.messages for block in as_blocks(m["content"]))
+    assert chat.send("What is my name?").text == "Your name is Ada."
+
+
+# -- message threads as a transport ------------------------------------------------------------------------------
+
+
+def test_threads_send_only_the_new_messages_and_replay_after_expiry(turnkeep_emulator: EmulatorServer) -> None:
+    sent: list[dict[str, object]] = []
+    client = turnkeep_emulator.client()
+    original = client.beta.messages.create
+
+    def spy(**request: object) -> object:
+        sent.append(request)
+        return original(**request)  # type: ignore[arg-type]
+
+    client.beta.messages.create = spy  # type: ignore[method-assign]
+    chat = Conversation("claude-opus-5", client=client, threads=True, system="Geography.")
+    chat.send("What is the capital of France?")
+    chat.send("What is its population?")
+    assert sent[0]["thread"] == {"type": "create"}
+    assert sent[1]["thread"]["type"] == "continue"  # type: ignore[index]
+    assert sent[1]["messages"] == [{"role": "user", "content": "What is its population?"}]
+    assert "system" not in sent[1]
+    turnkeep_emulator.advance(6 * 60)  # the thread expires
+    reply = chat.send("My name is Ada.")
+    assert reply.text == "Noted: your name is Ada."
+    assert [r["thread"]["type"] for r in sent[2:]] == ["continue", "create"]  # type: ignore[index]
+    assert len(sent[3]["messages"]) == 5  # type: ignore[arg-type]
+    assert chat.send("What is my name?").text == "Your name is Ada."

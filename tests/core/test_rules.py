@@ -536,6 +536,10 @@ VALID = {
         ),
         NO_PREFILL_MODEL,
     ),
+    "resume after pause_after_compaction on a model without prefill": (
+        request(HELLO, assistant([compaction()]), model=NO_PREFILL_MODEL),
+        NO_PREFILL_MODEL,
+    ),
     "prefill where supported": (request(HELLO, assistant('{"answer":')), PREFILL_MODEL),
     "assistant citations and documents from the user": (
         request(user([DOCUMENT, text("Quote it.")]), assistant([text("A", citations=[{"type": "char_location"}])])),

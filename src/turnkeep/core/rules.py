@@ -186,15 +186,17 @@ def _tool_result_ids(blocks: Sequence[Any]) -> set[str]:
 def is_prefill(messages: Sequence[MessageParam]) -> bool:
     """Whether the conversation ends with an assistant message that the model would continue (a prefill).
 
-    Not a prefill: a final assistant message with tool calls (it awaits tool results), or one whose last block
-    belongs to a server tool (a `pause_turn` reply sent back so the model resumes its own turn).
+    Not a prefill: a final assistant message with tool calls (it awaits tool results), one whose last block
+    belongs to a server tool (a `pause_turn` reply sent back so the model resumes its own turn), or one ending in a
+    compaction block (a reply paused by `pause_after_compaction`, sent back the same way).
     """
     if not messages or _role(messages[-1]) != "assistant":
         return False
     blocks = _content_list(messages[-1]) or []
     if _tool_use_ids(blocks):
         return False
-    return not (blocks and _is_server_tool_block(_block_type(blocks[-1])))
+    last = _block_type(blocks[-1]) if blocks else None
+    return not (_is_server_tool_block(last) or last == "compaction")
 
 
 def unanswered_tool_calls(messages: Sequence[MessageParam]) -> list[str]:

@@ -19,7 +19,7 @@ by a short user message asking to continue; the stored result is still one merge
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -28,15 +28,19 @@ from anthropic.types import Message, MessageParam
 from turnkeep.core import rules
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import Block, as_blocks, merge_assistant_content, text_of
+from turnkeep.core.policies import Plan
 
-__all__ = ["CONTINUE_PROMPT", "Call", "Turn", "TurnOutcome", "prefill_instruction"]
+__all__ = ["CONTINUE_PROMPT", "Call", "Turn", "TurnOutcome", "is_prompt_too_long", "prefill_instruction"]
 
 CONTINUE_PROMPT = (
     "Your previous reply was cut off by the output limit. Continue it exactly where it stopped, "
     "without repeating anything and without any preamble."
 )
 
-Purpose = Literal["reply", "continue", "resume"]
+Purpose = Literal["summary", "reply", "continue", "resume", "overflow"]
+
+# The API reports an over-long prompt as a plain 400 with no error code; its message is the only signal.
+_PROMPT_TOO_LONG = "prompt is too long"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,11 @@ class Call:
 
     purpose: Purpose
     request: dict[str, Any]
+
+    @property
+    def shows_text(self) -> bool:
+        """Whether a streaming driver shows this call's text to the user (a summary call's is not the reply)."""
+        return self.purpose != "summary"
 
 
 @dataclass(slots=True)
@@ -78,37 +87,52 @@ def prefill_instruction(prefill: str) -> Block:
     }
 
 
+def is_prompt_too_long(error: BaseException) -> bool:
+    """Whether an API error says the prompt did not fit the model's context window."""
+    return getattr(error, "status_code", None) == 400 and _PROMPT_TOO_LONG in str(error)
+
+
 @dataclass
 class Turn:
-    """A turn in flight. `request` is the planned first request (already normalised by the policy).
+    """A turn in flight, from the policy's `plan` (already normalised).
 
     `prefill` is the text the reply must begin with: with `prefill_mode="native"` the request already ends with
     it as an assistant message; with `"instruct"` the user message asks for it and the outcome guarantees it.
+    `replan(summary_text_or_None)` is the policy's next plan once its summary call answered (None: it failed, use
+    the fallback); `shrink(plan)` is a smaller plan after the prompt did not fit (tried once). `lookup` gives the
+    facts of another model (a summary call may use a cheaper one).
     """
 
-    request: dict[str, Any]
+    plan: Plan
     model: ModelInfo
     prefill: str | None = None
     prefill_mode: Literal["native", "instruct"] | None = None
     auto_continue: int = 0
     max_resumes: int = 5
+    replan: Callable[[str | None], Plan] | None = None
+    shrink: Callable[[Plan], Plan] | None = None
+    lookup: Callable[[str], ModelInfo] | None = None
     _responses: list[Message] = field(default_factory=list, init=False)
     _content: list[Block] = field(default_factory=list, init=False)
     _continuations: int = field(default=0, init=False)
     _resumes: int = field(default=0, init=False)
+    _shrunk: bool = field(default=False, init=False)
     _done: bool = field(default=False, init=False)
     _last_purpose: Purpose = field(default="reply", init=False)
+    _summarising: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        messages = list(self.request["messages"])
-        # The conversation the turn extends, without a native prefill (which becomes part of the reply).
-        self._base: list[MessageParam] = messages[:-1] if self.prefill_mode == "native" else messages
-        if self.prefill_mode == "native":
-            self._content = as_blocks(messages[-1]["content"])
+        self._summarising = self.plan.summary is not None and self.replan is not None
+        self._adopt(self.plan)
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The turn's current main request (the plan's)."""
+        return self.plan.request
 
     @property
     def responses(self) -> list[Message]:
-        """The responses received so far."""
+        """The responses received so far (a summary call's included)."""
         return list(self._responses)
 
     @property
@@ -118,6 +142,9 @@ class Turn:
 
     def start(self) -> Call:
         """The first request of the turn."""
+        if self._summarising:
+            assert self.plan.summary is not None
+            return self._emit("summary", self.plan.summary.request)
         return self._emit("reply", self.request)
 
     def receive(self, message: Message) -> Call | None:
@@ -125,19 +152,39 @@ class Turn:
         if self._done:
             raise RuntimeError("turn already finished")
         self._responses.append(message)
+        if self._last_purpose == "summary":
+            text = text_of(as_blocks(message.content)).strip()
+            usable = bool(text) and message.stop_reason in ("end_turn", "stop_sequence", "max_tokens")
+            return self._after_summary(text if usable else None)
+        stop = message.stop_reason
+        if stop == "model_context_window_exceeded" and self._can_shrink():
+            return self._overflow()
         new = [dict(b) for b in as_blocks(message.content)]
         # A continuation's thinking is bound to a request that is never sent again: drop it. A resumed turn's
         # content is the same turn going on, so it is kept whole.
         keep_thinking = self._last_purpose != "continue"
         self._content = merge_assistant_content(self._content, new, keep_thinking=keep_thinking)
-        stop = message.stop_reason
-        if stop == "pause_turn" and self._resumes < self.max_resumes:
+        # `compaction` (pause_after_compaction) pauses like `pause_turn`: send the reply back to go on.
+        if stop in ("pause_turn", "compaction") and self._resumes < self.max_resumes:
             self._resumes += 1
             return self._emit("resume", self._with_messages([*self._base, self._assistant()]))
         if stop == "max_tokens" and self._continuations < self.auto_continue and self._can_continue():
             self._continuations += 1
             return self._emit("continue", self._continuation_request())
         self._done = True
+        return None
+
+    def failed(self, error: BaseException) -> Call | None:
+        """A request raised `error`: the next request to send instead, or None when the error ends the turn.
+
+        A failed summary call falls back to the plan's own request (the turn is never lost); a prompt that did not
+        fit is shrunk by the policy and sent once more."""
+        if self._done:
+            return None
+        if self._last_purpose == "summary":
+            return self._after_summary(None)
+        if is_prompt_too_long(error) and self._can_shrink():
+            return self._overflow()
         return None
 
     def outcome(self) -> TurnOutcome:
@@ -158,8 +205,34 @@ class Turn:
 
     # -- internals ---------------------------------------------------------------------------------------------
 
+    def _adopt(self, plan: Plan) -> None:
+        self.plan = plan
+        messages = list(plan.request["messages"])
+        # The conversation the turn extends, without a native prefill (which becomes part of the reply).
+        self._base: list[MessageParam] = messages[:-1] if self.prefill_mode == "native" else messages
+        self._content = as_blocks(messages[-1]["content"]) if self.prefill_mode == "native" else []
+
+    def _after_summary(self, text: str | None) -> Call:
+        assert self.replan is not None
+        self._summarising = False
+        self._adopt(self.replan(text))
+        return self._emit("reply", self.request)
+
+    def _can_shrink(self) -> bool:
+        # Only the first answer to the turn is retried smaller; a continuation has content worth keeping.
+        return self.shrink is not None and not self._shrunk and self._continuations == 0 and self._resumes == 0
+
+    def _overflow(self) -> Call:
+        assert self.shrink is not None
+        self._shrunk = True
+        self._adopt(self.shrink(self.plan))
+        return self._emit("overflow", self.request)
+
     def _emit(self, purpose: Purpose, request: dict[str, Any]) -> Call:
-        rules.validate(request, self.model)
+        model = self.model
+        if request["model"] != model.id and self.lookup is not None:
+            model = self.lookup(str(request["model"]))
+        rules.validate(request, model)
         self._last_purpose = purpose
         return Call(purpose, request)
 

@@ -9,16 +9,29 @@ exact keyword arguments for `messages.create`, the new state, and an explanation
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Protocol
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol, cast
 
 from anthropic.types import MessageParam
 
 from turnkeep.core.catalog import ModelInfo
-from turnkeep.core.rules import normalize
 from turnkeep.errors import ConfigError
 
-__all__ = ["FullHistory", "Plan", "Policy", "RequestSettings", "policy_from_settings", "policy_settings"]
+__all__ = [
+    "ClearToolUses",
+    "FullHistory",
+    "Plan",
+    "Policy",
+    "RequestSettings",
+    "ServerCompaction",
+    "SlidingWindow",
+    "Summarize",
+    "SummaryJob",
+    "TokenBudget",
+    "Window",
+    "policy_from_settings",
+    "policy_settings",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +64,27 @@ class RequestSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SummaryJob:
+    """A model call a policy needs before its plan is final: summarise `covers` (a transcript range)."""
+
+    request: dict[str, Any]
+    covers: tuple[int, int]
+    context: Mapping[str, Any] = field(default_factory=dict)
+    """What the policy needs back in `absorb_summary` (JSON-ready)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
-    """The next request, the policy's new state, and why."""
+    """The next request, the policy's new state, and why.
+
+    When `summary` is set, `request` is the fallback to send if the summary call fails; on success the caller
+    passes the summary text to the policy's `absorb_summary(state, job, text)` and plans again.
+    """
 
     request: dict[str, Any]
     state: Mapping[str, Any]
     explanation: Mapping[str, Any]
+    summary: SummaryJob | None = None
 
 
 class Policy(Protocol):
@@ -76,32 +104,43 @@ class Policy(Protocol):
 class FullHistory:
     """Send everything, append-only, so the prompt cache is never broken.
 
-    Caching uses the API's automatic breakpoint (top-level `cache_control`), which sits on the last cacheable
-    block and moves with the conversation: each request reads what the previous one wrote.
+    Caching (`cache=True`): by default the API's automatic breakpoint (top-level `cache_control`), which sits on
+    the last cacheable block and moves with the conversation, so each request reads what the previous one
+    wrote; `automatic=False` places the moving breakpoint explicitly. Either way a large tools/system prefix
+    gets its own breakpoint and a long tool loop an intermediate one (`caching.place_breakpoints`). `ttl` is
+    "5m", "1h" or "auto" (chosen from the conversation's gaps, `caching.choose_ttl`). `cache=False` adds no
+    breakpoint at all (the caller's own stay).
     """
 
     ttl: str = "5m"
     name: str = "full-history"
+    cache: bool = True
+    automatic: bool = True
 
     def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
-        messages = normalize(transcript)
-        request = settings.base_request(messages)
-        if "cache_control" not in request:
-            request["cache_control"] = {"type": "ephemeral", "ttl": self.ttl}
-        return Plan(
-            request=request,
-            state=dict(state),
-            explanation={"policy": self.name, "kept": [0, len(messages)], "dropped": [], "cache": "automatic"},
+        """The next request: the whole transcript, normalised, with breakpoints."""
+        return plan_full_history(
+            self.name, transcript, state, settings, cache=self.cache, ttl=self.ttl, automatic=self.automatic
         )
 
 
 # Policies a stored conversation can name; each is a dataclass whose fields are its settings.
-_POLICIES: dict[str, type[Any]] = {"full-history": FullHistory}
+_POLICIES: dict[str, type[Any]] = {}  # filled in below, once the window policies are importable
 
 
 def policy_settings(policy: Policy) -> dict[str, Any]:
-    """A JSON-ready description of `policy` that `policy_from_settings` turns back into an equal policy."""
-    settings = asdict(policy) if hasattr(policy, "__dataclass_fields__") else {}  # type: ignore[call-overload]
+    """A JSON-ready description of `policy` that `policy_from_settings` turns back into an equal policy
+    (policies nested in a policy's fields, such as an inner or fallback policy, are described too)."""
+    settings: dict[str, Any] = {}
+    if hasattr(policy, "__dataclass_fields__"):
+        for item in fields(cast(Any, policy)):
+            value = getattr(policy, item.name)
+            if hasattr(value, "plan") and hasattr(value, "name"):
+                settings[item.name] = policy_settings(value)
+            elif isinstance(value, tuple):
+                settings[item.name] = list(value)
+            else:
+                settings[item.name] = value
     settings["name"] = policy.name
     return settings
 
@@ -112,6 +151,31 @@ def policy_from_settings(settings: Mapping[str, Any]) -> Policy:
     cls = _POLICIES.get(str(name))
     if cls is None:
         raise ConfigError(f"unknown context policy {name!r}; known: {', '.join(sorted(_POLICIES))}")
-    known = {f.name for f in fields(cls)}
-    policy: Policy = cls(**{key: value for key, value in settings.items() if key in known})
+    arguments: dict[str, Any] = {}
+    for item in fields(cls):
+        if item.name not in settings:
+            continue
+        value = settings[item.name]
+        if isinstance(value, Mapping) and value.get("name") in _POLICIES:
+            value = policy_from_settings(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        arguments[item.name] = value
+    try:
+        policy: Policy = cls(**arguments)
+    except TypeError as err:
+        raise ConfigError(f"invalid settings for context policy {name!r}: {err}") from err
     return policy
+
+
+# The window policies import Plan and RequestSettings from this module, so they are imported last.
+from turnkeep.core.policies.window import SlidingWindow, TokenBudget, Window, plan_full_history  # noqa: E402
+
+_POLICIES.update(
+    {"full-history": FullHistory, "window": Window, "token-budget": TokenBudget, "sliding-window": SlidingWindow}
+)
+
+from turnkeep.core.policies.server import ClearToolUses, ServerCompaction  # noqa: E402
+from turnkeep.core.policies.summarize import Summarize  # noqa: E402
+
+_POLICIES.update({"summarize": Summarize, "server-compaction": ServerCompaction, "clear-tool-uses": ClearToolUses})

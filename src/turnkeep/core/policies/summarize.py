@@ -1,0 +1,202 @@
+"""`Summarize`: old turns are folded into a running summary by a model call; recent turns stay verbatim.
+
+How it works, per turn:
+- The request is the summary (as leading text of the first kept user message, marked as a summary) followed by
+  the turns since the summary, planned for caching by an inner policy (FullHistory, or a TokenBudget as a safety
+  net). Between summaries the request only grows at the end, so the prompt cache keeps working.
+- When the estimated request passes `trigger` tokens, the plan carries a `SummaryJob`: fold the turns that leave
+  (all but the last `keep_last`) into the summary, incrementally (the new summary is written from the old one plus
+  the leaving turns, never from the whole history again). The conversation runs the job as its own request (with
+  its own ledger entry, on `model` if given: a cheaper model may write summaries) and hands the text back through
+  `absorb_summary`; the summary is then stored in the policy state and reused on every later turn.
+- If the summary call fails, the turn is sent with the plan's fallback request, which keeps everything that still
+  fits the model's window (and drops the oldest turns only when it does not): the turn is never lost, and the
+  summary is tried again on the next turn.
+- On models that bind thinking blocks to their prefix, the thinking of retained turns is stripped once a summary
+  replaces the start of the conversation (the blocks would no longer verify); the current tool loop keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from anthropic.types import MessageParam
+
+from turnkeep.core.messages import as_blocks
+from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob
+from turnkeep.core.policies.caching import message_digest
+from turnkeep.core.policies.turns import turn_starts
+from turnkeep.core.tokens import estimate_request
+from turnkeep.errors import ConfigError
+
+__all__ = ["SUMMARY_MARKER", "Summarize", "render_transcript", "with_summary"]
+
+SUMMARY_MARKER = "[Summary of the earlier conversation]"
+_SUMMARY_END = "[End of summary; the conversation continues below.]"
+_THINKING = ("thinking", "redacted_thinking")
+
+SUMMARY_SYSTEM = (
+    "You maintain a running summary of a conversation between a user and an assistant, for the assistant's own "
+    "later use. Keep every fact, name, number, decision, open question and commitment; drop pleasantries. "
+    "Write plain prose, in the third person, no preamble."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Summarize:
+    """Summarise turns that leave the window; keep the last `keep_last` turns verbatim.
+
+    `trigger`: estimated input tokens of a request above which old turns are summarised. `model`: the model that
+    writes summaries (None: the conversation's). `inner`: the policy that plans the summarised transcript (caching,
+    and a token budget as a safety net if it is a TokenBudget).
+    """
+
+    trigger: int = 50_000
+    keep_last: int = 6
+    model: str | None = None
+    max_summary_tokens: int = 2_048
+    inner: Policy = field(default_factory=FullHistory)
+    name: str = "summarize"
+
+    def __post_init__(self) -> None:
+        if self.trigger < 1 or self.keep_last < 1 or self.max_summary_tokens < 1:
+            raise ConfigError("Summarize needs trigger, keep_last and max_summary_tokens of at least 1")
+
+    def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
+        start, summary = _valid(state, transcript)
+        inner_state = state.get("inner", {}) if start == state.get("start", 0) else {}
+        plan = self._planned(transcript, start, summary, inner_state, settings)
+        estimated = int(
+            plan.explanation.get("estimated_input_tokens") or estimate_request(plan.request, settings.model)
+        )
+        starts = turn_starts(transcript)
+        cut = starts[-self.keep_last] if len(starts) > self.keep_last else None
+        if estimated <= self.trigger or cut is None or cut <= start:
+            return plan
+        job = SummaryJob(
+            self._summary_request(transcript[start:cut], summary, settings),
+            (start, cut),
+            {"anchor": message_digest(transcript[cut - 1])},
+        )
+        # Fallback if the summary call fails: keep everything while it fits the model's window.
+        room = settings.model.context_window - settings.max_tokens
+        if estimated > room:
+            fallback = self._planned(transcript, cut, summary, {}, settings, note="summary failed: window fallback")
+            return Plan(fallback.request, plan.state, fallback.explanation, summary=job)
+        return Plan(plan.request, plan.state, {**plan.explanation, "summary_due": [start, cut]}, summary=job)
+
+    def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, text: str) -> dict[str, Any]:
+        """The state after the summary call answered `text` for `job`."""
+        return {
+            "start": job.covers[1],
+            "summary": text.strip(),
+            "summaries": int(state.get("summaries", 0)) + 1,
+            "anchor": job.context.get("anchor"),
+        }
+
+    def _planned(
+        self,
+        transcript: Sequence[MessageParam],
+        start: int,
+        summary: str | None,
+        inner_state: Mapping[str, Any],
+        settings: RequestSettings,
+        *,
+        note: str | None = None,
+    ) -> Plan:
+        kept = list(transcript[start:])
+        if start > 0 and settings.model.thinking_binding:
+            kept = _strip_retained_thinking(kept)
+        messages = with_summary(summary, kept) if summary else kept
+        inner = self.inner.plan(messages, inner_state, settings)
+        state: dict[str, Any] = {"start": start, "summary": summary, "inner": dict(inner.state)}
+        if start > 0:
+            state["anchor"] = message_digest(transcript[start - 1])
+        explanation = {
+            **inner.explanation,
+            "policy": self.name,
+            "inner": inner.explanation.get("policy"),
+            "summarized": [[0, start]] if summary else [],
+            "kept": [start, len(transcript)],
+        }
+        if note:
+            explanation["note"] = note
+        return Plan(inner.request, state, explanation)
+
+    def _summary_request(
+        self, leaving: Sequence[MessageParam], previous: str | None, settings: RequestSettings
+    ) -> dict[str, Any]:
+        parts = []
+        if previous:
+            parts.append(f"The summary so far:\n{previous}\n")
+        parts.append(f"Conversation to fold into the summary:\n{render_transcript(leaving)}\n")
+        parts.append("Summarise the conversation above into one updated summary.")
+        return {
+            "model": self.model or settings.model.id,
+            "max_tokens": self.max_summary_tokens,
+            "system": SUMMARY_SYSTEM,
+            "messages": [{"role": "user", "content": "\n".join(parts)}],
+        }
+
+
+def with_summary(summary: str, kept: Sequence[MessageParam]) -> list[MessageParam]:
+    """`kept` (starting with a user turn) with the summary as leading, marked text of its first message."""
+    first = kept[0]
+    lead = {"type": "text", "text": f"{SUMMARY_MARKER}\n{summary}\n{_SUMMARY_END}"}
+    merged = cast(MessageParam, {"role": "user", "content": [lead, *as_blocks(first["content"])]})
+    return [merged, *kept[1:]]
+
+
+def render_transcript(messages: Sequence[MessageParam]) -> str:
+    """Messages as plain text for a summary request: one line per block, deterministic."""
+    lines = []
+    for message in messages:
+        role = str(message["role"]).capitalize()
+        for block in as_blocks(message["content"]):
+            kind = block["type"]
+            if kind == "text":
+                lines.append(f"{role}: {block['text']}")
+            elif kind == "tool_use":
+                arguments = json.dumps(block.get("input", {}), ensure_ascii=False, sort_keys=True)
+                lines.append(f"{role} called tool {block.get('name')}({arguments})")
+            elif kind == "tool_result":
+                content = block.get("content", "")
+                text = (
+                    content
+                    if isinstance(content, str)
+                    else " ".join(b.get("text", "") for b in content if isinstance(b, Mapping))
+                )
+                error = " (error)" if block.get("is_error") else ""
+                lines.append(f"Tool result{error}: {text}")
+            elif kind == "compaction" and block.get("content"):
+                lines.append(f"Earlier summary: {block['content']}")
+    return "\n".join(lines)
+
+
+def _valid(state: Mapping[str, Any], transcript: Sequence[MessageParam]) -> tuple[int, str | None]:
+    """The summarised prefix the state describes, if it still matches the transcript (undo, fork, branches)."""
+    start = state.get("start", 0)
+    summary = state.get("summary")
+    if not isinstance(start, int) or start <= 0 or not summary:
+        return 0, None
+    if start >= len(transcript) or start not in turn_starts(transcript):
+        return 0, None
+    if state.get("anchor") != message_digest(transcript[start - 1]):
+        return 0, None
+    return start, str(summary)
+
+
+def _strip_retained_thinking(messages: Sequence[MessageParam]) -> list[MessageParam]:
+    """Drop thinking from retained assistant turns, except in the tool loop still in progress."""
+    starts = turn_starts(messages)
+    current = starts[-1] if starts else 0
+    stripped: list[MessageParam] = []
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant" and index < current and not isinstance(message["content"], str):
+            blocks = [b for b in as_blocks(message["content"]) if b["type"] not in _THINKING]
+            message = cast(MessageParam, {"role": "assistant", "content": blocks})
+        stripped.append(message)
+    return stripped

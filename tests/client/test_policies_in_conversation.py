@@ -1,0 +1,203 @@
+"""Context policies inside a conversation: summary calls, fallbacks, overflow retry, server-side context management."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import anthropic
+import pytest
+from fake_api import FakeAPI
+
+from turnkeep import Conversation
+from turnkeep.core.messages import text_of
+from turnkeep.core.policies import ClearToolUses, FullHistory, ServerCompaction, Summarize, Window
+from turnkeep.core.policies.summarize import SUMMARY_MARKER
+from turnkeep.errors import ConfigError
+from turnkeep.store import MemoryStore
+
+LONG = "word " * 400  # about 500 estimated tokens per message
+# Three such turns estimate at ~2,535 tokens; with a fourth question ~3,050: the summary falls due on turn four.
+TRIGGER = 2_600
+
+
+def summarizing(api: FakeAPI, **options: object) -> Conversation:
+    policy = Summarize(trigger=TRIGGER, keep_last=2, **options)  # type: ignore[arg-type]
+    return Conversation("claude-sonnet-4-6", client=api.client(), policy=policy, store=MemoryStore())
+
+
+def fill(conversation: Conversation, api: FakeAPI, turns: int) -> None:
+    for number in range(turns):
+        api.reply(f"answer {number} {LONG}")
+        conversation.send(f"question {number} {LONG}")
+
+
+def test_old_turns_are_summarised_by_a_separate_call_before_the_reply() -> None:
+    api = FakeAPI()
+    conversation = summarizing(api)
+    fill(conversation, api, 3)
+    api.reply("The user asked questions 0 and 1.").reply("answer 3")
+    conversation.send("question 3")
+    summary_request, reply_request = api.requests[-2:]
+    assert "Summarise the conversation above" in summary_request["messages"][0]["content"]
+    assert "question 0" in summary_request["messages"][0]["content"]
+    first = reply_request["messages"][0]["content"][0]["text"]
+    assert first.startswith(SUMMARY_MARKER)
+    assert "The user asked questions 0 and 1." in first
+    assert [e.purpose for e in conversation.ledger][-2:] == ["summary", "reply"]
+
+
+def test_the_summary_is_stored_and_reused_not_recomputed() -> None:
+    api = FakeAPI()
+    conversation = summarizing(api)
+    fill(conversation, api, 3)
+    api.reply("Summary one.").reply("answer 3").reply("answer 4")
+    conversation.send("question 3")
+    conversation.send("short question 4")
+    assert [e.purpose for e in conversation.ledger].count("summary") == 1
+    assert "Summary one." in api.requests[-1]["messages"][0]["content"][0]["text"]
+
+
+def test_a_reopened_conversation_keeps_its_summary() -> None:
+    api, store = FakeAPI(), MemoryStore()
+    conversation = Conversation(
+        "claude-sonnet-4-6", client=api.client(), policy=Summarize(trigger=TRIGGER, keep_last=2), store=store
+    )
+    fill(conversation, api, 3)
+    api.reply("Summary one.").reply("answer 3").reply("answer 4")
+    conversation.send("question 3")
+    reopened = Conversation.open(conversation.id, store=store, client=api.client())
+    reopened.send("short question 4")
+    assert "Summary one." in api.requests[-1]["messages"][0]["content"][0]["text"]
+    assert [e.purpose for e in reopened.ledger].count("summary") == 1
+
+
+def test_a_failed_summary_call_falls_back_and_the_turn_is_not_lost() -> None:
+    api = FakeAPI()
+    conversation = summarizing(api)
+    fill(conversation, api, 3)
+    api.fail(529, "overloaded_error").reply("answer 3")
+    reply = conversation.send("question 3")
+    assert reply.text == "answer 3"
+    assert not conversation.pending
+    sent = api.requests[-1]["messages"]
+    assert sent[0]["content"] == f"question 0 {LONG}"  # nothing dropped: it still fits the model's window
+    assert [e.purpose for e in conversation.ledger][-2:] == ["summary", "reply"]
+    assert conversation.ledger[-2].error is not None
+
+
+def test_summaries_may_be_written_by_a_cheaper_model_and_are_priced_as_such() -> None:
+    api = FakeAPI()
+    conversation = summarizing(api, model="claude-haiku-4-5")
+    fill(conversation, api, 3)
+    api.reply("Summary.", input_tokens=1_000_000, output_tokens=0).reply("answer 3")
+    conversation.send("question 3")
+    summary_entry = conversation.ledger[-2]
+    assert summary_entry.model == "claude-haiku-4-5"
+    assert Decimal(summary_entry.cost_usd) == Decimal(1)  # Haiku 4.5 input: $1 per million
+    assert api.requests[-2]["model"] == "claude-haiku-4-5"
+
+
+def test_a_prompt_too_long_error_makes_the_window_step_and_retry_once() -> None:
+    api = FakeAPI()
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), policy=Window(turns=10))
+    fill(conversation, api, 4)
+    api.fail(400, "invalid_request_error", "prompt is too long: 1000001 tokens > 1000000 maximum")
+    api.reply("answer 4")
+    assert conversation.send("question 4").text == "answer 4"
+    retried = api.requests[-1]["messages"]
+    assert len(retried) < len(api.requests[-2]["messages"])
+    assert text_of(retried[-1]["content"]) == "question 4"
+    assert [e.purpose for e in conversation.ledger][-2:] == ["reply", "overflow"]
+
+
+def test_overflow_is_retried_only_once() -> None:
+    api = FakeAPI()
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), policy=Window(turns=10))
+    fill(conversation, api, 4)
+    for _ in range(2):
+        api.fail(400, "invalid_request_error", "prompt is too long: 2000000 tokens > 1000000 maximum")
+    with pytest.raises(anthropic.BadRequestError):
+        conversation.send("question 4")
+    assert conversation.pending
+
+
+def test_model_context_window_exceeded_is_retried_smaller_by_a_window_policy() -> None:
+    api = FakeAPI()
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), policy=Window(turns=10))
+    fill(conversation, api, 4)
+    api.reply("cut", stop_reason="model_context_window_exceeded").reply("answer 4")
+    assert conversation.send("question 4").text == "answer 4"
+    assert [e.purpose for e in conversation.ledger][-2:] == ["reply", "overflow"]
+
+
+def test_server_compaction_sends_the_edit_and_beta_on_models_that_support_it() -> None:
+    api = FakeAPI()
+    api.reply("ok")
+    conversation = Conversation("claude-opus-5", client=api.client(), policy=ServerCompaction(trigger=60_000))
+    conversation.send("hello")
+    request = api.requests[0]
+    assert request["context_management"]["edits"] == [
+        {"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": 60_000}}
+    ]
+    assert "compact-2026-01-12" in api.headers[0]["anthropic-beta"]
+
+
+def test_server_compaction_falls_back_to_summaries_elsewhere() -> None:
+    api = FakeAPI()
+    api.reply("ok")
+    conversation = Conversation("claude-haiku-4-5", client=api.client(), policy=ServerCompaction())
+    conversation.send("hello")
+    assert "context_management" not in api.requests[0]
+    assert conversation.explain().explanation["fallback"] == "summarize"
+
+
+def test_compaction_blocks_are_stored_and_sent_back_untouched() -> None:
+    api = FakeAPI()
+    block = {"type": "compaction", "content": "Summary: the user is Ada.", "encrypted_content": "x", "signature": "s"}
+    api.reply(content=[block, {"type": "text", "text": "Hello Ada."}]).reply("Yes.")
+    conversation = Conversation("claude-opus-5", client=api.client(), policy=ServerCompaction())
+    conversation.send("hi")
+    conversation.send("again")
+    assert api.requests[1]["messages"][1]["content"][0] == block
+
+
+def test_a_compaction_pause_is_resumed_like_a_paused_turn() -> None:
+    api = FakeAPI()
+    block = {"type": "compaction", "content": "Summary.", "encrypted_content": "x", "signature": "s"}
+    api.reply(content=[block], stop_reason="compaction").reply("Done.")
+    conversation = Conversation(
+        "claude-opus-5", client=api.client(), policy=ServerCompaction(pause_after_compaction=True)
+    )
+    reply = conversation.send("go")
+    assert reply.text == "Done."
+    assert reply.content[0] == block
+    assert api.requests[1]["messages"][-1]["content"] == [block]
+
+
+def test_clear_tool_uses_passes_the_edit_where_supported() -> None:
+    api = FakeAPI()
+    api.reply("ok")
+    policy = ClearToolUses(trigger=30_000, keep=2, exclude_tools=("search",))
+    Conversation("claude-sonnet-4-6", client=api.client(), policy=policy).send("hi")
+    [edit] = api.requests[0]["context_management"]["edits"]
+    assert edit == {
+        "type": "clear_tool_uses_20250919",
+        "trigger": {"type": "input_tokens", "value": 30_000},
+        "keep": {"type": "tool_uses", "value": 2},
+        "exclude_tools": ["search"],
+    }
+
+
+def test_policy_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="50,000"):
+        ServerCompaction(trigger=10_000)
+    with pytest.raises(ConfigError):
+        Summarize(keep_last=0)
+
+
+def test_full_history_total_matches_its_ledger() -> None:
+    api = FakeAPI()
+    api.reply("ok", input_tokens=1_000_000)
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), policy=FullHistory())
+    conversation.send("hi")
+    assert conversation.cost == Decimal("3") + Decimal("5") * Decimal("15") / Decimal(1_000_000)
