@@ -5,6 +5,28 @@ Pass one to `Conversation(..., policy=...)`; see `turnkeep.core.policies` for ho
 
 from __future__ import annotations
 
-from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SlidingWindow, TokenBudget, Window
+from turnkeep.core.policies import (
+    ClearToolUses,
+    FullHistory,
+    Plan,
+    Policy,
+    RequestSettings,
+    ServerCompaction,
+    SlidingWindow,
+    Summarize,
+    TokenBudget,
+    Window,
+)
 
-__all__ = ["FullHistory", "Plan", "Policy", "RequestSettings", "SlidingWindow", "TokenBudget", "Window"]
+__all__ = [
+    "ClearToolUses",
+    "FullHistory",
+    "Plan",
+    "Policy",
+    "RequestSettings",
+    "ServerCompaction",
+    "SlidingWindow",
+    "Summarize",
+    "TokenBudget",
+    "Window",
+]
