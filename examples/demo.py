@@ -1,53 +1,119 @@
-"""`make demo`: a two-turn conversation that remembers a fact.
+"""`make demo`: a short scripted session through the `turnkeep` command line, as a person would type it.
 
-With ANTHROPIC_API_KEY set it talks to Claude; without one it starts turnkeep's offline emulator of the Messages
-API on loopback and says so. Either way it shows that the second answer depends on the first turn, and what the
-conversation cost.
+It shows memory across turns (a follow-up about "its population", a name remembered), what a fresh conversation
+makes of the same follow-up, a context policy at work (a small window drops old turns; `/explain` says which; the
+store still finds them), and the cost of every request.
+
+With ANTHROPIC_API_KEY set the replies come from Claude; without one, from turnkeep's offline emulator of the
+Messages API (the CLI says so). Everything is stored in a temporary TURNKEEP_HOME, never in your own data.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
-from contextlib import ExitStack
+import tempfile
+import time
+from pathlib import Path
 
-import anthropic
+SYSTEM = "You are a concise geography assistant."
 
-from turnkeep import Conversation
-from turnkeep.core.messages import text_of
+FIRST_CHAT = [
+    "What is the capital of France?",
+    "What is its population?",
+    "My name is Ada.",
+    "What is my name?",
+    "/explain",
+    "/cost",
+]
 
-MODEL = os.environ.get("TURNKEEP_MODEL", "claude-sonnet-4-6")
+WINDOW_CHAT = [
+    "My name is Ada.",
+    "What is the capital of France?",
+    "What is its population?",
+    "What is the capital of Japan?",
+    "What is my name?",
+    "/explain",
+]
+
+
+def turnkeep_command() -> list[str]:
+    """The installed `turnkeep` script next to this Python, else the same entry point through `python -c`."""
+    script = Path(sys.executable).parent / "turnkeep"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from turnkeep.cli import main; sys.exit(main(prog_name='turnkeep'))"]
+
+
+class Session:
+    """Runs `turnkeep` commands in a private TURNKEEP_HOME and prints them the way a terminal would show them."""
+
+    def __init__(self, home: Path) -> None:
+        self.env = {**os.environ, "TURNKEEP_HOME": str(home), "COLUMNS": "120"}
+        self.command = turnkeep_command()
+
+    def run(self, *args: str, lines: list[str] | None = None, show: bool = True) -> str:
+        shown = " ".join(_quote(arg) for arg in args)
+        if lines is not None:
+            shown += " <<EOF\n" + "".join(f"  {line}\n" for line in lines) + "EOF"
+        if show:
+            print(f"$ turnkeep {shown}", flush=True)
+        result = subprocess.run(
+            [*self.command, *args],
+            input="".join(line + "\n" for line in lines) if lines is not None else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+            check=False,
+        )
+        if show:
+            print(result.stdout, end="" if result.stdout.endswith("\n") else "\n", flush=True)
+            print(flush=True)
+        if result.returncode != 0:
+            raise SystemExit(f"turnkeep {args[0]} failed with status {result.returncode}")
+        return result.stdout
+
+
+def _quote(arg: str) -> str:
+    return f'"{arg}"' if not arg or any(c in arg for c in " '!?$") else arg
 
 
 def main() -> int:
-    with ExitStack() as stack:
+    started = time.monotonic()
+    home = Path(tempfile.mkdtemp(prefix="turnkeep-demo-"))
+    try:
+        session = Session(home)
         if os.environ.get("ANTHROPIC_API_KEY"):
-            client = anthropic.Anthropic()
-            print(f"Talking to Claude ({MODEL}).\n")
+            print("ANTHROPIC_API_KEY is set: the replies come from Claude.\n")
         else:
-            from turnkeep.emulator import EmulatorServer
+            print("No ANTHROPIC_API_KEY: the replies come from turnkeep's offline emulator of the Messages API.\n")
+        print(f"(conversations are stored in a temporary TURNKEEP_HOME: {home})\n")
 
-            server = stack.enter_context(EmulatorServer())
-            client = server.client()
-            print(f"No ANTHROPIC_API_KEY: replies come from turnkeep's offline emulator at {server.base_url}.\n")
+        print("# 1. A chat: the follow-up and the name only make sense because earlier turns are sent along.")
+        session.run("chat", "--system", SYSTEM, lines=FIRST_CHAT)
 
-        chat = Conversation(MODEL, client=client, system="You are a concise geography assistant.")
-        for question in ("What is the capital of France?", "What is its population?"):
-            reply = chat.send(question)
-            print(
-                f"you:    {question}\nclaude: {reply.text}\n        ({reply.usage.total_input} tokens in, "
-                f"{reply.usage.output} out, ${reply.cost.total:.6f})\n"
-            )
+        print("# 2. The same follow-up in a fresh conversation: nothing says what 'its' means.")
+        session.run("ask", "What is its population?")
 
-        # The same follow-up without the first turn: nothing tells the model what "its" means.
-        fresh = Conversation(MODEL, client=client, system="You are a concise geography assistant.")
-        print("A fresh conversation asked only the follow-up:")
-        print(f"claude: {fresh.send('What is its population?').text}\n")
+        print(
+            "# 3. A context policy at work: a window of at most 4 turns, cut back to the latest 2 when it overflows.\n"
+            "#    The name leaves the requests (so the model no longer knows it) but not the store (search finds it)."
+        )
+        session.run("chat", "--policy", "window:4", lines=WINDOW_CHAT)
+        session.run("search", "Ada")
 
-        print(f"Requests sent: {len(chat.ledger) + len(fresh.ledger)}; total ${chat.cost + fresh.cost:.6f}")
-        print(f"The next request would carry these {len(chat.messages)} messages before its new question:")
-        for message in chat.messages:
-            print(f"  {message['role']:>9}: {text_of(message['content'])}")
+        print("# 4. Every conversation, and the cost of the first one, request by request.")
+        session.run("ls")
+        rows = json.loads(session.run("ls", "--json", show=False))
+        first = next(row["id"] for row in rows if row["title"] == FIRST_CHAT[0])
+        session.run("cost", first)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    print(f"Demo finished in {time.monotonic() - started:.1f} s.")
     return 0
 
 

@@ -1,0 +1,200 @@
+"""What every command shares: the store, the client, the console, and opening the conversation a command names.
+
+A `Runtime` lives in the click context (`ctx.obj`) for one invocation; whatever it opens (the SQLite store, the
+API client, the in-process emulator) is closed when the command ends. Nothing heavy is imported until a command
+asks for it, so `turnkeep --help` stays fast.
+
+Client: with `ANTHROPIC_API_KEY` set, `anthropic.Anthropic()` (the SDK also reads `ANTHROPIC_BASE_URL`); without
+one, turnkeep's emulator is started in-process on loopback (real clock) and stderr says so, once. The key is never
+printed or stored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+
+from turnkeep.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    import anthropic
+    from rich.console import Console
+
+    from turnkeep.client import Conversation
+    from turnkeep.core.policies import Policy
+    from turnkeep.store import SQLiteStore
+
+__all__ = ["Runtime", "make_console", "parse_policy", "pass_runtime"]
+
+EMULATOR_NOTICE = "No ANTHROPIC_API_KEY: replies come from turnkeep's offline emulator ({url})."
+
+
+class Runtime:
+    """The resources of one command invocation, opened on first use and closed with the click context."""
+
+    def __init__(self, db: Path | None) -> None:
+        self.db = db
+        self.stack = ExitStack()
+        self._store: SQLiteStore | None = None
+        self._client: anthropic.Anthropic | None = None
+
+    def close(self) -> None:
+        """Close everything opened (client, emulator, store), last opened first."""
+        self.stack.close()
+
+    def store(self) -> SQLiteStore:
+        """The SQLite store: `--db`, else `$TURNKEEP_HOME/turnkeep.db`, else the user data directory."""
+        if self._store is None:
+            from turnkeep.store.paths import open_store
+
+            self._store = self.stack.enter_context(open_store(self.db))
+        return self._store
+
+    def client(self) -> anthropic.Anthropic:
+        """A client that sends: Claude with a key, otherwise the in-process emulator (said once, on stderr)."""
+        if self._client is not None:
+            return self._client
+        import anthropic
+
+        if os.environ.get("ANTHROPIC_API_KEY"):
+            self._client = self.stack.enter_context(anthropic.Anthropic())
+        else:
+            from turnkeep.emulator import EmulatorServer
+
+            server = self.stack.enter_context(EmulatorServer())
+            click.echo(EMULATOR_NOTICE.format(url=server.base_url), err=True)
+            self._client = server.client()
+        return self._client
+
+    def idle_client(self) -> anthropic.Anthropic:
+        """A client for commands that plan a request but never send one (no emulator is started for them)."""
+        if self._client is not None:
+            return self._client
+        import anthropic
+
+        client: anthropic.Anthropic = self.stack.enter_context(anthropic.Anthropic())
+        return client
+
+    def conversation_id(self, conversation_id: str | None, *, latest: bool = True) -> str:
+        """`conversation_id` if given (checked to exist), else the most recently updated one when `latest`."""
+        store = self.store()
+        if conversation_id is not None:
+            store.info(conversation_id)  # UnknownConversation (exit 2) for an id the store does not hold
+            return conversation_id
+        found = store.latest() if latest else None
+        if found is None:
+            raise UsageError("there is no conversation yet: start one with `turnkeep chat` or `turnkeep ask`")
+        return found
+
+    def open(
+        self,
+        *,
+        cid: str | None,
+        continue_latest: bool,
+        model: str | None,
+        system: str | None,
+        policy: str | None,
+        branch: str = "main",
+        sending: bool = True,
+    ) -> Conversation:
+        """The conversation a chat/ask invocation means: `--cid ID`, `-c` (the latest), or a new one.
+
+        `--model`/`--system` given for an existing conversation change it for later turns; `--policy` only
+        applies to a new conversation (a stored one keeps the policy it was created with).
+        """
+        from turnkeep.client import Conversation
+
+        if cid is not None and continue_latest:
+            raise click.UsageError("use either -c or --cid, not both")
+        store = self.store()
+        if cid is None and not continue_latest:
+            chosen = parse_policy(policy)
+            client = self.client() if sending else self.idle_client()
+            return Conversation(model, system=system, client=client, store=store, policy=chosen)
+        if policy is not None:
+            raise click.UsageError("--policy applies to a new conversation; a stored one keeps its own")
+        conversation_id = self.conversation_id(cid)  # before the client, so a bad id starts nothing
+        client = self.client() if sending else self.idle_client()
+        chat = Conversation.open(conversation_id, store=store, client=client, branch=branch)
+        if model is not None:
+            chat.set_model(model)
+        if system is not None:
+            chat.set_system(system)
+        return chat
+
+
+pass_runtime = click.make_pass_decorator(Runtime)
+"""Decorator handing a command the invocation's `Runtime` (made by the group)."""
+
+
+_POLICY = re.compile(r"^(?P<name>[a-z-]+)(?::(?P<value>\d+))?$")
+
+
+def parse_policy(spec: str | None) -> Policy | None:
+    """A context policy from its command-line spelling: `full-history`, `window:N` (keep about N turns) or
+    `token-budget:N` (keep the latest turns within N input tokens). None means the library default."""
+    if spec is None:
+        return None
+    from turnkeep.policies import FullHistory, TokenBudget, Window
+
+    match = _POLICY.match(spec.strip())
+    name, value = (match["name"], match["value"]) if match else ("", None)
+    if name == "full-history" and value is None:
+        return FullHistory()
+    if name == "window" and value is not None:
+        return Window(turns=int(value))
+    if name == "token-budget" and value is not None:
+        return TokenBudget(max_input_tokens=int(value))
+    raise ConfigError(f"unknown policy {spec!r}: use full-history, window:TURNS or token-budget:TOKENS")
+
+
+def make_console(file: TextIO | None = None, *, stderr: bool = False) -> Console:
+    """A rich console; when it is not a terminal (a pipe, a test) it prints plain text at 120 columns (or
+    `$COLUMNS`), so tables are not squeezed to rich's 80-column default."""
+    from rich.console import Console
+
+    options: dict[str, Any] = {"highlight": False, "stderr": stderr}
+    if file is not None:
+        options["file"] = file
+    console = Console(**options)
+    if not console.is_terminal:
+        columns = os.environ.get("COLUMNS", "")
+        console.width = int(columns) if columns.isdigit() and int(columns) > 0 else 120
+    return console
+
+
+def stdin_is_terminal() -> bool:
+    """Whether a person is typing (as opposed to a pipe or a test feeding input)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def one_line(message: str) -> str:
+    """`message` with every run of whitespace (newlines included) made one space."""
+    return " ".join(message.split())
+
+
+def api_error_text(err: BaseException) -> str | None:
+    """One line for an error of the `anthropic` SDK (None for anything else): status, type, message, request id.
+    The SDK is looked up only if it was imported, so this costs nothing for commands that never talk to the API."""
+    anthropic = sys.modules.get("anthropic")
+    if anthropic is None or not isinstance(err, anthropic.APIError):
+        return None
+    if isinstance(err, anthropic.APIStatusError):
+        body: dict[str, Any] = err.body if isinstance(err.body, dict) else {}
+        error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
+        kind = error.get("type") or type(err).__name__
+        message = error.get("message") or err.message
+        request = f" (request {err.request_id})" if err.request_id else ""
+        return one_line(f"the API answered {err.status_code} {kind}: {message}{request}")
+    if isinstance(err, anthropic.APIConnectionError):
+        return one_line(f"cannot reach the API: {err.message}")
+    return one_line(f"{type(err).__name__}: {err}")

@@ -1,0 +1,299 @@
+"""Presentation shared by the commands and the REPL: JSON-ready data first, then rich tables made from that data,
+so `--json` and the table always say the same thing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.table import Table
+    from rich.text import Text
+
+    from turnkeep.client import Reply
+    from turnkeep.store import ConversationInfo, LedgerEntry, SearchHit
+
+__all__ = [
+    "conversation_rows",
+    "conversations_table",
+    "cost_data",
+    "cost_summary",
+    "cost_table",
+    "explanation_rows",
+    "explanation_table",
+    "hits_table",
+    "status_line",
+    "to_json",
+]
+
+
+def to_json(data: object) -> str:
+    """Indented JSON for `--json` output (decimals and other odd values as strings)."""
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+
+
+def _usd(value: Decimal | str) -> str:
+    return f"${Decimal(value):.6f}"
+
+
+def _text(value: str) -> Text:
+    """A table cell shown as is: model text like "[Ada]" must not be read as rich markup."""
+    from rich.text import Text
+
+    return Text(value)
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+# -- one turn ---------------------------------------------------------------------------------------------------
+
+
+def status_line(reply: Reply, conversation_usd: Decimal) -> str:
+    """The line after a reply: the turn's tokens (uncached in, cache read, cache written, out) and USD."""
+    usage = reply.usage
+    written = f", {usage.cache_write:,} cache-written" if usage.cache_write else ""
+    return (
+        f"[{usage.total_input:,} in ({usage.cache_read:,} cached{written}) · {usage.output:,} out · "
+        f"{_usd(reply.cost.total)} · conversation {_usd(conversation_usd)}]"
+    )
+
+
+# -- the ledger -------------------------------------------------------------------------------------------------
+
+_COST_COLUMNS = ("uncached", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+
+
+def cost_data(conversation_id: str, ledger: Sequence[LedgerEntry]) -> dict[str, Any]:
+    """Per-request token counts and USD of a conversation's ledger, the totals and the cache-read share
+    (cache reads over all input tokens)."""
+    from turnkeep.core.pricing import token_counts
+
+    requests = []
+    totals = dict.fromkeys(_COST_COLUMNS, 0)
+    usd = Decimal(0)
+    for number, entry in enumerate(ledger, start=1):
+        counts = token_counts(dict(entry.usage)) if entry.usage else None
+        row: dict[str, Any] = {
+            "n": number,
+            "purpose": entry.purpose,
+            "model": entry.model,
+            "uncached": counts.input if counts else 0,
+            "cache_write_5m": counts.cache_write_5m if counts else 0,
+            "cache_write_1h": counts.cache_write_1h if counts else 0,
+            "cache_read": counts.cache_read if counts else 0,
+            "output": counts.output if counts else 0,
+            "usd": entry.cost_usd,
+            "request_id": entry.request_id,
+            "cache_miss_reason": entry.cache_miss_reason,
+            "error": entry.error,
+        }
+        requests.append(row)
+        for column in _COST_COLUMNS:
+            totals[column] += row[column]
+        usd += Decimal(entry.cost_usd)
+    all_input = totals["uncached"] + totals["cache_write_5m"] + totals["cache_write_1h"] + totals["cache_read"]
+    return {
+        "conversation_id": conversation_id,
+        "requests": requests,
+        "totals": {**totals, "usd": str(usd)},
+        "cache_read_share": round(totals["cache_read"] / all_input, 4) if all_input else 0.0,
+    }
+
+
+def cost_table(data: Mapping[str, Any]) -> Table:
+    """The ledger as a table: one row per request, then the totals. The model column appears only when the
+    conversation used more than one model (`cost_summary` names it otherwise), so the table fits 80 columns."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_footer=True, show_edge=False, pad_edge=False)
+    totals = data["totals"]
+    several_models = len({row["model"] for row in data["requests"]}) > 1
+    table.add_column("#", footer="total", justify="right", no_wrap=True)
+    table.add_column("purpose", no_wrap=True)
+    if several_models:
+        table.add_column("model", no_wrap=True)
+    headings = {
+        "uncached": "uncached",
+        "cache_write_5m": "write 5m",
+        "cache_write_1h": "write 1h",
+        "cache_read": "cache read",
+        "output": "output",
+    }
+    for column, heading in headings.items():
+        table.add_column(heading, footer=f"{totals[column]:,}", justify="right", no_wrap=True)
+    table.add_column("USD", footer=_usd(totals["usd"]), justify="right", no_wrap=True)
+    for row in data["requests"]:
+        purpose = row["purpose"] + (" (failed)" if row["error"] else "")
+        cells: list[RenderableType] = [str(row["n"]), _text(purpose)]
+        if several_models:
+            cells.append(_text(row["model"]))
+        table.add_row(*cells, *(f"{row[column]:,}" for column in headings), _usd(row["usd"]))
+    return table
+
+
+def cost_summary(data: Mapping[str, Any]) -> str:
+    """One line under the cost table: requests, model(s), USD, and how much of the input was read from the cache."""
+    requests = len(data["requests"])
+    share = data["cache_read_share"] * 100
+    models = sorted({row["model"] for row in data["requests"]})
+    return (
+        f"{requests} request{'s' if requests != 1 else ''} to {', '.join(models) or 'no model'} · "
+        f"{_usd(data['totals']['usd'])} · cache reads {share:.1f}% of input tokens"
+    )
+
+
+# -- a plan -----------------------------------------------------------------------------------------------------
+
+
+def _range(value: object) -> str:
+    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        start, end = value
+        return f"messages {start}–{end - 1}" if end > start else "none"
+    return _compact(value)
+
+
+def _compact(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str | int | float | bool):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
+
+
+def _breakpoints(value: object) -> str:
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return _compact(value)
+    if not value:
+        return "none"
+    parts = []
+    for item in value:
+        if isinstance(item, Mapping):
+            where = item.get("location", "?")
+            details = [str(item[k]) for k in ("kind", "ttl") if item.get(k)]
+            parts.append(f"{where} ({', '.join(details)})" if details else str(where))
+        else:
+            parts.append(_compact(item))
+    return "; ".join(parts)
+
+
+def _forecast(value: object) -> str:
+    if not isinstance(value, Mapping):
+        return _compact(value)
+    counts = [
+        f"{value[key]:,} {label}"
+        for key, label in (
+            ("cache_read", "cache read"),
+            ("cache_write_5m", "written 5m"),
+            ("cache_write_1h", "written 1h"),
+            ("uncached", "uncached"),
+        )
+        if isinstance(value.get(key), int)
+    ]
+    text = ", ".join(counts)
+    if isinstance(value.get("cache"), str):
+        text += f" (cache {value['cache']})"
+    usd = value.get("usd")
+    if isinstance(usd, Mapping) and "input_total" in usd:
+        text += f"; input {_usd(str(usd['input_total']))}"
+    return text
+
+
+def explanation_rows(explanation: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`plan.explanation` as (what, value) rows: known keys worded for people, any other key shown as JSON."""
+    rows: list[tuple[str, str]] = []
+    for key, value in explanation.items():
+        if key == "kept":
+            rows.append(("kept", _range(value)))
+        elif key == "dropped":
+            ranges = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+            rows.append(("dropped", "; ".join(_range(r) for r in ranges) if ranges else "nothing"))
+        elif key == "breakpoints":
+            rows.append(("cache breakpoints", _breakpoints(value)))
+        elif key == "forecast":
+            rows.append(("forecast", _forecast(value)))
+        elif key == "estimated_input_tokens" and isinstance(value, int):
+            rows.append(("estimated input tokens", f"{value:,}"))
+        else:
+            rows.append((key.replace("_", " "), _compact(value)))
+    return rows
+
+
+def explanation_table(explanation: Mapping[str, Any]) -> Table:
+    """The plan of the next request, one fact a row."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE, show_header=False, show_edge=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for what, value in explanation_rows(explanation):
+        table.add_row(_text(what), _text(value))
+    return table
+
+
+# -- listings ---------------------------------------------------------------------------------------------------
+
+
+def conversation_rows(infos: Sequence[ConversationInfo]) -> list[dict[str, Any]]:
+    """Conversation listing rows as JSON-ready data."""
+    return [
+        {
+            "id": info.id,
+            "title": info.title,
+            "model": info.model,
+            "created_at": info.created_at,
+            "updated_at": info.updated_at,
+            "messages": info.message_count,
+            "cost_usd": info.cost_usd,
+        }
+        for info in infos
+    ]
+
+
+def conversations_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """`turnkeep ls` as a table, most recently updated first."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for heading, justify in (
+        ("id", "left"),
+        ("updated (UTC)", "left"),
+        ("msgs", "right"),
+        ("USD", "right"),
+        ("model", "left"),
+        ("title", "left"),
+    ):
+        # Only the title wraps when the terminal is narrow; ids, times and amounts stay whole.
+        table.add_column(heading, justify=justify, no_wrap=heading != "title")  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(
+            _text(row["id"]),
+            _when(row["updated_at"]),
+            str(row["messages"]),
+            _usd(row["cost_usd"]),
+            _text(row["model"] or "—"),
+            _text(row["title"] or "(empty)"),
+        )
+    return table
+
+
+def hits_table(hits: Sequence[SearchHit]) -> Table:
+    """`turnkeep search` results: where each match is and an excerpt (the match in [brackets])."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("conversation", no_wrap=True)
+    table.add_column("role")
+    table.add_column("snippet", overflow="fold")
+    for hit in hits:
+        table.add_row(_text(hit.conversation_id), hit.role, _text(hit.snippet))
+    return table

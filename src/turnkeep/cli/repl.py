@@ -1,0 +1,421 @@
+"""The `turnkeep chat` loop: read a message or a slash command, stream the reply, print a status line.
+
+`Repl` takes its input as a function and its output as a rich `Console`, so the same loop runs with
+prompt_toolkit at a terminal, with lines piped on stdin, and in tests (which feed it lines and read the console).
+
+Input: a line is one message. A line ending in a backslash continues on the next line; a line starting with
+`\"\"\"` opens a block that runs to the next line ending in `\"\"\"`. Ctrl-C at the prompt clears the line;
+Ctrl-C during a reply stops it: the text so far is kept as a partial reply (shown, never sent back) and the
+message stays pending, so `/retry` asks again and `/undo` drops it. Ctrl-D (end of input) or `/exit` leaves.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from turnkeep.cli import render
+from turnkeep.cli._runtime import api_error_text, one_line
+from turnkeep.errors import TurnkeepError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from turnkeep.client import Conversation, Reply, ReplyStream
+    from turnkeep.store import Store
+
+__all__ = ["HELP", "Reader", "Repl", "prompt_toolkit_reader", "stdin_reader"]
+
+Reader = Callable[[str], str]
+"""Reads one line after showing a prompt; raises EOFError at the end of input and KeyboardInterrupt on Ctrl-C."""
+
+PROMPT = "> "
+CONTINUE = "… "
+BLOCK = '"""'
+
+HELP = """\
+Type a message and press Enter. End a line with \\ to continue it; start a block with \"\"\" and end it with \"\"\".
+Start a message with // to send a line that begins with /.
+  /help                  this list
+  /system [TEXT]         show or replace the system prompt (the cache of the messages starts over)
+  /model [ID]            show or switch the model for later turns
+  /undo                  step back one turn (it stays in the tree), or drop an unanswered message
+  /retry                 resend an unanswered message; otherwise ask the last question again
+  /fork [NAME]           start a branch here and continue on it
+  /branches              list the branches (* marks the current one)
+  /switch NAME           continue on another branch
+  /explain               the plan of the next request: what is kept or dropped, cache breakpoints, forecast
+  /cost                  every request so far: tokens, cache reads and writes, USD
+  /export [json|md] [FILE]   the conversation as JSON or Markdown, to FILE or the screen
+  /exit                  leave (so does Ctrl-D)
+Ctrl-C stops a reply (the partial text is kept; /retry asks again)."""
+
+
+def stdin_reader(prompt: str) -> str:
+    """Read a line from stdin without a prompt (pipes and tests); EOFError at the end of input."""
+    del prompt  # nobody is there to see it; the loop echoes the line instead
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\r\n")
+
+
+def prompt_toolkit_reader(history_file: Path) -> Reader:
+    """A reader with line editing and a persistent input history (prompt_toolkit) for a person at a terminal."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory
+
+    history_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # What was typed is as private as the conversations themselves (the store is 0600 too).
+    os.close(os.open(history_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    session: PromptSession[str] = PromptSession(history=FileHistory(str(history_file)), enable_history_search=True)
+
+    def read(prompt: str) -> str:
+        return session.prompt(prompt)
+
+    return read
+
+
+class Repl:
+    """One chat session over `conversation`. `live` renders replies as Markdown while they stream (a terminal);
+    otherwise text is printed as it arrives. `echo` repeats each input line after its prompt, so a transcript of
+    piped input reads like the session a person would have seen."""
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        store: Store,
+        console: Console,
+        read: Reader,
+        *,
+        live: bool = False,
+        echo: bool = False,
+    ) -> None:
+        self.conversation = conversation
+        self.store = store
+        self.console = console
+        self.read = read
+        self.live = live
+        self.echo = echo
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Greet, then read and handle input until Ctrl-D or /exit."""
+        chat = self.conversation
+        self.note(f"Chatting with {chat.model} · conversation {chat.id} · branch {chat.branch}")
+        self.note("/help lists the commands; Ctrl-D or /exit leaves.")
+        if chat.pending:
+            self.note("The last message has no reply yet: /retry sends it again, /undo drops it.")
+        while True:
+            try:
+                text = self.read_message()
+            except KeyboardInterrupt:
+                self.note("(Ctrl-C clears the line; Ctrl-D or /exit leaves)")
+                continue
+            except EOFError:
+                break
+            if not text.strip():
+                continue
+            if text.startswith("/") and not text.startswith("//"):
+                if not self.command(text):
+                    break
+            else:
+                self.send(text[1:] if text.startswith("//") else text)
+        self.note(f"Saved. Continue with: turnkeep chat --cid {self.conversation.id}")
+
+    def _line(self, prompt: str) -> str:
+        line = self.read(prompt)
+        if self.echo:
+            self.console.out(prompt + line, highlight=False)
+        return line
+
+    def read_message(self) -> str:
+        """One message: a line, lines joined by trailing backslashes, or a \"\"\" block."""
+        line = self._line(PROMPT)
+        if line.lstrip().startswith(BLOCK):
+            first = line.lstrip()[len(BLOCK) :]
+            if first.rstrip().endswith(BLOCK) and first.strip():
+                return first.rstrip()[: -len(BLOCK)]
+            lines = [first] if first.strip() else []
+            while True:
+                try:
+                    line = self._line(CONTINUE)
+                except EOFError:
+                    break  # the input ended inside a block: send what there is
+                if line.rstrip().endswith(BLOCK):
+                    last = line.rstrip()[: -len(BLOCK)]
+                    if last:
+                        lines.append(last)
+                    break
+                lines.append(line)
+            return "\n".join(lines)
+        parts = []
+        while line.endswith("\\"):
+            parts.append(line[:-1])
+            line = self._line(CONTINUE)
+        parts.append(line)
+        return "\n".join(parts)
+
+    # -- output helpers -------------------------------------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        """A dim line of information (not part of the conversation)."""
+        from rich.text import Text
+
+        self.console.print(Text(text, style="dim"))
+
+    def error(self, text: str) -> None:
+        """One line saying what went wrong; the session goes on."""
+        from rich.text import Text
+
+        self.console.print(Text(f"Error: {one_line(text)}", style="red"))
+
+    def _problem(self, err: Exception) -> bool:
+        """Report a library or API error in one line; False if `err` is neither (it should propagate)."""
+        text = api_error_text(err)
+        if text is None and isinstance(err, TurnkeepError):
+            text = str(err)
+        if text is None:
+            return False
+        self.error(text)
+        if self.conversation.pending:
+            self.note("The message has no reply: /retry sends it again, /undo drops it.")
+        return True
+
+    # -- a turn -----------------------------------------------------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        """Send `text` and stream the reply."""
+        chat = self.conversation
+        if chat.pending:
+            self.error("the last message has no reply yet: /retry sends it again, /undo drops it")
+            return
+        try:
+            stream = chat.stream(text)
+        except Exception as err:
+            if not self._problem(err):
+                raise
+            return
+        self._consume(stream)
+
+    def _consume(self, stream: ReplyStream) -> None:
+        try:
+            with stream:
+                self._show(iter(stream))
+        except KeyboardInterrupt:
+            self.note("Interrupted: the partial reply is kept but never sent back. /retry asks again; /undo drops it.")
+            return
+        except Exception as err:
+            if not self._problem(err):
+                raise
+            return
+        if stream.reply is not None:
+            self._status(stream.reply)
+
+    def _show(self, chunks: Iterator[str]) -> None:
+        """Print streamed text: as live Markdown at a terminal, else as plain text while it arrives."""
+        if self.live:
+            from rich.live import Live
+            from rich.markdown import Markdown
+
+            # The live view is cropped to the screen and cleared when done; the whole reply (or, after Ctrl-C,
+            # what arrived) is then printed once, so a reply taller than the terminal is never drawn twice.
+            text = ""
+            try:
+                with Live(
+                    Markdown(""), console=self.console, refresh_per_second=12, transient=True, vertical_overflow="crop"
+                ) as live:
+                    for chunk in chunks:
+                        text += chunk
+                        live.update(Markdown(text))
+            finally:
+                if text:
+                    self.console.print(Markdown(text))
+            return
+        out = self.console.file
+        ended = True
+        try:
+            for chunk in chunks:
+                out.write(chunk)
+                out.flush()
+                ended = chunk.endswith("\n")
+        finally:
+            if not ended:
+                out.write("\n")
+                out.flush()
+
+    def _show_reply(self, reply: Reply) -> None:
+        if self.live:
+            from rich.markdown import Markdown
+
+            self.console.print(Markdown(reply.text))
+        else:
+            self._show(iter([reply.text]))
+
+    def _status(self, reply: Reply) -> None:
+        if reply.truncated:
+            self.note("(the reply stopped at max_tokens)")
+        if reply.refused:
+            self.note("(the model refused; this exchange is left out of later requests)")
+        self.note(render.status_line(reply, self.conversation.cost))
+
+    # -- slash commands -------------------------------------------------------------------------------------------
+
+    def command(self, line: str) -> bool:
+        """Run a slash command; False when the session should end."""
+        name, _, rest = line[1:].partition(" ")
+        rest = rest.strip()
+        name = name.lower()
+        if name in ("exit", "quit"):
+            return False
+        handler = _COMMANDS.get(name)
+        if handler is None:
+            self.error(f"unknown command /{name}: /help lists the commands")
+            return True
+        try:
+            handler(self, rest)
+        except KeyboardInterrupt:
+            self.note("Interrupted. /retry asks again; /undo drops the message.")
+        except Exception as err:
+            if not self._problem(err):
+                raise
+        return True
+
+    def _help(self, rest: str) -> None:
+        del rest
+        from rich.text import Text
+
+        self.console.print(Text(HELP))
+
+    def _system(self, rest: str) -> None:
+        if not rest:
+            system = self.conversation.system
+            self.note(f"System prompt: {system}" if isinstance(system, str) else f"System prompt: {system or '(none)'}")
+            return
+        self.conversation.set_system(rest)
+        self.note("System prompt replaced for later turns.")
+
+    def _model(self, rest: str) -> None:
+        if not rest:
+            self.note(f"Model: {self.conversation.model}")
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.conversation.set_model(rest)
+        for warning in caught:
+            self.note(f"Warning: {one_line(str(warning.message))}")
+        self.note(f"Model for later turns: {self.conversation.model}")
+
+    def _undo(self, rest: str) -> None:
+        del rest
+        chat = self.conversation
+        if chat.pending:
+            chat.rollback()
+            self.note("Dropped the message that had no reply.")
+            return
+        question = _last_question(chat)
+        chat.undo()
+        self.note(f"Stepped back before {_excerpt(question)} (the turn stays in the conversation's tree).")
+
+    def _retry(self, rest: str) -> None:
+        del rest
+        chat = self.conversation
+        if chat.pending:
+            reply = chat.retry()
+            self._show_reply(reply)
+            self._status(reply)
+            return
+        question = _last_question(chat)
+        if question is None:
+            raise UsageError("nothing to retry yet")
+        chat.undo()  # the earlier answer stays in the tree; the question is asked again from here
+        self.send(question)
+
+    def _fork(self, rest: str) -> None:
+        before = self.conversation.branch
+        self.conversation = self.conversation.fork(rest or None)
+        self.note(f"Forked from {before!r}: now on branch {self.conversation.branch!r}.")
+
+    def _branches(self, rest: str) -> None:
+        del rest
+        current = self.conversation.branch
+        for name in sorted(self.conversation.branches):
+            self.console.out(f"{'*' if name == current else ' '} {name}", highlight=False)
+
+    def _switch(self, rest: str) -> None:
+        if not rest:
+            raise UsageError("/switch needs a branch name (/branches lists them)")
+        self.conversation = self.conversation.switch(rest)
+        self.note(f"On branch {rest!r} ({len(self.conversation.transcript)} messages).")
+
+    def _explain(self, rest: str) -> None:
+        del rest
+        plan = self.conversation.explain()
+        self.console.print(render.explanation_table(plan.explanation))
+
+    def _cost(self, rest: str) -> None:
+        del rest
+        data = render.cost_data(self.conversation.id, self.conversation.ledger)
+        self.console.print(render.cost_table(data))
+        self.note(render.cost_summary(data))
+
+    def _export(self, rest: str) -> None:
+        from turnkeep.store.export import export_json, export_markdown
+
+        args = shlex.split(rest)
+        kind = "md"
+        if args and args[0] in ("json", "md"):
+            kind = args.pop(0)
+        if len(args) > 1:
+            raise UsageError("usage: /export [json|md] [FILE]")
+        chat = self.conversation
+        if kind == "json":
+            text = render.to_json(export_json(self.store, chat.id)) + "\n"
+        else:
+            text = export_markdown(self.store, chat.id, branch=chat.branch)
+        if not args:
+            self.console.file.write(text)
+            self.console.file.flush()
+            return
+        path = Path(args[0]).expanduser()
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise UsageError(f"cannot write {str(path)!r}: {err.strerror}") from err
+        self.note(f"Wrote {path}")
+
+
+def _last_question(chat: Conversation) -> str | None:
+    """The text of the last user turn on this branch (None when there is none)."""
+    from turnkeep.core.messages import text_of
+
+    for node in reversed(chat.transcript):
+        if node.message.get("role") == "user" and node.meta.get("kind") != "tool_results":
+            return text_of(node.message["content"])
+    return None
+
+
+def _excerpt(text: str | None, width: int = 60) -> str:
+    flat = one_line(text or "")
+    return repr(flat if len(flat) <= width else flat[: width - 1] + "…")
+
+
+_COMMANDS: dict[str, Callable[[Repl, str], None]] = {
+    "help": Repl._help,
+    "system": Repl._system,
+    "model": Repl._model,
+    "undo": Repl._undo,
+    "retry": Repl._retry,
+    "fork": Repl._fork,
+    "branches": Repl._branches,
+    "switch": Repl._switch,
+    "explain": Repl._explain,
+    "cost": Repl._cost,
+    "export": Repl._export,
+}

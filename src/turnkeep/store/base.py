@@ -1,0 +1,324 @@
+"""The store's value types, the `Store` protocol, and the checks every implementation shares.
+
+Both stores (`MemoryStore`, `SQLiteStore`) run the same argument checks (`check_*`) and the same JSON encoding
+(`dumps`), so they behave the same by construction: a write that names an unknown node, a missing parent or a
+secret-looking setting is refused with `UsageError` before anything is written, and a head that moved gives
+`ConflictError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, get_args
+
+from turnkeep.errors import UsageError
+
+__all__ = [
+    "NODE_STATUSES",
+    "ConversationInfo",
+    "LedgerEntry",
+    "Node",
+    "NodeStatus",
+    "SearchHit",
+    "Store",
+]
+
+NodeStatus = Literal["ok", "pending", "partial", "refused"]
+NODE_STATUSES: frozenset[str] = frozenset(get_args(NodeStatus))
+
+TITLE_LENGTH = 80
+# Setting names that would hold a credential; a store refuses to write them (issue: keys never reach the store).
+SECRET_KEYS = frozenset({"api_key", "x-api-key", "auth_token", "authorization", "anthropic_api_key"})
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One message in the tree. `message` is the `MessageParam` JSON; identity lives here, not in it.
+
+    `status`: "ok" (part of the conversation), "pending" (a user message whose reply has not arrived yet),
+    "partial" (a reply cut off mid-stream: kept for display, never sent), "refused" (an exchange the model refused,
+    left out of later requests). `meta` holds what a reader may want (kind, stop reason, prefill ...).
+    """
+
+    id: str
+    parent_id: str | None
+    message: Mapping[str, Any]
+    status: NodeStatus = "ok"
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One request sent to the API: what it cost and how it went."""
+
+    purpose: str
+    model: str
+    request_id: str | None
+    message_id: str | None
+    stop_reason: str | None
+    usage: Mapping[str, Any]
+    cost_usd: str
+    latency_ms: float
+    at: float
+    error: str | None = None
+    cache_miss_reason: str | None = None
+    node_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationInfo:
+    """A row of a conversation listing.
+
+    `title` is an excerpt of the first user text (None before any); `message_count` counts every stored node of
+    the tree (all branches, partial and refused replies included); `cost_usd` is the ledger's total as a decimal
+    string; times are Unix seconds.
+    """
+
+    id: str
+    title: str | None
+    model: str | None
+    created_at: float
+    updated_at: float
+    message_count: int
+    cost_usd: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A message that matched a search: where it is and a short excerpt around the match."""
+
+    conversation_id: str
+    node_id: str
+    role: str
+    snippet: str
+
+
+class Store(Protocol):
+    """What a conversation store provides. Methods raise `UnknownConversation` for an unknown id, `UsageError`
+    for arguments naming nodes that do not exist, `ConflictError` when an expected head moved."""
+
+    def create(self, conversation_id: str, settings: Mapping[str, Any]) -> None:
+        """Create a conversation with one branch, "main", whose head is None (empty)."""
+        ...
+
+    def settings(self, conversation_id: str) -> dict[str, Any]:
+        """The conversation's settings (model, system, tools, max_tokens, policy ...)."""
+        ...
+
+    def update_settings(self, conversation_id: str, changes: Mapping[str, Any]) -> None:
+        """Merge `changes` into the settings (top-level keys replaced)."""
+        ...
+
+    def branches(self, conversation_id: str) -> dict[str, str | None]:
+        """Branch name -> head node id."""
+        ...
+
+    def path(self, conversation_id: str, head: str | None) -> list[Node]:
+        """The nodes from the root to `head`, in order."""
+        ...
+
+    def append(
+        self,
+        conversation_id: str,
+        branch: str,
+        *,
+        expected_head: str | None,
+        nodes: Sequence[Node] = (),
+        settle: Mapping[str, NodeStatus] | None = None,
+        ledger: Sequence[LedgerEntry] = (),
+        policy_state: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Atomically: add `nodes` (a chain), move the branch head to the last of them, change the status of the
+        nodes in `settle`, record `ledger` entries and the new policy state. ConflictError if the head moved."""
+        ...
+
+    def move_head(self, conversation_id: str, branch: str, *, expected_head: str | None, new_head: str | None) -> None:
+        """Point a branch (existing or new) at another node. ConflictError if the head moved."""
+        ...
+
+    def discard(self, conversation_id: str, branch: str, *, expected_head: str | None, node_ids: Sequence[str]) -> None:
+        """Remove nodes that were never part of a reply (a rolled-back pending message and its partial replies)
+        and move the head to the parent of the first. ConflictError if the head moved."""
+        ...
+
+    def record(self, conversation_id: str, ledger: Sequence[LedgerEntry]) -> None:
+        """Record requests that changed no message (a failed call is still billed)."""
+        ...
+
+    def ledger(self, conversation_id: str) -> list[LedgerEntry]:
+        """Every recorded request, oldest first."""
+        ...
+
+    def policy_state(self, conversation_id: str) -> dict[str, Any]:
+        """The context policy's saved state ({} when none)."""
+        ...
+
+    def nodes(self, conversation_id: str) -> list[Node]:
+        """Every node of the tree, in the order they were written (a parent always before its children)."""
+        ...
+
+    def info(self, conversation_id: str) -> ConversationInfo:
+        """The listing row of one conversation."""
+        ...
+
+    def list_conversations(self, limit: int = 50, offset: int = 0) -> list[ConversationInfo]:
+        """Conversations, most recently updated first."""
+        ...
+
+    def count_conversations(self) -> int:
+        """How many conversations the store holds."""
+        ...
+
+    def latest(self) -> str | None:
+        """The id of the most recently updated conversation, None when there is none."""
+        ...
+
+    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+        """Messages whose text (text blocks, tool results) matches `query`. UsageError for a malformed query."""
+        ...
+
+    def delete(self, conversation_id: str) -> None:
+        """Remove a conversation and everything it holds."""
+        ...
+
+    def restore(
+        self,
+        conversation_id: str,
+        *,
+        settings: Mapping[str, Any],
+        nodes: Sequence[Node],
+        branches: Mapping[str, str | None],
+        ledger: Sequence[LedgerEntry] = (),
+        policy_state: Mapping[str, Any] | None = None,
+        created_at: float | None = None,
+        updated_at: float | None = None,
+    ) -> None:
+        """Write a whole conversation in one step (import): all of it or nothing. ConflictError if the id is
+        taken; nodes must come parents first."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared encoding and checks
+
+
+def dumps(value: object, what: str) -> str:
+    """Compact JSON, non-ASCII kept as is: the exact text a reopened conversation decodes and resends."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"{what} is not JSON-serialisable: {err}") from err
+
+
+def check_no_secrets(settings: Mapping[str, Any], where: str = "settings") -> None:
+    """Refuse settings that carry a credential, at any depth."""
+    for key, value in settings.items():
+        if isinstance(key, str) and key.lower() in SECRET_KEYS:
+            raise UsageError(f"{where}.{key}: credentials are never stored; pass the key to the client instead")
+        if isinstance(value, Mapping):
+            check_no_secrets(value, f"{where}.{key}")
+
+
+def check_status(status: object, what: str) -> None:
+    if status not in NODE_STATUSES:
+        raise UsageError(f"{what}: status {status!r} is not one of {', '.join(sorted(NODE_STATUSES))}")
+
+
+def check_new_nodes(nodes: Sequence[Node], exists: Container[str]) -> None:
+    """New nodes need fresh ids, a valid status, a role, and a parent that exists or comes earlier in `nodes`.
+
+    `exists` answers `node_id in exists` for the nodes already stored.
+    """
+    batch: set[str] = set()
+    for node in nodes:
+        if not isinstance(node.id, str) or not node.id:
+            raise UsageError(f"node id must be a non-empty string, not {node.id!r}")
+        if node.id in batch or node.id in exists:
+            raise UsageError(f"node {node.id!r} already exists")
+        if node.parent_id is not None and node.parent_id not in batch and node.parent_id not in exists:
+            raise UsageError(f"parent {node.parent_id!r} of node {node.id!r} does not exist")
+        check_status(node.status, f"node {node.id!r}")
+        if not isinstance(node.message, Mapping) or not isinstance(node.message.get("role"), str):
+            raise UsageError(f"node {node.id!r}: a message is an object with a role")
+        batch.add(node.id)
+
+
+def check_discard(
+    node_ids: Sequence[str], branch: str, children: Mapping[str, Sequence[str]], heads: Mapping[str, str | None]
+) -> None:
+    """Discarded nodes may not leave an orphan behind or pull the head from under another branch.
+
+    `children` maps each discarded node to its children; `heads` is every branch's head.
+    """
+    doomed = set(node_ids)
+    for node_id in node_ids:
+        kept = [child for child in children.get(node_id, ()) if child not in doomed]
+        if kept:
+            raise UsageError(f"cannot discard node {node_id!r}: node {kept[0]!r} descends from it")
+    for name, head in heads.items():
+        if name != branch and head in doomed:
+            raise UsageError(f"cannot discard node {head!r}: it is the head of branch {name!r}")
+
+
+def check_page(limit: int, offset: int) -> None:
+    if limit < 0 or offset < 0:
+        raise UsageError(f"limit and offset must not be negative (got {limit}, {offset})")
+
+
+def check_query(query: str) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise UsageError("the search query is empty")
+    return query.strip()
+
+
+def _texts(content: object, *, tool_results: bool) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    texts: list[str] = []
+    if not isinstance(content, list):
+        return texts
+    for block in content:
+        if not isinstance(block, Mapping):
+            continue
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "tool_result" and tool_results:
+            texts.extend(_texts(block.get("content"), tool_results=False))
+    return texts
+
+
+def searchable_text(message: Mapping[str, Any]) -> str:
+    """The text a search looks at: text blocks and the text of tool results."""
+    return "\n".join(_texts(message.get("content"), tool_results=True))
+
+
+def title_of(message: Mapping[str, Any]) -> str | None:
+    """An excerpt of a user message's own text (tool results left out), or None when it has none."""
+    if message.get("role") != "user":
+        return None
+    text = re.sub(r"\s+", " ", " ".join(_texts(message.get("content"), tool_results=False))).strip()
+    if not text:
+        return None
+    return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def ledger_dict(entry: LedgerEntry) -> dict[str, Any]:
+    """A ledger entry as JSON-ready data (export)."""
+    return {
+        "purpose": entry.purpose,
+        "model": entry.model,
+        "request_id": entry.request_id,
+        "message_id": entry.message_id,
+        "stop_reason": entry.stop_reason,
+        "usage": dict(entry.usage),
+        "cost_usd": entry.cost_usd,
+        "latency_ms": entry.latency_ms,
+        "at": entry.at,
+        "error": entry.error,
+        "cache_miss_reason": entry.cache_miss_reason,
+        "node_id": entry.node_id,
+    }

@@ -1,0 +1,334 @@
+"""`MemoryStore`: the `Store` in this process's memory, for tests and throw-away conversations."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from turnkeep.errors import ConflictError, UnknownConversation, UsageError
+from turnkeep.store.base import (
+    ConversationInfo,
+    LedgerEntry,
+    Node,
+    NodeStatus,
+    SearchHit,
+    check_discard,
+    check_new_nodes,
+    check_no_secrets,
+    check_page,
+    check_query,
+    check_status,
+    dumps,
+    searchable_text,
+    title_of,
+)
+
+__all__ = ["MemoryStore"]
+
+SNIPPET_CONTEXT = 40
+
+
+@dataclass
+class _Conversation:
+    settings: dict[str, Any]
+    created_at: float
+    updated_at: float
+    touched: int
+    nodes: dict[str, Node] = field(default_factory=dict)
+    # Each node's message and meta as JSON text: readers get fresh decoded copies, as from SQLite.
+    encoded: dict[str, tuple[str, str]] = field(default_factory=dict)
+    branches: dict[str, str | None] = field(default_factory=lambda: {"main": None})
+    ledger: list[LedgerEntry] = field(default_factory=list)
+    policy_state: dict[str, Any] = field(default_factory=dict)
+    title: str | None = None
+    cost: Decimal = Decimal(0)
+
+
+def _copy(value: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """A private copy that went through the same JSON encoding as the SQLite store (same accepted values)."""
+    decoded: dict[str, Any] = json.loads(dumps(dict(value), what))
+    return decoded
+
+
+def _encode(node: Node) -> tuple[Node, tuple[str, str]]:
+    """A private copy of `node` to keep, and its message and meta as JSON (the same encoding as SQLite's)."""
+    encoded = (dumps(node.message, f"message of node {node.id!r}"), dumps(node.meta, f"meta of node {node.id!r}"))
+    return Node(node.id, node.parent_id, json.loads(encoded[0]), node.status, json.loads(encoded[1])), encoded
+
+
+def _out(conversation: _Conversation, node: Node) -> Node:
+    """A copy of a kept node that the caller may change freely."""
+    message, meta = conversation.encoded[node.id]
+    return Node(node.id, node.parent_id, json.loads(message), node.status, json.loads(meta))
+
+
+class MemoryStore:
+    """A `Store` in this process's memory: nothing survives the process. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conversations: dict[str, _Conversation] = {}
+        self._counter = itertools.count(1)
+
+    def _get(self, conversation_id: str) -> _Conversation:
+        try:
+            return self._conversations[conversation_id]
+        except KeyError:
+            raise UnknownConversation(f"no conversation {conversation_id!r}") from None
+
+    def _touch(self, conversation: _Conversation, at: float | None = None) -> None:
+        conversation.updated_at = time.time() if at is None else at
+        conversation.touched = next(self._counter)
+
+    def create(self, conversation_id: str, settings: Mapping[str, Any]) -> None:
+        check_no_secrets(settings)
+        stored = _copy(settings, "settings")
+        with self._lock:
+            if conversation_id in self._conversations:
+                raise ConflictError(f"conversation {conversation_id!r} already exists")
+            now = time.time()
+            self._conversations[conversation_id] = _Conversation(stored, now, now, next(self._counter))
+
+    def settings(self, conversation_id: str) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._get(conversation_id).settings)
+
+    def update_settings(self, conversation_id: str, changes: Mapping[str, Any]) -> None:
+        check_no_secrets(changes)
+        stored = _copy(changes, "settings")
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.settings.update(stored)
+            self._touch(conversation)
+
+    def branches(self, conversation_id: str) -> dict[str, str | None]:
+        with self._lock:
+            return dict(self._get(conversation_id).branches)
+
+    def path(self, conversation_id: str, head: str | None) -> list[Node]:
+        with self._lock:
+            conversation = self._get(conversation_id)
+            if head is not None and head not in conversation.nodes:
+                raise UsageError(f"conversation {conversation_id!r} has no node {head!r}")
+            nodes: list[Node] = []
+            while head is not None:
+                node = conversation.nodes[head]
+                nodes.append(node)
+                head = node.parent_id
+            return [_out(conversation, n) for n in nodes[::-1]]
+
+    def _check_head(self, conversation: _Conversation, branch: str, expected: str | None) -> None:
+        if conversation.branches.get(branch) != expected:
+            raise ConflictError(
+                f"branch {branch!r} moved (expected head {expected!r}, found {conversation.branches.get(branch)!r})"
+            )
+
+    def append(
+        self,
+        conversation_id: str,
+        branch: str,
+        *,
+        expected_head: str | None,
+        nodes: Sequence[Node] = (),
+        settle: Mapping[str, NodeStatus] | None = None,
+        ledger: Sequence[LedgerEntry] = (),
+        policy_state: Mapping[str, Any] | None = None,
+    ) -> None:
+        encoded = [_encode(n) for n in nodes]
+        new_nodes = [node for node, _ in encoded]
+        new_state = _copy(policy_state, "policy state") if policy_state is not None else None
+        with self._lock:
+            conversation = self._get(conversation_id)
+            self._check_head(conversation, branch, expected_head)
+            for node_id, status in (settle or {}).items():
+                if node_id not in conversation.nodes:
+                    raise UsageError(f"no node {node_id!r} to settle in conversation {conversation_id!r}")
+                check_status(status, f"settle of node {node_id!r}")
+            check_new_nodes(new_nodes, conversation.nodes)
+            # Every check passed: from here on nothing can fail half-way.
+            for node_id, status in (settle or {}).items():
+                old = conversation.nodes[node_id]
+                conversation.nodes[node_id] = Node(old.id, old.parent_id, old.message, status, old.meta)
+            for node, text in encoded:
+                conversation.nodes[node.id] = node
+                conversation.encoded[node.id] = text
+                if conversation.title is None:
+                    conversation.title = title_of(node.message)
+            if new_nodes:
+                conversation.branches[branch] = new_nodes[-1].id
+            conversation.ledger.extend(ledger)
+            conversation.cost += sum((Decimal(e.cost_usd) for e in ledger), Decimal(0))
+            if new_state is not None:
+                conversation.policy_state = new_state
+            self._touch(conversation)
+
+    def move_head(self, conversation_id: str, branch: str, *, expected_head: str | None, new_head: str | None) -> None:
+        with self._lock:
+            conversation = self._get(conversation_id)
+            if branch in conversation.branches:
+                self._check_head(conversation, branch, expected_head)
+            if new_head is not None and new_head not in conversation.nodes:
+                raise UsageError(f"conversation {conversation_id!r} has no node {new_head!r}")
+            if not isinstance(branch, str) or not branch:
+                raise UsageError(f"a branch name is a non-empty string, not {branch!r}")
+            conversation.branches[branch] = new_head
+            self._touch(conversation)
+
+    def discard(self, conversation_id: str, branch: str, *, expected_head: str | None, node_ids: Sequence[str]) -> None:
+        with self._lock:
+            conversation = self._get(conversation_id)
+            self._check_head(conversation, branch, expected_head)
+            if not node_ids:
+                return
+            for node_id in node_ids:
+                if node_id not in conversation.nodes:
+                    raise UsageError(f"no node {node_id!r} to discard in conversation {conversation_id!r}")
+            doomed = set(node_ids)
+            children: dict[str, list[str]] = {}
+            for node in conversation.nodes.values():
+                if node.parent_id in doomed:
+                    children.setdefault(node.parent_id, []).append(node.id)
+            check_discard(node_ids, branch, children, conversation.branches)
+            parent = conversation.nodes[node_ids[0]].parent_id
+            for node_id in node_ids:
+                conversation.nodes.pop(node_id)
+                conversation.encoded.pop(node_id)
+            conversation.branches[branch] = parent
+            conversation.title = next(
+                (t for t in (title_of(n.message) for n in conversation.nodes.values()) if t is not None), None
+            )
+            self._touch(conversation)
+
+    def record(self, conversation_id: str, ledger: Sequence[LedgerEntry]) -> None:
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ledger.extend(ledger)
+            conversation.cost += sum((Decimal(e.cost_usd) for e in ledger), Decimal(0))
+            self._touch(conversation)
+
+    def ledger(self, conversation_id: str) -> list[LedgerEntry]:
+        with self._lock:
+            return list(self._get(conversation_id).ledger)
+
+    def policy_state(self, conversation_id: str) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._get(conversation_id).policy_state)
+
+    def nodes(self, conversation_id: str) -> list[Node]:
+        with self._lock:
+            conversation = self._get(conversation_id)
+            return [_out(conversation, n) for n in conversation.nodes.values()]
+
+    def _info(self, conversation_id: str, conversation: _Conversation) -> ConversationInfo:
+        model = conversation.settings.get("model")
+        return ConversationInfo(
+            id=conversation_id,
+            title=conversation.title,
+            model=model if isinstance(model, str) else None,
+            created_at=conversation.created_at,
+            updated_at=conversation.updated_at,
+            message_count=len(conversation.nodes),
+            cost_usd=str(conversation.cost),
+        )
+
+    def _newest_first(self) -> list[tuple[str, _Conversation]]:
+        return sorted(self._conversations.items(), key=lambda item: (item[1].updated_at, item[1].touched), reverse=True)
+
+    def info(self, conversation_id: str) -> ConversationInfo:
+        with self._lock:
+            return self._info(conversation_id, self._get(conversation_id))
+
+    def list_conversations(self, limit: int = 50, offset: int = 0) -> list[ConversationInfo]:
+        check_page(limit, offset)
+        with self._lock:
+            return [self._info(cid, c) for cid, c in self._newest_first()[offset : offset + limit]]
+
+    def count_conversations(self) -> int:
+        with self._lock:
+            return len(self._conversations)
+
+    def latest(self) -> str | None:
+        with self._lock:
+            newest = self._newest_first()
+            return newest[0][0] if newest else None
+
+    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+        """Case-insensitive substring match over message text (the SQLite store uses full-text search)."""
+        needle = check_query(query).casefold()
+        check_page(limit, 0)
+        hits: list[SearchHit] = []
+        with self._lock:
+            for conversation_id, conversation in self._newest_first():
+                for node in conversation.nodes.values():
+                    text = searchable_text(node.message)
+                    at = text.casefold().find(needle)
+                    if at < 0:
+                        continue
+                    if len(hits) == limit:
+                        return hits
+                    hits.append(
+                        SearchHit(conversation_id, node.id, str(node.message["role"]), _snippet(text, at, len(needle)))
+                    )
+        return hits
+
+    def delete(self, conversation_id: str) -> None:
+        with self._lock:
+            self._get(conversation_id)
+            del self._conversations[conversation_id]
+
+    def restore(
+        self,
+        conversation_id: str,
+        *,
+        settings: Mapping[str, Any],
+        nodes: Sequence[Node],
+        branches: Mapping[str, str | None],
+        ledger: Sequence[LedgerEntry] = (),
+        policy_state: Mapping[str, Any] | None = None,
+        created_at: float | None = None,
+        updated_at: float | None = None,
+    ) -> None:
+        check_no_secrets(settings)
+        stored_settings = _copy(settings, "settings")
+        encoded = [_encode(n) for n in nodes]
+        new_nodes = [node for node, _ in encoded]
+        check_new_nodes(new_nodes, ())
+        ids = {n.id for n in new_nodes}
+        for name, head in branches.items():
+            if head is not None and head not in ids:
+                raise UsageError(f"head {head!r} of branch {name!r} is not a node")
+        state = _copy(policy_state or {}, "policy state")
+        now = time.time()
+        conversation = _Conversation(
+            stored_settings,
+            created_at if created_at is not None else now,
+            updated_at if updated_at is not None else now,
+            0,
+            nodes={n.id: n for n in new_nodes},
+            encoded={node.id: text for node, text in encoded},
+            branches=dict(branches),
+            ledger=list(ledger),
+            policy_state=state,
+            title=next((t for t in (title_of(n.message) for n in new_nodes) if t is not None), None),
+            cost=sum((Decimal(e.cost_usd) for e in ledger), Decimal(0)),
+        )
+        with self._lock:
+            if conversation_id in self._conversations:
+                raise ConflictError(f"conversation {conversation_id!r} already exists")
+            conversation.touched = next(self._counter)
+            self._conversations[conversation_id] = conversation
+
+
+def _snippet(text: str, at: int, length: int) -> str:
+    """The match in brackets with some context either side, on one line (like the SQLite store's snippet)."""
+    start, end = max(0, at - SNIPPET_CONTEXT), min(len(text), at + length + SNIPPET_CONTEXT)
+    snippet = f"{text[start:at]}[{text[at : at + length]}]{text[at + length : end]}"
+    snippet = " ".join(snippet.split())
+    return ("…" if start > 0 else "") + snippet + ("…" if end < len(text) else "")
