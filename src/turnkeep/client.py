@@ -433,8 +433,16 @@ class _ConversationCore:
 
     # -- responses, commit, failure ----------------------------------------------------------------------------
 
-    def entry(self, call: Call, message: Message | None, latency: float, error: BaseException | None) -> LedgerEntry:
-        """A ledger entry for one request."""
+    def entry(
+        self,
+        call: Call,
+        message: Message | None,
+        latency: float,
+        error: BaseException | None,
+        *,
+        request_id: str | None = None,
+    ) -> LedgerEntry:
+        """A ledger entry for one request (`request_id` when the message does not carry it, as in streams)."""
         usage = message.usage.model_dump(exclude_none=True) if message is not None else {}
         model = self._catalog.get(str(call.request["model"]))
         cost = usage_cost(usage, model, model_prices=self._catalog.get).total if usage else Decimal(0)
@@ -447,7 +455,7 @@ class _ConversationCore:
         return LedgerEntry(
             purpose=call.purpose,
             model=str(call.request["model"]),
-            request_id=getattr(message, "_request_id", None) or _request_id(error),
+            request_id=request_id or getattr(message, "_request_id", None) or _request_id(error),
             message_id=message.id if message is not None else None,
             stop_reason=message.stop_reason if message is not None and error is None else None,
             usage=usage,
@@ -915,6 +923,10 @@ class Conversation(_Facade):
             client = anthropic.Anthropic()
         return cls._bound(core, client)
 
+    def stream_retry(self, **request_overrides: Any) -> ReplyStream:
+        """Like `retry`, streaming."""
+        return ReplyStream(self, self._core.begin_retry(request_overrides))
+
     def fork(self, name: str | None = None) -> Conversation:
         """A new branch at the current head, as a `Conversation` sharing this one's store and client."""
         return self._bound(self._core.fork(name), self.client)
@@ -1001,8 +1013,10 @@ class ReplyStream:
                 client.beta.messages.stream(betas=betas, **request) if betas else client.messages.stream(**request)
             )
             try:
+                request_id = None
                 with manager as stream:
                     self._stream = cast("MessageStream[Any]", stream)
+                    request_id = stream.request_id
                     for event in stream:
                         if call.shows_text and event.type == "content_block_delta" and event.delta.type == "text_delta":
                             out = aligner.feed(event.delta.text)
@@ -1012,7 +1026,9 @@ class ReplyStream:
                     message = cast(Message, stream.get_final_message())
             except BaseException as err:
                 snapshot = _snapshot(self._stream)
-                self._pending.ledger.append(core.entry(call, snapshot, time.monotonic() - started, err))
+                self._pending.ledger.append(
+                    core.entry(call, snapshot, time.monotonic() - started, err, request_id=request_id)
+                )
                 self._stream = None
                 if isinstance(err, Exception) and not self._shown and core.thread_failed(err):
                     continue
@@ -1022,7 +1038,9 @@ class ReplyStream:
                     raise
                 call = retry
                 continue
-            self._pending.ledger.append(core.entry(call, message, time.monotonic() - started, None))
+            self._pending.ledger.append(
+                core.entry(call, message, time.monotonic() - started, None, request_id=request_id)
+            )
             self._stream = None
             core.sent(call, message)
             call = turn.receive(message)
@@ -1160,6 +1178,10 @@ class AsyncConversation(_Facade):
         self.client = client
         return self
 
+    def stream_retry(self, **request_overrides: Any) -> AsyncReplyStream:
+        """See `Conversation.stream_retry`."""
+        return AsyncReplyStream(self, self._core.begin_retry(request_overrides))
+
     def fork(self, name: str | None = None) -> AsyncConversation:
         """See `Conversation.fork`."""
         return self._bound(self._core.fork(name), self.client)
@@ -1242,8 +1264,10 @@ class AsyncReplyStream:
                 client.beta.messages.stream(betas=betas, **request) if betas else client.messages.stream(**request)
             )
             try:
+                request_id = None
                 async with manager as stream:
                     self._stream = cast("AsyncMessageStream[Any]", stream)
+                    request_id = stream.request_id
                     async for event in stream:
                         if call.shows_text and event.type == "content_block_delta" and event.delta.type == "text_delta":
                             out = aligner.feed(event.delta.text)
@@ -1253,7 +1277,9 @@ class AsyncReplyStream:
                     message = cast(Message, await stream.get_final_message())
             except BaseException as err:
                 snapshot = _snapshot(self._stream)
-                self._pending.ledger.append(core.entry(call, snapshot, time.monotonic() - started, err))
+                self._pending.ledger.append(
+                    core.entry(call, snapshot, time.monotonic() - started, err, request_id=request_id)
+                )
                 self._stream = None
                 if isinstance(err, Exception) and not self._shown and core.thread_failed(err):
                     continue
@@ -1263,7 +1289,9 @@ class AsyncReplyStream:
                     raise
                 call = retry
                 continue
-            self._pending.ledger.append(core.entry(call, message, time.monotonic() - started, None))
+            self._pending.ledger.append(
+                core.entry(call, message, time.monotonic() - started, None, request_id=request_id)
+            )
             self._stream = None
             core.sent(call, message)
             call = turn.receive(message)

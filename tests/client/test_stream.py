@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anthropic
 import httpx2
 import pytest
 from fake_api import FakeAPI
@@ -80,3 +81,22 @@ def test_streamed_continuations_read_as_one_reply(api: FakeAPI) -> None:
     assert stream.reply is not None
     assert text == stream.reply.text == "Once upon a time."
     assert [e.purpose for e in conversation.ledger] == ["reply", "continue"]
+
+
+def test_streamed_requests_keep_their_request_id_in_the_ledger(api: FakeAPI) -> None:
+    api.reply("hello there")
+    conversation = Conversation("claude-sonnet-4-6", client=api.client())
+    with conversation.stream("Hi") as stream:
+        list(stream)
+    assert conversation.ledger[0].request_id == "req_0001"
+
+
+def test_a_pending_turn_can_be_retried_as_a_stream(api: FakeAPI) -> None:
+    api.fail(500, "api_error").reply("second try")
+    conversation = Conversation("claude-sonnet-4-6", client=api.client())
+    with pytest.raises(anthropic.InternalServerError):
+        conversation.send("Hi")
+    with conversation.stream_retry() as stream:
+        text = "".join(stream)
+    assert text == "second try"
+    assert not conversation.pending
