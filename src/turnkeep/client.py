@@ -426,10 +426,20 @@ class _ConversationCore:
         parent_id = parent if parent is not None else self._head
         return Node(uuid.uuid4().hex, parent_id, dict(message), status, dict(meta))
 
-    def _advance(self, nodes: Sequence[Node]) -> None:
-        if nodes:
-            self._head = nodes[-1].id
-            self._path = self.store.path(self.id, self._head)
+    def _advance(self, nodes: Sequence[Node], settle: Mapping[str, NodeStatus] | None = None) -> None:
+        """Mirror a store write in the cached path: `nodes` were appended under their parent (not always the
+        old head: a retried reply hangs under its pending message, not under a partial reply)."""
+        if not nodes:
+            return
+        parent = nodes[0].parent_id
+        keep = len(self._path)
+        while keep and self._path[keep - 1].id != parent:
+            keep -= 1
+        path = self._path[:keep] if parent is not None else []
+        if settle:
+            path = [replace(n, status=settle[n.id]) if n.id in settle else n for n in path]
+        self._path = [*path, *nodes]
+        self._head = nodes[-1].id
 
     # -- responses, commit, failure ----------------------------------------------------------------------------
 
@@ -498,7 +508,7 @@ class _ConversationCore:
             ledger=pending.ledger,
             policy_state=pending.turn.plan.state,
         )
-        self._advance([reply_node])
+        self._advance([reply_node], settle)
         usage, cost = self._totals(outcome.responses)
         return Reply(outcome.content, outcome.message, outcome.responses, usage, cost, outcome.stop_reason)
 

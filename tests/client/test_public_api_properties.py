@@ -21,6 +21,7 @@ from turnkeep import Conversation, UsageError
 from turnkeep.core import rules
 from turnkeep.core.catalog import default_catalog
 from turnkeep.emulator.validation import validate_request
+from turnkeep.store import MemoryStore
 
 TOOL = {"name": "lookup", "description": "Look up a fact", "input_schema": {"type": "object", "properties": {}}}
 
@@ -57,7 +58,8 @@ def check_sent(api: FakeAPI, model: str) -> None:
 def test_histories_built_through_the_public_api_always_validate(model: str, operations: list[str]) -> None:
     api = FakeAPI()
     counter = itertools.count()
-    conversation = Conversation(model, client=api.client(), tools=[TOOL], auto_continue=1, max_resumes=1)
+    store = MemoryStore()
+    conversation = Conversation(model, client=api.client(), tools=[TOOL], auto_continue=1, max_resumes=1, store=store)
     for operation in operations:
         n = next(counter)
         if conversation.pending:
@@ -74,6 +76,10 @@ def test_histories_built_through_the_public_api_always_validate(model: str, oper
             continue
         perform(conversation, api, operation, n)
     check_sent(api, model)
+    # What the conversation holds in memory is exactly what a reopened one reads from the store.
+    reopened = Conversation.open(conversation.id, store=store, client=api.client())
+    assert reopened.transcript == conversation.transcript
+    assert reopened.messages == conversation.messages
 
 
 def perform(conversation: Conversation, api: FakeAPI, operation: str, n: int) -> None:

@@ -120,6 +120,7 @@ class Turn:
     _done: bool = field(default=False, init=False)
     _last_purpose: Purpose = field(default="reply", init=False)
     _summarising: bool = field(default=False, init=False)
+    _first: Call | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._summarising = self.plan.summary is not None and self.replan is not None
@@ -141,11 +142,14 @@ class Turn:
         return [dict(b) for b in self._content]
 
     def start(self) -> Call:
-        """The first request of the turn."""
-        if self._summarising:
-            assert self.plan.summary is not None
-            return self._emit("summary", self.plan.summary.request)
-        return self._emit("reply", self.request)
+        """The first request of the turn (validated once, however often it is asked for)."""
+        if self._first is None:
+            if self._summarising:
+                assert self.plan.summary is not None
+                self._first = self._emit("summary", self.plan.summary.request)
+            else:
+                self._first = self._emit("reply", self.request)
+        return self._first
 
     def receive(self, message: Message) -> Call | None:
         """Fold in a response; return the next request to send, or None when the turn is over."""
