@@ -183,3 +183,12 @@ def test_a_failed_write_inside_sqlite_rolls_back_and_is_a_storage_error(tmp_path
         store._connection.execute("DROP TRIGGER fail_ledger")
         store.append("c1", "main", expected_head=root.id, nodes=[assistant("a", root.id)], ledger=[entry()])
         assert len(store.nodes("c1")) == 2
+
+
+def test_an_in_memory_database_works_and_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SQLiteStore(":memory:") as store:
+        store.create("c1", SETTINGS)
+        store.append("c1", "main", expected_head=None, nodes=[user("ephemeral words", None)])
+        assert [hit.snippet for hit in store.search("ephemeral")] == ["[ephemeral] words"]
+    assert list(tmp_path.iterdir()) == []

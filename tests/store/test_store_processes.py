@@ -64,7 +64,7 @@ def test_a_process_killed_during_turns_leaves_a_consistent_store_whose_pending_t
             assert child.pid is not None
             os.kill(child.pid, signal.SIGKILL)
             child.join(30)
-            assert child.exitcode == -signal.SIGKILL, "the child died before it was killed"
+            assert child.exitcode == -signal.SIGKILL, f"the child died before it was killed (exit {child.exitcode})"
             with SQLiteStore(path) as store:
                 assert_consistent(store, path, conversation_id)
                 chat = Conversation.open(conversation_id, store=store, client=server.client())

@@ -215,17 +215,24 @@ class SQLiteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
         self.file: Path = Path(path)
-        """The database file."""
+        """The database file (`:memory:` for a private in-memory database, gone when closed)."""
         self._lock = threading.RLock()
-        try:
-            self.file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Create the file ourselves so it is private from the first byte (sqlite would use 0644 & ~umask).
-            os.close(os.open(self.file, os.O_RDWR | os.O_CREAT, 0o600))
-        except OSError as err:
-            raise StorageError(f"cannot create the store at {str(self.file)!r}: {err}") from err
+        if synchronous not in ("FULL", "NORMAL"):
+            raise UsageError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        in_memory = str(path) == ":memory:"
+        if not in_memory:
+            try:
+                self.file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Create the file ourselves so it is private from the first byte (sqlite would use 0644 & ~umask).
+                os.close(os.open(self.file, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as err:
+                raise StorageError(f"cannot create the store at {str(self.file)!r}: {err}") from err
         try:
             self._connection = sqlite3.connect(
-                self.file, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+                ":memory:" if in_memory else self.file,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
             )
         except sqlite3.Error as err:
             raise StorageError(f"cannot open the store at {str(self.file)!r}: {err}") from err
