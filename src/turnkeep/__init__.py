@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from turnkeep.client import AsyncConversation, AsyncReplyStream, Conversation, Reply, ReplyStream
     from turnkeep.config import arefresh_catalog, refresh_catalog
+    from turnkeep.core.budget import Budget
     from turnkeep.core.pricing import Cost, TokenCounts
     from turnkeep.errors import (
         BudgetExceeded,
@@ -35,6 +36,7 @@ _WHERE = {
     "Reply": "turnkeep.client",
     "ReplyStream": "turnkeep.client",
     "arefresh_catalog": "turnkeep.config",
+    "Budget": "turnkeep.core.budget",
     "refresh_catalog": "turnkeep.config",
     "Cost": "turnkeep.core.pricing",
     "TokenCounts": "turnkeep.core.pricing",
@@ -53,6 +55,7 @@ _WHERE = {
 __all__ = [
     "AsyncConversation",
     "AsyncReplyStream",
+    "Budget",
     "BudgetExceeded",
     "ConfigError",
     "ConflictError",

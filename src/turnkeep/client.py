@@ -30,8 +30,10 @@ from anthropic.types import Message, MessageParam, ToolUseBlock
 from anthropic.types.refusal_stop_details import RefusalStopDetails
 
 from turnkeep import config
+from turnkeep.core import budget as budget_core
 from turnkeep.core import rules
 from turnkeep.core import threads as threads_core
+from turnkeep.core.budget import Budget, Spent
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.messages import (
     Block,
@@ -44,7 +46,7 @@ from turnkeep.core.messages import (
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, policy_from_settings, policy_settings
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
-from turnkeep.errors import ContextWindowExceeded, PrefillNotSupported, UnknownConversation, UsageError
+from turnkeep.errors import BudgetExceeded, ContextWindowExceeded, PrefillNotSupported, UnknownConversation, UsageError
 from turnkeep.store import LedgerEntry, MemoryStore, Node, NodeStatus, Store
 
 if TYPE_CHECKING:
@@ -126,6 +128,7 @@ class _ConversationCore:
         branch: str = "main",
         clock: Callable[[], float] | None = None,
         threads: bool = False,
+        budget: Budget | None = None,
     ) -> None:
         # The wall clock by default; a simulation passes its virtual clock so cache expiry is judged in its time.
         self.clock: Callable[[], float] = clock or time.time
@@ -147,6 +150,7 @@ class _ConversationCore:
         self.auto_continue = auto_continue
         self.max_resumes = max_resumes
         self.keep_refusals = keep_refusals
+        self.budget = budget
         self.branch = branch
         # Message threads carry only the new messages while the history grows; a transport choice, not state.
         self.threads = threads and self.model_info.threads
@@ -158,7 +162,9 @@ class _ConversationCore:
         else:
             self.id = conversation_id
         # When this conversation sent its requests: policies weigh gaps (cache expiry, TTL choice).
-        self._request_times: list[float] = [entry.at for entry in self.store.ledger(self.id) if entry.error is None]
+        ledger = self.store.ledger(self.id)
+        self._request_times: list[float] = [entry.at for entry in ledger if entry.error is None]
+        self._spent = budget_core.spent(ledger)
         self._head: str | None = self.store.branches(self.id).get(branch)
         self._path: list[Node] = self.store.path(self.id, self._head)
         # Validate the tools and system once, as a request would carry them.
@@ -177,6 +183,7 @@ class _ConversationCore:
             "auto_continue": self.auto_continue,
             "max_resumes": self.max_resumes,
             "keep_refusals": self.keep_refusals,
+            "budget": self.budget.settings() if self.budget else None,
         }
 
     @classmethod
@@ -205,6 +212,7 @@ class _ConversationCore:
             auto_continue=settings.get("auto_continue", 0),
             max_resumes=settings.get("max_resumes", 5),
             keep_refusals=settings.get("keep_refusals", False),
+            budget=budget_core.Budget.from_settings(settings.get("budget")),
             conversation_id=conversation_id,
             branch=branch,
             clock=clock,
@@ -334,6 +342,21 @@ class _ConversationCore:
             transcript.append(cast(MessageParam, {"role": "assistant", "content": prefill}))
         state = self.store.policy_state(self.id)
         plan = self.policy.plan(transcript, state, settings)
+        if self.budget is not None:
+            try:
+                self._check_budget(plan, settings)
+            except BudgetExceeded:
+                # Degrade to the cheaper model if allowed, and plan again for it; else refuse before any I/O.
+                degrade = self.budget.degrade_to
+                if degrade is None or degrade == self.model_info.id or self.budget.max_cost_usd is None:
+                    raise
+                previous = self.model_info.id
+                self.update(model=degrade)
+                try:
+                    return self._plan_turn(before, new_nodes, prefill, prefill_mode, overrides)
+                except BudgetExceeded:
+                    self.update(model=previous)  # refused anyway: leave the conversation as it was
+                    raise
         policy = self.policy
 
         def replan(summary: str | None) -> Plan:
@@ -402,6 +425,16 @@ class _ConversationCore:
             raise
         self.store.update_settings(self.id, changes)
 
+    def _check_budget(self, plan: Plan, settings: RequestSettings) -> None:
+        assert self.budget is not None
+        upcoming = budget_core.forecast(plan.explanation, self.model_info, settings.max_tokens, self._spent)
+        self.budget.check(self._spent, upcoming)
+
+    @property
+    def spent(self) -> budget_core.Spent:
+        """What this conversation has used so far (every request in its ledger)."""
+        return self._spent
+
     def _request_settings(self, overrides: Mapping[str, Any], *, now: float | None) -> RequestSettings:
         """The planning settings for a turn with these per-turn overrides, and the clock facts of the edge."""
         reserved = _RESERVED & set(overrides)
@@ -462,7 +495,7 @@ class _ConversationCore:
         at = self.clock()
         if error is None:
             self._request_times.append(at)
-        return LedgerEntry(
+        entry = LedgerEntry(
             purpose=call.purpose,
             model=str(call.request["model"]),
             request_id=request_id or getattr(message, "_request_id", None) or _request_id(error),
@@ -475,6 +508,8 @@ class _ConversationCore:
             error=f"{type(error).__name__}: {error}" if error is not None else None,
             cache_miss_reason=miss,
         )
+        self._spent = self._spent + budget_core.spent([entry])
+        return entry
 
     def commit(self, pending: _PendingTurn, outcome: TurnOutcome) -> Reply:
         """Store the reply and settle the pending messages, in one write."""
@@ -769,7 +804,17 @@ class _Facade:
     @property
     def cost(self) -> Decimal:
         """Total USD of every request in the ledger."""
-        return sum((Decimal(e.cost_usd) for e in self._core.ledger), Decimal(0))
+        return self._core.spent.usd
+
+    @property
+    def spent(self) -> Spent:
+        """Everything used so far: USD, input and output tokens, turns."""
+        return self._core.spent
+
+    @property
+    def budget(self) -> Budget | None:
+        """The conversation's limits, checked before each request."""
+        return self._core.budget
 
     @property
     def system(self) -> str | list[dict[str, Any]] | None:
@@ -840,6 +885,7 @@ class Conversation(_Facade):
         keep_refusals: bool = False,
         clock: Callable[[], float] | None = None,
         threads: bool = False,
+        budget: Budget | None = None,
     ) -> None:
         self._core = _ConversationCore(
             model,
@@ -854,6 +900,7 @@ class Conversation(_Facade):
             keep_refusals=keep_refusals,
             clock=clock,
             threads=threads,
+            budget=budget,
         )
         if client is None:
             import anthropic
@@ -1096,6 +1143,7 @@ class AsyncConversation(_Facade):
         keep_refusals: bool = False,
         clock: Callable[[], float] | None = None,
         threads: bool = False,
+        budget: Budget | None = None,
     ) -> None:
         self._core = _ConversationCore(
             model,
@@ -1110,6 +1158,7 @@ class AsyncConversation(_Facade):
             keep_refusals=keep_refusals,
             clock=clock,
             threads=threads,
+            budget=budget,
         )
         if client is None:
             import anthropic

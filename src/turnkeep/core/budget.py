@@ -1,0 +1,142 @@
+"""Per-conversation budgets, checked before each request against what was spent and what the request will cost.
+
+The forecast of a request is its predicted input cost (the policy's cache forecast: reads, writes and uncached
+tokens at the model's prices) plus its expected output: the mean output of this conversation's earlier replies,
+or a quarter of `max_tokens` before there is any (an estimate, not the worst case: a budget is a guard against
+running away, and pricing every reply at `max_tokens` would refuse most conversations long before their limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.pricing import token_counts
+from turnkeep.errors import BudgetExceeded, ConfigError
+
+__all__ = ["Budget", "Forecast", "Spent", "forecast", "spent"]
+
+_MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Limits for one conversation (None: no limit). `degrade_to`: a cheaper model to switch to, instead of
+    refusing, when the next request would pass `max_cost_usd` on the current one."""
+
+    max_cost_usd: Decimal | None = None
+    max_input_tokens_total: int | None = None
+    max_turns: int | None = None
+    degrade_to: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_cost_usd is not None:
+            object.__setattr__(self, "max_cost_usd", Decimal(str(self.max_cost_usd)))
+            if self.max_cost_usd < 0:
+                raise ConfigError("max_cost_usd must not be negative")
+        for name in ("max_input_tokens_total", "max_turns"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ConfigError(f"{name} must be a non-negative integer")
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-ready (stored with the conversation)."""
+        return {
+            "max_cost_usd": None if self.max_cost_usd is None else str(self.max_cost_usd),
+            "max_input_tokens_total": self.max_input_tokens_total,
+            "max_turns": self.max_turns,
+            "degrade_to": self.degrade_to,
+        }
+
+    @classmethod
+    def from_settings(cls, data: Mapping[str, Any] | None) -> Budget | None:
+        if not data:
+            return None
+        cost = data.get("max_cost_usd")
+        return cls(
+            max_cost_usd=None if cost is None else Decimal(str(cost)),
+            max_input_tokens_total=data.get("max_input_tokens_total"),
+            max_turns=data.get("max_turns"),
+            degrade_to=data.get("degrade_to"),
+        )
+
+    def check(self, spent: Spent, next_request: Forecast) -> None:
+        """Raise `BudgetExceeded` if sending the next request would pass a limit."""
+        if self.max_turns is not None and spent.turns + 1 > self.max_turns:
+            raise BudgetExceeded(f"turn budget reached: {spent.turns} of {self.max_turns} turns used")
+        if self.max_input_tokens_total is not None:
+            total = spent.input_tokens + next_request.input_tokens
+            if total > self.max_input_tokens_total:
+                raise BudgetExceeded(
+                    f"input-token budget: spent {spent.input_tokens:,}, next request ~{next_request.input_tokens:,}, "
+                    f"limit {self.max_input_tokens_total:,}"
+                )
+        if self.max_cost_usd is not None and spent.usd + next_request.usd > self.max_cost_usd:
+            raise BudgetExceeded(
+                f"cost budget: spent ${spent.usd:.6f}, next request ~${next_request.usd:.6f}, "
+                f"limit ${self.max_cost_usd:.6f}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """What a conversation has used so far."""
+
+    usd: Decimal = Decimal(0)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    turns: int = 0
+    replies: int = 0
+
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(
+            self.usd + other.usd,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.turns + other.turns,
+            self.replies + other.replies,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """The predicted cost of the next request."""
+
+    input_tokens: int
+    input_usd: Decimal
+    output_tokens: int
+    output_usd: Decimal
+
+    @property
+    def usd(self) -> Decimal:
+        return self.input_usd + self.output_usd
+
+
+def spent(entries: Sequence[Any]) -> Spent:
+    """Totals over ledger entries (anything with `purpose`, `usage`, `cost_usd` and `error`)."""
+    usd, tokens_in, tokens_out, turns, replies = Decimal(0), 0, 0, 0, 0
+    for entry in entries:
+        usd += Decimal(entry.cost_usd)
+        counts = token_counts(entry.usage)
+        tokens_in += counts.total_input
+        if entry.purpose == "reply" and entry.error is None:
+            turns += 1
+        if entry.purpose != "summary" and entry.error is None:
+            tokens_out += counts.output
+            replies += 1
+    return Spent(usd, tokens_in, tokens_out, turns, replies)
+
+
+def forecast(explanation: Mapping[str, Any], model: ModelInfo, max_tokens: int, so_far: Spent) -> Forecast:
+    """The next request's forecast from a plan's explanation (its `forecast` or `estimated_input_tokens`)."""
+    predicted = explanation.get("forecast") or {}
+    input_tokens = int(predicted.get("input_tokens") or explanation.get("estimated_input_tokens") or 0)
+    usd = predicted.get("usd") or {}
+    prices = model.prices_for(input_tokens)
+    input_usd = Decimal(str(usd["input_total"])) if "input_total" in usd else input_tokens * prices.input / _MILLION
+    output_tokens = so_far.output_tokens // so_far.replies if so_far.replies else max_tokens // 4
+    output_tokens = min(output_tokens, max_tokens)
+    return Forecast(input_tokens, input_usd, output_tokens, output_tokens * prices.output / _MILLION)

@@ -1,0 +1,86 @@
+"""Budgets: checked before each request with the forecast; nothing is stored or sent when one would be passed."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from fake_api import FakeAPI
+
+from turnkeep import Budget, BudgetExceeded, Conversation
+from turnkeep.errors import ConfigError
+from turnkeep.store import MemoryStore
+
+
+def test_a_turn_budget_refuses_the_next_turn_before_sending() -> None:
+    api = FakeAPI()
+    api.reply("one").reply("two")
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), budget=Budget(max_turns=2))
+    conversation.send("first")
+    conversation.send("second")
+    with pytest.raises(BudgetExceeded, match="2 of 2 turns"):
+        conversation.send("third")
+    assert len(api.requests) == 2
+    assert not conversation.pending
+
+
+def test_a_cost_budget_names_spent_forecast_and_limit() -> None:
+    api = FakeAPI()
+    api.reply("one", input_tokens=100_000, output_tokens=1_000)
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), budget=Budget(max_cost_usd=Decimal("0.32")))
+    conversation.send("first")  # $0.30 input + $0.015 output
+    with pytest.raises(BudgetExceeded, match=r"spent \$0\.315000, next request ~\$0\.0\d+, limit \$0\.320000"):
+        conversation.send("second " * 2000)
+    assert len(api.requests) == 1
+
+
+def test_an_input_token_budget_counts_every_token_sent() -> None:
+    api = FakeAPI()
+    api.reply("one", input_tokens=900, cache_read_input_tokens=100)
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), budget=Budget(max_input_tokens_total=1_010))
+    conversation.send("first")
+    assert conversation.spent.input_tokens == 1_000
+    with pytest.raises(BudgetExceeded, match="input-token budget"):
+        conversation.send("a longer second question")
+
+
+def test_a_budget_may_degrade_to_a_cheaper_model_instead_of_refusing() -> None:
+    api = FakeAPI()
+    api.reply("one", input_tokens=100_000, output_tokens=0).reply("two")
+    # Spent $0.30; the next request forecasts ~$0.21 on Sonnet 4.6 (over) but ~$0.12 on Haiku 4.5 (under).
+    budget = Budget(max_cost_usd=Decimal("0.45"), degrade_to="claude-haiku-4-5")
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), budget=budget)
+    conversation.send("first " * 30_000)
+    conversation.send("second " * 30_000)
+    assert api.requests[1]["model"] == "claude-haiku-4-5"
+    assert conversation.model == "claude-haiku-4-5"
+
+
+def test_budgets_are_stored_with_the_conversation() -> None:
+    api, store = FakeAPI(), MemoryStore()
+    api.reply("one")
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), store=store, budget=Budget(max_turns=1))
+    conversation.send("first")
+    reopened = Conversation.open(conversation.id, store=store, client=api.client())
+    assert reopened.budget == Budget(max_turns=1)
+    with pytest.raises(BudgetExceeded):
+        reopened.send("second")
+
+
+def test_bad_budgets_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        Budget(max_turns=-1)
+    with pytest.raises(ConfigError):
+        Budget(max_cost_usd=Decimal("-1"))
+
+
+def test_when_even_the_cheaper_model_would_pass_the_budget_nothing_changes() -> None:
+    api = FakeAPI()
+    api.reply("one", input_tokens=100_000, output_tokens=0)
+    budget = Budget(max_cost_usd=Decimal("0.35"), degrade_to="claude-haiku-4-5")
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), budget=budget)
+    conversation.send("first " * 30_000)
+    with pytest.raises(BudgetExceeded):
+        conversation.send("second " * 30_000)
+    assert conversation.model == "claude-sonnet-4-6"
+    assert len(api.requests) == 1
