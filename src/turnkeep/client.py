@@ -33,7 +33,8 @@ from turnkeep import config
 from turnkeep.core import budget as budget_core
 from turnkeep.core import rules
 from turnkeep.core import threads as threads_core
-from turnkeep.core.budget import Budget, Spent
+from turnkeep.core.anchor import Anchor, anchor_after, input_forecast
+from turnkeep.core.budget import Budget, Forecast, Spent
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.messages import (
     Block,
@@ -45,6 +46,7 @@ from turnkeep.core.messages import (
 )
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, policy_from_settings, policy_settings
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
+from turnkeep.core.tokens import calibrate
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
 from turnkeep.errors import BudgetExceeded, ContextWindowExceeded, PrefillNotSupported, UnknownConversation, UsageError
 from turnkeep.store import LedgerEntry, MemoryStore, Node, NodeStatus, Store
@@ -154,7 +156,10 @@ class _ConversationCore:
         self.branch = branch
         # Message threads carry only the new messages while the history grows; a transport choice, not state.
         self.threads = threads and self.model_info.threads
-        self._thread: threads_core.ThreadPosition | None = None
+        # The last answered request: threads continue from it, forecasts are exact up to it.
+        self._anchor: Anchor | None = None
+        self._calibration = 1.0
+        self._observations = 0
         self._queued_instructions: list[str] = []
         if conversation_id is None:
             self.id = uuid.uuid4().hex
@@ -427,8 +432,42 @@ class _ConversationCore:
 
     def _check_budget(self, plan: Plan, settings: RequestSettings) -> None:
         assert self.budget is not None
-        upcoming = budget_core.forecast(plan.explanation, self.model_info, settings.max_tokens, self._spent)
-        self.budget.check(self._spent, upcoming)
+        self.budget.check(self._spent, self.forecast_plan(plan, settings.max_tokens))
+
+    def count_tokens_request(self, plan: Plan) -> dict[str, Any]:
+        """The `count_tokens` arguments for a planned request (the same body, minus what it does not take)."""
+        allowed = {
+            "messages",
+            "model",
+            "cache_control",
+            "output_config",
+            "speed",
+            "system",
+            "thinking",
+            "tool_choice",
+            "tools",
+            "extra_headers",
+            "extra_query",
+            "extra_body",
+            "betas",
+            "context_management",
+        }
+        return {key: value for key, value in plan.request.items() if key in allowed}
+
+    def forecast_plan(
+        self, plan: Plan, max_tokens: int, *, exact_input_tokens: int | None = None
+    ) -> budget_core.Forecast:
+        """What sending `plan.request` will cost: exact up to the last answered request, estimated beyond."""
+        if exact_input_tokens is not None:
+            total, known = exact_input_tokens, exact_input_tokens
+        else:
+            total, estimated = input_forecast(
+                plan.request, self._anchor, self.model_info, calibration=self._calibration
+            )
+            known = total - estimated
+        return budget_core.forecast(
+            plan.explanation, self.model_info, max_tokens, self._spent, input_tokens=total, exact_input_tokens=known
+        )
 
     @property
     def spent(self) -> budget_core.Spent:
@@ -551,13 +590,22 @@ class _ConversationCore:
         """The request to send for `call`: threaded when threads are on and the call continues the conversation."""
         if not self.threads or call.purpose == "summary" or call.request.get("model") != self.model_info.id:
             return dict(call.request)
-        wire, _continued = threads_core.wire_request(call.request, self._thread)
+        wire, _continued = threads_core.wire_request(call.request, self._anchor)
         return wire
 
     def sent(self, call: Call, message: Message) -> None:
-        """A call was answered: remember the thread position it leaves."""
-        if self.threads and call.purpose != "summary":
-            self._thread = threads_core.advance(call.request, message)
+        """A call was answered: calibrate the estimates on what it really measured, and anchor on it."""
+        if call.purpose == "summary" or call.request.get("model") != self.model_info.id:
+            return
+        predicted, estimated = input_forecast(call.request, self._anchor, self.model_info)
+        actual = token_counts(message.usage.model_dump(exclude_none=True)).total_input
+        if estimated > 0:
+            # Only the estimated part carries error; the anchored part is exact. A plain mean of the first few
+            # observations, then a moving average that follows drift.
+            self._observations += 1
+            weight = max(1 / self._observations, 0.3)
+            self._calibration = calibrate(estimated, actual - (predicted - estimated), self._calibration, weight)
+        self._anchor = anchor_after(call.request, message, self.model_info)
 
     def thread_failed(self, error: BaseException) -> bool:
         """Whether a failed call should simply be sent again because only its thread was the problem."""
@@ -566,8 +614,8 @@ class _ConversationCore:
         if threads_core.unsupported(error):
             self.threads = False  # this and later requests go unthreaded
             return True
-        if threads_core.lost(error) and self._thread is not None:
-            self._thread = None  # resend the whole request as a new thread (once: a create has no thread to lose)
+        if threads_core.lost(error) and self._anchor is not None:
+            self._anchor = None  # resend the whole request as a new thread (once: a create has no thread to lose)
             return True
         return False
 
@@ -980,6 +1028,22 @@ class Conversation(_Facade):
             client = anthropic.Anthropic()
         return cls._bound(core, client)
 
+    def forecast(self, content: object | None = None, *, exact: bool = False, **request_overrides: Any) -> Forecast:
+        """What the next request (with `content` as its new message) will cost, split as it will be billed.
+
+        Exact for everything the last request already carried (its `usage` measured it); the new content is
+        estimated and calibrated on this conversation's history. `exact=True` asks the API's free `count_tokens`
+        endpoint for the total instead (one extra request, not billed)."""
+        plan = self._core.explain(content, request_overrides)
+        max_tokens = int(plan.request["max_tokens"])
+        if not exact:
+            return self._core.forecast_plan(plan, max_tokens)
+        request = self._core.count_tokens_request(plan)
+        betas = request.pop("betas", None)
+        counter = self.client.beta.messages if betas else self.client.messages
+        counted = counter.count_tokens(**request, **({"betas": betas} if betas else {}))
+        return self._core.forecast_plan(plan, max_tokens, exact_input_tokens=counted.input_tokens)
+
     def stream_retry(self, **request_overrides: Any) -> ReplyStream:
         """Like `retry`, streaming."""
         return ReplyStream(self, self._core.begin_retry(request_overrides))
@@ -1236,6 +1300,20 @@ class AsyncConversation(_Facade):
         self._core = core
         self.client = client
         return self
+
+    async def forecast(
+        self, content: object | None = None, *, exact: bool = False, **request_overrides: Any
+    ) -> Forecast:
+        """See `Conversation.forecast`."""
+        plan = self._core.explain(content, request_overrides)
+        max_tokens = int(plan.request["max_tokens"])
+        if not exact:
+            return self._core.forecast_plan(plan, max_tokens)
+        request = self._core.count_tokens_request(plan)
+        betas = request.pop("betas", None)
+        counter = self.client.beta.messages if betas else self.client.messages
+        counted = await counter.count_tokens(**request, **({"betas": betas} if betas else {}))
+        return self._core.forecast_plan(plan, max_tokens, exact_input_tokens=counted.input_tokens)
 
     def stream_retry(self, **request_overrides: Any) -> AsyncReplyStream:
         """See `Conversation.stream_retry`."""

@@ -29,7 +29,8 @@ def test_a_cost_budget_names_spent_forecast_and_limit() -> None:
     api.reply("one", input_tokens=100_000, output_tokens=1_000)
     conversation = Conversation("claude-sonnet-4-6", client=api.client(), budget=Budget(max_cost_usd=Decimal("0.32")))
     conversation.send("first")  # $0.30 input + $0.015 output
-    with pytest.raises(BudgetExceeded, match=r"spent \$0\.315000, next request ~\$0\.0\d+, limit \$0\.320000"):
+    # The next request carries the first one's 100,000 tokens again (known exactly from its usage).
+    with pytest.raises(BudgetExceeded, match=r"spent \$0\.315000, next request ~\$0\.\d+, limit \$0\.320000"):
         conversation.send("second " * 2000)
     assert len(api.requests) == 1
 
@@ -47,8 +48,9 @@ def test_an_input_token_budget_counts_every_token_sent() -> None:
 def test_a_budget_may_degrade_to_a_cheaper_model_instead_of_refusing() -> None:
     api = FakeAPI()
     api.reply("one", input_tokens=100_000, output_tokens=0).reply("two")
-    # Spent $0.30; the next request forecasts ~$0.21 on Sonnet 4.6 (over) but ~$0.12 on Haiku 4.5 (under).
-    budget = Budget(max_cost_usd=Decimal("0.45"), degrade_to="claude-haiku-4-5")
+    # Spent $0.30; the next request (~100k tokens written to the cache) forecasts ~$0.49 on Sonnet 4.6 (over the
+    # limit) but ~$0.17 on Haiku 4.5 (under it).
+    budget = Budget(max_cost_usd=Decimal("0.50"), degrade_to="claude-haiku-4-5")
     conversation = Conversation("claude-sonnet-4-6", client=api.client(), budget=budget)
     conversation.send("first " * 30_000)
     conversation.send("second " * 30_000)

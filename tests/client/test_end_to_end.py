@@ -194,3 +194,31 @@ def test_threads_send_only_the_new_messages_and_replay_after_expiry(turnkeep_emu
     assert [r["thread"]["type"] for r in sent[2:]] == ["continue", "create"]  # type: ignore[index]
     assert len(sent[3]["messages"]) == 5  # type: ignore[arg-type]
     assert chat.send("What is my name?").text == "Your name is Ada."
+
+
+# -- forecasts ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", [FullHistory(), Window(turns=4)], ids=["full-history", "window"])
+def test_forecasts_are_within_two_percent_after_the_first_turn(
+    turnkeep_emulator: EmulatorServer, policy: FullHistory | Window
+) -> None:
+    system = "You are helpful. " * 100
+    chat = Conversation("claude-sonnet-4-6", client=turnkeep_emulator.client(), system=system, policy=policy)
+    errors = []
+    for number in range(16):
+        question = f"Question {number}: tell me about item {number}, its colour, weight and history. " * (
+            1 + number % 3
+        )
+        predicted = chat.forecast(question).input_tokens
+        actual = chat.send(question).usage.total_input
+        errors.append(abs(predicted - actual) / actual)
+    assert max(errors[1:]) <= 0.02, errors
+
+
+def test_an_exact_forecast_counts_what_will_be_billed(turnkeep_emulator: EmulatorServer) -> None:
+    chat = Conversation("claude-sonnet-4-6", client=turnkeep_emulator.client())
+    chat.send("My name is Ada.")
+    forecast = chat.forecast("What is my name?", exact=True)
+    assert forecast.exact_input_tokens == forecast.input_tokens
+    assert chat.send("What is my name?").usage.total_input == forecast.input_tokens

@@ -6,7 +6,15 @@ from typing import Any
 
 from anthropic.types import Message
 
-from turnkeep.core.threads import THREADS_BETA, advance, lost, unsupported, wire_request
+from turnkeep.core.anchor import anchor_after
+from turnkeep.core.catalog import default_catalog
+from turnkeep.core.threads import THREADS_BETA, lost, unsupported, wire_request
+
+OPUS = default_catalog().get("claude-opus-5")
+
+
+def advance(request: dict[str, Any], message: Message) -> Any:
+    return anchor_after(request, message, OPUS)
 
 
 def reply(message_id: str, text: str) -> Message:

@@ -14,12 +14,10 @@ from decimal import Decimal
 from typing import Any
 
 from turnkeep.core.catalog import ModelInfo
-from turnkeep.core.pricing import token_counts
+from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
 from turnkeep.errors import BudgetExceeded, ConfigError
 
 __all__ = ["Budget", "Forecast", "Spent", "forecast", "spent"]
-
-_MILLION = Decimal(1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,16 +101,24 @@ class Spent:
 
 @dataclass(frozen=True, slots=True)
 class Forecast:
-    """The predicted cost of the next request."""
+    """The predicted tokens of the next request, split as it will be billed, and their cost."""
 
-    input_tokens: int
-    input_usd: Decimal
-    output_tokens: int
-    output_usd: Decimal
+    tokens: TokenCounts
+    cost: Cost
+    exact_input_tokens: int = 0
+    """How much of the input is known exactly (from the last request's usage) rather than estimated."""
+
+    @property
+    def input_tokens(self) -> int:
+        return self.tokens.total_input
+
+    @property
+    def output_tokens(self) -> int:
+        return self.tokens.output
 
     @property
     def usd(self) -> Decimal:
-        return self.input_usd + self.output_usd
+        return self.cost.total
 
 
 def spent(entries: Sequence[Any]) -> Spent:
@@ -130,13 +136,34 @@ def spent(entries: Sequence[Any]) -> Spent:
     return Spent(usd, tokens_in, tokens_out, turns, replies)
 
 
-def forecast(explanation: Mapping[str, Any], model: ModelInfo, max_tokens: int, so_far: Spent) -> Forecast:
-    """The next request's forecast from a plan's explanation (its `forecast` or `estimated_input_tokens`)."""
+def forecast(
+    explanation: Mapping[str, Any],
+    model: ModelInfo,
+    max_tokens: int,
+    so_far: Spent,
+    *,
+    input_tokens: int | None = None,
+    exact_input_tokens: int = 0,
+) -> Forecast:
+    """The next request's forecast from a plan's explanation: its cache split (read / written / uncached), with
+    the total corrected to `input_tokens` when a better count is known (the difference lands on the part that
+    is new, the last of written or uncached), and the expected output."""
     predicted = explanation.get("forecast") or {}
-    input_tokens = int(predicted.get("input_tokens") or explanation.get("estimated_input_tokens") or 0)
-    usd = predicted.get("usd") or {}
-    prices = model.prices_for(input_tokens)
-    input_usd = Decimal(str(usd["input_total"])) if "input_total" in usd else input_tokens * prices.input / _MILLION
-    output_tokens = so_far.output_tokens // so_far.replies if so_far.replies else max_tokens // 4
-    output_tokens = min(output_tokens, max_tokens)
-    return Forecast(input_tokens, input_usd, output_tokens, output_tokens * prices.output / _MILLION)
+    estimated = int(predicted.get("input_tokens") or explanation.get("estimated_input_tokens") or 0)
+    total = estimated if input_tokens is None else input_tokens
+    read = int(predicted.get("cache_read") or 0)
+    write_5m = int(predicted.get("cache_write_5m") or 0)
+    write_1h = int(predicted.get("cache_write_1h") or 0)
+    uncached = int(predicted.get("uncached") or 0)
+    if read + write_5m + write_1h + uncached == 0:
+        uncached = total
+    delta = total - (read + write_5m + write_1h + uncached)
+    if uncached or not (write_5m or write_1h):
+        uncached = max(uncached + delta, 0)
+    elif write_5m:
+        write_5m = max(write_5m + delta, 0)
+    else:
+        write_1h = max(write_1h + delta, 0)
+    output = so_far.output_tokens // so_far.replies if so_far.replies else max_tokens // 4
+    tokens = TokenCounts(uncached, write_5m, write_1h, read, min(output, max_tokens))
+    return Forecast(tokens, usage_cost(tokens, model), exact_input_tokens)
