@@ -48,12 +48,12 @@ def test_an_input_token_budget_counts_every_token_sent() -> None:
 def test_a_budget_may_degrade_to_a_cheaper_model_instead_of_refusing() -> None:
     api = FakeAPI()
     api.reply("one", input_tokens=100_000, output_tokens=0).reply("two")
-    # Spent $0.30; the next request (~100k tokens written to the cache) forecasts ~$0.49 on Sonnet 4.6 (over the
-    # limit) but ~$0.17 on Haiku 4.5 (under it).
+    # Spent $0.30; the next request carries the first one's 100,000 tokens again (known from its usage): ~$0.39
+    # on Sonnet 4.6 (over the limit) but ~$0.13 on Haiku 4.5 (under it).
     budget = Budget(max_cost_usd=Decimal("0.50"), degrade_to="claude-haiku-4-5")
     conversation = Conversation("claude-sonnet-4-6", client=api.client(), budget=budget)
-    conversation.send("first " * 30_000)
-    conversation.send("second " * 30_000)
+    conversation.send("first")
+    conversation.send("second")
     assert api.requests[1]["model"] == "claude-haiku-4-5"
     assert conversation.model == "claude-haiku-4-5"
 
@@ -81,8 +81,8 @@ def test_when_even_the_cheaper_model_would_pass_the_budget_nothing_changes() -> 
     api.reply("one", input_tokens=100_000, output_tokens=0)
     budget = Budget(max_cost_usd=Decimal("0.35"), degrade_to="claude-haiku-4-5")
     conversation = Conversation("claude-sonnet-4-6", client=api.client(), budget=budget)
-    conversation.send("first " * 30_000)
+    conversation.send("first")
     with pytest.raises(BudgetExceeded):
-        conversation.send("second " * 30_000)
+        conversation.send("second")
     assert conversation.model == "claude-sonnet-4-6"
     assert len(api.requests) == 1
