@@ -22,9 +22,12 @@ from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import as_blocks, reply_param
 from turnkeep.core.pricing import token_counts
 from turnkeep.core.rules import normalize
-from turnkeep.core.tokens import estimate_block, estimate_message
+from turnkeep.core.tokens import estimate_block, estimate_message, estimate_request
 
 __all__ = ["Anchor", "anchor_after", "extends", "input_forecast"]
+
+# Newer tokenizer generations count about 30% more tokens for the same text (reference §5).
+_TOKENIZER_FACTOR = 1.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +38,9 @@ class Anchor:
     message_id: str
     digest: str
     count: int
+    model: str
     fixed: str
+    tokenizer: int
     tokens: int
 
 
@@ -54,8 +59,8 @@ def digest(value: Any) -> str:
 
 
 def fixed_digest(request: Mapping[str, Any]) -> str:
-    """What a thread fixes at creation and what every cached prefix starts with: model, system, tools."""
-    return digest([request.get("model"), request.get("system"), request.get("tools")])
+    """What every request of a conversation starts with: system and tools."""
+    return digest([request.get("system"), request.get("tools")])
 
 
 def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo) -> Anchor:
@@ -69,14 +74,17 @@ def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo)
         if block["type"] in ("thinking", "redacted_thinking")
     )
     size = counts.total_input + max(counts.output - thinking, 0)
-    return Anchor(message.id, digest(messages), len(messages), fixed_digest(request), size)
+    model_id = str(request["model"])
+    return Anchor(message.id, digest(messages), len(messages), model_id, fixed_digest(request), model.tokenizer, size)
 
 
-def extends(request: Mapping[str, Any], anchor: Anchor | None) -> bool:
-    """Whether `request` is the anchored messages and reply followed by new messages, with the same fixed part."""
+def extends(request: Mapping[str, Any], anchor: Anchor | None, *, same_model: bool = True) -> bool:
+    """Whether `request` is the anchored messages and reply followed by new messages, with the same system and
+    tools (and model, unless `same_model` is False)."""
     messages: Sequence[MessageParam] = request["messages"]
     return (
         anchor is not None
+        and (not same_model or anchor.model == request.get("model"))
         and anchor.fixed == fixed_digest(request)
         and len(messages) > anchor.count
         and digest(list(messages[: anchor.count])) == anchor.digest
@@ -87,13 +95,14 @@ def input_forecast(
     request: Mapping[str, Any], anchor: Anchor | None, model: ModelInfo, *, calibration: float = 1.0
 ) -> tuple[int, int]:
     """(predicted input tokens, of which estimated) for `request`: exact for an anchored prefix, calibrated
-    estimates for the rest. Without an anchor the whole request is estimated."""
-    from turnkeep.core.tokens import estimate_request
-
-    if extends(request, anchor):
+    estimates for the rest. Without an anchor the whole request is estimated. After a switch to a model with
+    another tokenizer the anchored size is rescaled (newer tokenizers count ~30% more) and counts as estimated."""
+    if extends(request, anchor, same_model=False):
         assert anchor is not None
-        new = sum(estimate_message(m, model) for m in request["messages"][anchor.count :])
-        estimated = round(new * calibration)
-        return anchor.tokens + estimated, estimated
+        new = round(sum(estimate_message(m, model) for m in request["messages"][anchor.count :]) * calibration)
+        if anchor.tokenizer == model.tokenizer:
+            return anchor.tokens + new, new
+        rescaled = round(anchor.tokens * _TOKENIZER_FACTOR ** (model.tokenizer - anchor.tokenizer))
+        return rescaled + new, rescaled + new
     estimated = round(estimate_request(request, model) * calibration)
     return estimated, estimated
