@@ -112,7 +112,7 @@ class FullHistory:
     breakpoint at all (the caller's own stay).
     """
 
-    ttl: str = "5m"
+    ttl: str = "auto"
     name: str = "full-history"
     cache: bool = True
     automatic: bool = True

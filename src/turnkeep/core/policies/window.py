@@ -527,7 +527,7 @@ class Window(_Stepper):
     turns: int = 20
     high_water: int | None = None
     low_water: int | None = None
-    ttl: str = "5m"
+    ttl: str = "auto"
     automatic: bool = False
     cache: bool = True
     name: str = "window"
@@ -585,7 +585,7 @@ class TokenBudget(_Stepper):
     reserve_output: int | None = None
     high_water: float = 0.9
     low_water: float = 0.6
-    ttl: str = "5m"
+    ttl: str = "auto"
     automatic: bool = False
     cache: bool = True
     name: str = "token-budget"
