@@ -39,6 +39,8 @@ COMMANDS: dict[str, str] = {
     "explain": "costs:explain",
     "cost": "costs:cost",
     "emulate": "emulate:emulate",
+    "simulate": "simulation:simulate",
+    "recommend": "simulation:recommend",
 }
 
 

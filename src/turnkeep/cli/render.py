@@ -72,13 +72,20 @@ _COST_COLUMNS = ("uncached", "cache_write_5m", "cache_write_1h", "cache_read", "
 def cost_data(conversation_id: str, ledger: Sequence[LedgerEntry]) -> dict[str, Any]:
     """Per-request token counts and USD of a conversation's ledger, the totals and the cache-read share
     (cache reads over all input tokens)."""
-    from turnkeep.core.pricing import token_counts
+    from turnkeep.core.catalog import default_catalog
+    from turnkeep.core.pricing import TokenCounts, token_counts, usage_cost
 
+    catalog = default_catalog()
     requests = []
     totals = dict.fromkeys(_COST_COLUMNS, 0)
     usd = Decimal(0)
+    uncached_usd = Decimal(0)
     for number, entry in enumerate(ledger, start=1):
         counts = token_counts(dict(entry.usage)) if entry.usage else None
+        if counts is not None:
+            # The same request with no prompt caching: every input token at the plain input price.
+            plain = TokenCounts(input=counts.total_input, output=counts.output)
+            uncached_usd += usage_cost(plain, catalog.get(entry.model)).total
         row: dict[str, Any] = {
             "n": number,
             "purpose": entry.purpose,
@@ -103,6 +110,7 @@ def cost_data(conversation_id: str, ledger: Sequence[LedgerEntry]) -> dict[str, 
         "requests": requests,
         "totals": {**totals, "usd": str(usd)},
         "cache_read_share": round(totals["cache_read"] / all_input, 4) if all_input else 0.0,
+        "without_caching_usd": str(uncached_usd),
     }
 
 
@@ -143,9 +151,12 @@ def cost_summary(data: Mapping[str, Any]) -> str:
     requests = len(data["requests"])
     share = data["cache_read_share"] * 100
     models = sorted({row["model"] for row in data["requests"]})
+    spent, plain = Decimal(data["totals"]["usd"]), Decimal(data["without_caching_usd"])
+    saved = f" ({1 - spent / plain:.0%} saved)" if plain > 0 and spent < plain else ""
     return (
         f"{requests} request{'s' if requests != 1 else ''} to {', '.join(models) or 'no model'} · "
-        f"{_usd(data['totals']['usd'])} · cache reads {share:.1f}% of input tokens"
+        f"{_usd(data['totals']['usd'])} · cache reads {share:.1f}% of input tokens · "
+        f"without caching {_usd(data['without_caching_usd'])}{saved}"
     )
 
 
@@ -296,4 +307,71 @@ def hits_table(hits: Sequence[SearchHit]) -> Table:
     table.add_column("snippet", overflow="fold")
     for hit in hits:
         table.add_row(_text(hit.conversation_id), hit.role, _text(hit.snippet))
+    return table
+
+
+# -- simulations ------------------------------------------------------------------------------------------------
+
+
+def simulation_table(result: Any) -> Table:
+    """One row per strategy and model: cost, per turn, cache-read share, peak context, facts, lower bounds."""
+    from rich.table import Table as RichTable
+
+    table = RichTable(box=None, header_style="bold")
+    for name, justify in (
+        ("strategy", "left"),
+        ("model", "left"),
+        ("USD", "right"),
+        ("USD/turn", "right"),
+        ("cache read", "right"),
+        ("peak context", "right"),
+        ("facts", "right"),
+        ("bound (a)", "right"),
+        ("bound (b)", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in result.rows:
+        table.add_row(
+            _text(row.strategy),
+            row.model,
+            _usd(row.cost_usd),
+            _usd(row.usd_per_turn),
+            f"{row.cache_read_share:.1%}",
+            f"{row.peak_context:,}",
+            f"{row.facts_retained}/{len(row.facts)}",
+            _usd(row.bound_no_expiry_usd),
+            _usd(row.bound_clairvoyant_usd),
+        )
+    return table
+
+
+def recommendation_table(result: Any) -> Table:
+    """Every candidate, cheapest first, the chosen one marked."""
+    from rich.table import Table as RichTable
+
+    table = RichTable(box=None, header_style="bold")
+    for name, justify in (
+        ("", "left"),
+        ("model", "left"),
+        ("strategy", "left"),
+        ("USD / month", "right"),
+        ("per conversation", "right"),
+        ("facts", "right"),
+        ("peak context", "right"),
+        ("cache read", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for candidate in result.candidates:
+        row = candidate.row
+        mark = "→" if candidate is result.choice else ("✗" if not candidate.fits else "")
+        table.add_row(
+            mark,
+            row.model,
+            _text(row.strategy),
+            f"${candidate.monthly_usd:,.2f}",
+            _usd(row.cost_usd),
+            candidate.facts,
+            f"{row.peak_context:,}",
+            f"{row.cache_read_share:.0%}",
+        )
     return table

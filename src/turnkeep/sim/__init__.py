@@ -15,6 +15,7 @@ See `docs/simulation.md` for the workloads, what each row reports and how the lo
 from __future__ import annotations
 
 from turnkeep.sim.bounds import PrefixTracker
+from turnkeep.sim.recommend import DEFAULT_MODELS, Candidate, Recommendation, default_strategies, recommend
 from turnkeep.sim.simulator import (
     BillMismatch,
     Progress,
@@ -41,10 +42,13 @@ from turnkeep.sim.workloads import (
 
 __all__ = [
     "BUILTIN_WORKLOADS",
+    "DEFAULT_MODELS",
     "BillMismatch",
+    "Candidate",
     "Fact",
     "PrefixTracker",
     "Progress",
+    "Recommendation",
     "Row",
     "SimulationResult",
     "ToolStep",
@@ -52,11 +56,13 @@ __all__ = [
     "Workload",
     "agent_workload",
     "chat_workload",
+    "default_strategies",
     "doc_qa_workload",
     "filler_text",
     "load_transcript",
     "parse_strategy",
     "parse_transcript",
+    "recommend",
     "simulate",
     "strategy_label",
     "workload",
