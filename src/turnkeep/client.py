@@ -33,7 +33,7 @@ from turnkeep import config
 from turnkeep.core import budget as budget_core
 from turnkeep.core import rules
 from turnkeep.core import threads as threads_core
-from turnkeep.core.anchor import Anchor, anchor_after, input_forecast
+from turnkeep.core.anchor import Anchor, Sizes, anchor_after, input_forecast
 from turnkeep.core.budget import Budget, Forecast, Spent
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.messages import (
@@ -160,6 +160,7 @@ class _ConversationCore:
         self._anchor: Anchor | None = None
         self._calibration = 1.0
         self._observations = 0
+        self._sizes = Sizes({})
         self._queued_instructions: list[str] = []
         if conversation_id is None:
             self.id = uuid.uuid4().hex
@@ -462,7 +463,7 @@ class _ConversationCore:
             total, known = exact_input_tokens, exact_input_tokens
         else:
             total, estimated = input_forecast(
-                plan.request, self._anchor, self.model_info, calibration=self._calibration
+                plan.request, self._anchor, self.model_info, calibration=self._calibration, sizes=self._sizes
             )
             known = total - estimated
         return budget_core.forecast(
@@ -597,8 +598,9 @@ class _ConversationCore:
         """A call was answered: calibrate the estimates on what it really measured, and anchor on it."""
         if call.purpose == "summary" or call.request.get("model") != self.model_info.id:
             return
-        predicted, estimated = input_forecast(call.request, self._anchor, self.model_info)
+        predicted, estimated = input_forecast(call.request, self._anchor, self.model_info, sizes=self._sizes)
         actual = token_counts(message.usage.model_dump(exclude_none=True)).total_input
+        self._sizes.learn(call.request, self._anchor, message, self.model_info, calibration=self._calibration)
         if estimated > 0:
             # Only the estimated part carries error; the anchored part is exact. A plain mean of the first few
             # observations, then a moving average that follows drift.

@@ -24,7 +24,7 @@ from turnkeep.core.pricing import token_counts
 from turnkeep.core.rules import normalize
 from turnkeep.core.tokens import estimate_block, estimate_message, estimate_request
 
-__all__ = ["Anchor", "anchor_after", "extends", "input_forecast"]
+__all__ = ["Anchor", "Sizes", "anchor_after", "extends", "input_forecast"]
 
 # Newer tokenizer generations count about 30% more tokens for the same text (reference §5).
 _TOKENIZER_FACTOR = 1.3
@@ -44,23 +44,32 @@ class Anchor:
     tokens: int
 
 
-def _without_cache_control(value: Any) -> Any:
+def _canonical(value: Any) -> Any:
+    """`value` as the API reads it: without `cache_control` (it moves), and with string content (a message's or
+    the system prompt's) as the single text block it stands for (placing a breakpoint turns one into the other)."""
     if isinstance(value, Mapping):
-        return {key: _without_cache_control(item) for key, item in value.items() if key != "cache_control"}
+        return {
+            key: [{"type": "text", "text": item}] if key == "content" and isinstance(item, str) else _canonical(item)
+            for key, item in value.items()
+            if key != "cache_control"
+        }
     if isinstance(value, list | tuple):
-        return [_without_cache_control(item) for item in value]
+        return [_canonical(item) for item in value]
     return value
 
 
 def digest(value: Any) -> str:
-    """A digest of JSON-ready `value`, blind to `cache_control`."""
-    text = json.dumps(_without_cache_control(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """A digest of JSON-ready `value` as the API reads it (see `_canonical`)."""
+    text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def fixed_digest(request: Mapping[str, Any]) -> str:
     """What every request of a conversation starts with: system and tools."""
-    return digest([request.get("system"), request.get("tools")])
+    system = request.get("system")
+    if isinstance(system, str):
+        system = [{"type": "text", "text": system}]
+    return digest([system, request.get("tools")])
 
 
 def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo) -> Anchor:
@@ -91,11 +100,53 @@ def extends(request: Mapping[str, Any], anchor: Anchor | None, *, same_model: bo
     )
 
 
+@dataclass
+class Sizes:
+    """Exact input sizes learned from usage, per message (by digest) and for the fixed part (system, tools)."""
+
+    messages: dict[str, int]
+    base: int | None = None
+
+    def learn(
+        self,
+        request: Mapping[str, Any],
+        anchor: Anchor | None,
+        message: Message,
+        model: ModelInfo,
+        *,
+        calibration: float,
+    ) -> None:
+        """Record what answering `request` (sent with `anchor` as the previous state) measured."""
+        counts = token_counts(message.usage.model_dump(exclude_none=True))
+        messages = request["messages"]
+        if extends(request, anchor, same_model=False) and anchor is not None and anchor.tokenizer == model.tokenizer:
+            new = list(messages[anchor.count :])
+            if len(new) == 1:
+                self.messages[digest(new[0])] = counts.total_input - anchor.tokens
+        else:
+            unknown = [m for m in messages if digest(m) not in self.messages]
+            known = sum(self.messages[digest(m)] for m in messages if digest(m) in self.messages)
+            estimated = round(sum(estimate_message(m, model) for m in unknown) * calibration)
+            self.base = max(counts.total_input - known - estimated, 0)
+        reply = reply_param(message)
+        thinking = sum(
+            estimate_block(block, model)
+            for block in as_blocks(reply["content"])
+            if block["type"] in ("thinking", "redacted_thinking")
+        )
+        self.messages[digest(reply)] = max(counts.output - thinking, 0)
+
+
 def input_forecast(
-    request: Mapping[str, Any], anchor: Anchor | None, model: ModelInfo, *, calibration: float = 1.0
+    request: Mapping[str, Any],
+    anchor: Anchor | None,
+    model: ModelInfo,
+    *,
+    calibration: float = 1.0,
+    sizes: Sizes | None = None,
 ) -> tuple[int, int]:
-    """(predicted input tokens, of which estimated) for `request`: exact for an anchored prefix, calibrated
-    estimates for the rest. Without an anchor the whole request is estimated. After a switch to a model with
+    """(predicted input tokens, of which estimated) for `request`: exact for an anchored prefix and for every
+    message whose size usage has measured, calibrated estimates for the rest. After a switch to a model with
     another tokenizer the anchored size is rescaled (newer tokenizers count ~30% more) and counts as estimated."""
     if extends(request, anchor, same_model=False):
         assert anchor is not None
@@ -104,5 +155,16 @@ def input_forecast(
             return anchor.tokens + new, new
         rescaled = round(anchor.tokens * _TOKENIZER_FACTOR ** (model.tokenizer - anchor.tokenizer))
         return rescaled + new, rescaled + new
+    if sizes is not None and sizes.base is not None and (anchor is None or anchor.tokenizer == model.tokenizer):
+        # A changed prefix (a window step, a new summary): add up what is known message by message.
+        known = 0
+        estimated = 0
+        for message in request["messages"]:
+            size = sizes.messages.get(digest(message))
+            if size is None:
+                estimated += round(estimate_message(message, model) * calibration)
+            else:
+                known += size
+        return sizes.base + known + estimated, estimated
     estimated = round(estimate_request(request, model) * calibration)
     return estimated, estimated

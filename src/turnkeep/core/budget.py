@@ -145,25 +145,21 @@ def forecast(
     input_tokens: int | None = None,
     exact_input_tokens: int = 0,
 ) -> Forecast:
-    """The next request's forecast from a plan's explanation: its cache split (read / written / uncached), with
-    the total corrected to `input_tokens` when a better count is known (the difference lands on the part that
-    is new, the last of written or uncached), and the expected output."""
+    """The next request's forecast from a plan's explanation: its cache split (read / written / uncached), scaled
+    to `input_tokens` when a better count of the total is known (the policy's split is an estimate; its
+    proportions are kept, the total is the better count's), and the expected output."""
     predicted = explanation.get("forecast") or {}
     estimated = int(predicted.get("input_tokens") or explanation.get("estimated_input_tokens") or 0)
     total = estimated if input_tokens is None else input_tokens
-    read = int(predicted.get("cache_read") or 0)
-    write_5m = int(predicted.get("cache_write_5m") or 0)
-    write_1h = int(predicted.get("cache_write_1h") or 0)
-    uncached = int(predicted.get("uncached") or 0)
-    if read + write_5m + write_1h + uncached == 0:
-        uncached = total
-    delta = total - (read + write_5m + write_1h + uncached)
-    if uncached or not (write_5m or write_1h):
-        uncached = max(uncached + delta, 0)
-    elif write_5m:
-        write_5m = max(write_5m + delta, 0)
+    parts = [int(predicted.get(name) or 0) for name in ("uncached", "cache_write_5m", "cache_write_1h", "cache_read")]
+    if sum(parts) == 0:
+        parts = [total, 0, 0, 0]
     else:
-        write_1h = max(write_1h + delta, 0)
+        scale = total / sum(parts)
+        parts = [round(part * scale) for part in parts]
+        # Rounding remainder onto the largest part, so the parts add up to the total exactly.
+        parts[parts.index(max(parts))] += total - sum(parts)
+    uncached, write_5m, write_1h, read = parts
     output = so_far.output_tokens // so_far.replies if so_far.replies else max_tokens // 4
     tokens = TokenCounts(uncached, write_5m, write_1h, read, min(output, max_tokens))
     return Forecast(tokens, usage_cost(tokens, model), exact_input_tokens)
