@@ -17,18 +17,27 @@ from turnkeep.emulator import EmulatorServer
 README = Path(__file__).parents[2] / "README.md"
 
 
-def test_the_readme_example_runs_and_remembers(
-    turnkeep_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_the_readme_examples_run_and_the_first_remembers(
+    turnkeep_emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
-    [code] = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    first, second = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", turnkeep_emulator.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
-    exec(compile(code, str(README), "exec"), {})
+    monkeypatch.setenv("TURNKEEP_HOME", str(tmp_path))
+    exec(compile(first, str(README), "exec"), {})
     capital, population, cost = capsys.readouterr().out.splitlines()
     assert "Paris" in capital
     assert "Paris" in population
     assert "2.1 million" in population
     assert cost.startswith("2 requests, $0.0")
+    exec(compile(second, str(README), "exec"), {})
+    forecast_usd, kept = capsys.readouterr().out.splitlines()
+    assert float(forecast_usd) > 0
+    assert kept == "[0, 0]"
+    assert (tmp_path / "turnkeep.db").exists()
 
 
 def test_without_the_first_turn_the_follow_up_cannot_be_answered(turnkeep_emulator: EmulatorServer) -> None:
