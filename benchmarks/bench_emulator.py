@@ -33,6 +33,8 @@ import anthropic
 import httpx2
 from anthropic.types import MessageParam
 
+from benchmarks._record import write_section
+
 MODEL = "claude-sonnet-5"
 THREADS = 4
 WARMUP = 1.0
@@ -40,8 +42,6 @@ DURATION = 8.0
 SOAK_REQUESTS = 20_000
 SOAK_STEP = 30.0  # virtual seconds per request: a 5-minute entry lives for about 10 requests
 SAMPLES = 10
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-START, END = "<!-- bench_emulator:start -->", "<!-- bench_emulator:end -->"
 
 
 @contextmanager
@@ -238,17 +238,6 @@ def report(tokens: int, result: dict[str, Any], samples: list[dict[str, Any]], s
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (between its markers), keeping the others."""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section}{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(text)
-
-
 def main() -> None:
     """Run both measurements, print the results and record them in docs/benchmarks.md."""
     messages = history(12)
@@ -263,7 +252,7 @@ def main() -> None:
         soak_seconds = time.perf_counter() - started
     section = report(tokens, result, samples, soak_seconds)
     print(section)
-    write_section(section)
+    write_section("emulator", section)
 
 
 if __name__ == "__main__":

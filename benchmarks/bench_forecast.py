@@ -13,8 +13,8 @@ import json
 import os
 import platform
 import statistics
-from pathlib import Path
 
+from benchmarks._record import write_section
 from turnkeep import Conversation
 from turnkeep.core.policies import FullHistory, Policy, Summarize, TokenBudget, Window
 from turnkeep.emulator import EmulatorServer
@@ -22,8 +22,6 @@ from turnkeep.emulator.clock import Clock
 from turnkeep.sim import workload
 
 MODEL = "claude-sonnet-4-6"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-START, END = "<!-- bench_forecast:start -->", "<!-- bench_forecast:end -->"
 POLICIES: list[tuple[str, Policy]] = [
     ("FullHistory()", FullHistory()),
     ("Window(turns=20)", Window(turns=20)),
@@ -86,13 +84,7 @@ def main() -> None:
         lines.append(f"| `{label}` | {first:.2%} | {mean:.2%} | {p95:.2%} | {worst:.2%} | **{verdict}** |")
     section = "\n".join(lines) + "\n"
     print(section)
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section}{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(text)
+    write_section("forecast", section)
 
 
 if __name__ == "__main__":

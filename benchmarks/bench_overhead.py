@@ -23,12 +23,12 @@ import random
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import anthropic
 from anthropic.types import MessageParam
 
+from benchmarks._record import write_section
 from turnkeep.core import rules
 from turnkeep.core.catalog import default_catalog
 from turnkeep.core.policies import FullHistory, Policy, RequestSettings, TokenBudget, Window
@@ -39,8 +39,6 @@ SIZES = (1_000, 10_000)
 TURNS = 60  # measured turns per (policy, size)
 GAP = 60.0  # seconds between requests (warm cache: windows step on their high-water mark only)
 TARGET_MS = {1_000: 1.0, 10_000: 5.0}
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-START, END = "<!-- bench_overhead:start -->", "<!-- bench_overhead:end -->"
 POLICIES: list[Policy] = [FullHistory(), Window(turns=20), TokenBudget(max_input_tokens=20_000)]
 
 
@@ -152,17 +150,6 @@ def report(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (between its markers), keeping the others."""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section}{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(text)
-
-
 def main() -> None:
     """Measure every policy at every size, print the table and record it in docs/benchmarks.md."""
     results = []
@@ -172,7 +159,7 @@ def main() -> None:
             results.append(measure(policy, size))
     section = report(results)
     print(section)
-    write_section(section)
+    write_section("overhead", section)
 
 
 if __name__ == "__main__":

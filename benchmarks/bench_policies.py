@@ -23,10 +23,10 @@ import platform
 import time
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 
 import anthropic
 
+from benchmarks._record import write_section
 from turnkeep.core.catalog import default_catalog
 from turnkeep.core.policies import FullHistory, Policy, SlidingWindow, Summarize, TokenBudget, Window
 from turnkeep.sim import Row, SimulationResult, simulate, strategy_label, workload
@@ -36,8 +36,6 @@ from turnkeep.sim.workloads import Workload
 MODEL = "claude-sonnet-4-6"
 WORKLOAD = "chat-200"
 SEED = 0
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-START, END = "<!-- bench_policies:start -->", "<!-- bench_policies:end -->"
 
 SEEDS_FULL = FullHistory(cache=False)
 SEEDS_SLIDING = SlidingWindow(messages=20, cache=False)
@@ -200,17 +198,6 @@ def row_output_share(row: Row) -> float:
     return float((row.cost_usd - input_only(row)) / row.cost_usd)
 
 
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (between its markers), keeping the others."""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section}{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(text)
-
-
 def progress(done: int, total: int, label: str) -> None:
     if done % 200 == 0 or done == total:
         print(f"  {done}/{total} turns ({label})", flush=True)
@@ -239,7 +226,7 @@ def main() -> None:
     for name, result in (("quick", fast), ("human gaps", human)):
         for target, measured, passed in targets(result):
             print(f"{'PASS' if passed else 'FAIL'}  [{name}] {target}: {measured}")
-    write_section(section)
+    write_section("policies", section)
 
 
 if __name__ == "__main__":

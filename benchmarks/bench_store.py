@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks._record import write_section
 from turnkeep.store import LedgerEntry, Node, SQLiteStore
 
 TURNS = 1_000
@@ -36,8 +37,6 @@ CONVERSATIONS = 10_000
 LIST_RUNS = 50
 TARGETS = {"append_p99_ms": 5.0, "load_ms": 50.0, "list_ms": 100.0}
 SETTINGS = {"model": "claude-sonnet-4-6", "max_tokens": 1024, "system": None, "tools": None, "policy": {}}
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-START, END = "<!-- bench_store:start -->", "<!-- bench_store:end -->"
 TEXT = (
     "Please remember that item {n} of my shopping list is {n} apples, and that the delivery should arrive in the "
     "morning before nine, at the side door. Ünïcode too: 東京, ✓. "
@@ -204,17 +203,6 @@ def report(full: dict[str, float], normal: dict[str, float], load: dict[str, flo
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (between its markers), keeping the others."""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section}{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(text)
-
-
 def main() -> None:
     """Run the measurements, print the results and record them in docs/benchmarks.md."""
     with tempfile.TemporaryDirectory(prefix="turnkeep-bench-", dir=os.environ.get("TURNKEEP_BENCH_DIR")) as name:
@@ -231,7 +219,7 @@ def main() -> None:
         load = bench_load(directory)
     section = report(full, normal, load, listing)
     print(section)
-    write_section(section)
+    write_section("store", section)
 
 
 if __name__ == "__main__":
