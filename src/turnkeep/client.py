@@ -551,6 +551,35 @@ class _ConversationCore:
         self._spent = self._spent + budget_core.spent([entry])
         return entry
 
+    def answered(
+        self, pending: _PendingTurn, call: Call, message: Message, latency: float, *, request_id: str | None = None
+    ) -> Call | None:
+        """A call was answered: record it, and return the turn's next call (None: the turn is over)."""
+        pending.ledger.append(self.entry(call, message, latency, None, request_id=request_id))
+        self.sent(call, message)
+        return pending.turn.receive(message)
+
+    def failed(
+        self,
+        pending: _PendingTurn,
+        call: Call,
+        error: BaseException,
+        latency: float,
+        *,
+        received: Message | None = None,
+        request_id: str | None = None,
+        may_resend: bool = True,
+    ) -> Call | None:
+        """A call raised: record it (with what a stream had `received`), and return the call to send instead —
+        the same one when only its thread was lost, the turn's fallback otherwise — or None when the error ends
+        the turn. `may_resend` is False once text reached the caller (a resend would repeat it)."""
+        pending.ledger.append(self.entry(call, received, latency, error, request_id=request_id))
+        if not (may_resend and isinstance(error, Exception)):
+            return None
+        if self.thread_failed(error):
+            return call
+        return pending.turn.failed(error)
+
     def commit(self, pending: _PendingTurn, outcome: TurnOutcome) -> Reply:
         """Store the reply and settle the pending messages, in one write."""
         if outcome.stop_reason == "model_context_window_exceeded":
@@ -1071,26 +1100,54 @@ class Conversation(_Facade):
             started = time.monotonic()
             try:
                 message = self._create(call)
-            except Exception as err:
-                pending.ledger.append(self._core.entry(call, None, time.monotonic() - started, err))
-                if self._core.thread_failed(err):
-                    continue
-                call = pending.turn.failed(err)
+            except BaseException as err:
+                call = self._core.failed(pending, call, err, time.monotonic() - started)
                 if call is None:
                     self._core.fail(pending, partial=_partial_content(pending.turn, None) or None)
                     raise
                 continue
-            except BaseException as err:
-                pending.ledger.append(self._core.entry(call, None, time.monotonic() - started, err))
-                self._core.fail(pending, partial=_partial_content(pending.turn, None) or None)
-                raise
-            pending.ledger.append(self._core.entry(call, message, time.monotonic() - started, None))
-            self._core.sent(call, message)
-            call = pending.turn.receive(message)
+            call = self._core.answered(pending, call, message, time.monotonic() - started)
         return self._core.commit(pending, pending.turn.outcome())
 
 
-class ReplyStream:
+class _StreamedTurn:
+    """What a streamed turn's sync and async drivers share: its state, the text to show, finishing, abandoning."""
+
+    def __init__(self, core: _ConversationCore, pending: _PendingTurn) -> None:
+        self._core = core
+        self._pending = pending
+        self._stream: Any = None
+        self.reply: Reply | None = None
+        self._finished = False
+        self._shown = False  # whether any of the model's text reached the caller (then no silent resend)
+
+    def _text(self, call: Call, event: Any, aligner: _PrefixAligner) -> str:
+        """The text an event brings the caller (a summary call's text is not the reply's)."""
+        if call.shows_text and event.type == "content_block_delta" and event.delta.type == "text_delta":
+            out = aligner.feed(event.delta.text)
+            self._shown = self._shown or bool(out)
+            return out
+        return ""
+
+    def _finish(self, aligner: _PrefixAligner) -> str:
+        """Commit the reply; returns the last text held back by the prefix aligner."""
+        tail = aligner.flush()
+        self._finished = True
+        self.reply = self._core.commit(self._pending, self._pending.turn.outcome())
+        return tail
+
+    def _abandon(self, snapshot: Message | None = None) -> None:
+        """Keep what arrived as a partial reply (never sent back); the user message stays pending."""
+        if self._finished:
+            return
+        self._finished = True
+        snapshot = snapshot or _snapshot(self._stream)
+        content = _partial_content(self._pending.turn, snapshot)
+        self._stream = None
+        self.reply = self._core.partial_reply(self._pending, content, snapshot)
+
+
+class ReplyStream(_StreamedTurn):
     """A streamed turn: iterate for text as it arrives; `reply` once the stream is done.
 
     Leaving the `with` block early, or an error mid-stream, keeps the text received so far as a partial reply
@@ -1098,13 +1155,9 @@ class ReplyStream:
     """
 
     def __init__(self, conversation: Conversation, pending: _PendingTurn) -> None:
+        super().__init__(conversation._core, pending)
         self._conversation = conversation
-        self._pending = pending
-        self._stream: MessageStream[Any] | None = None
         self._iterator: Generator[str, None, None] | None = None
-        self.reply: Reply | None = None
-        self._finished = False
-        self._shown = False  # whether any of the model's text reached the caller (then no silent resend)
 
     def __enter__(self) -> ReplyStream:
         return self
@@ -1141,37 +1194,30 @@ class ReplyStream:
                     self._stream = cast("MessageStream[Any]", stream)
                     request_id = stream.request_id
                     for event in stream:
-                        if call.shows_text and event.type == "content_block_delta" and event.delta.type == "text_delta":
-                            out = aligner.feed(event.delta.text)
-                            if out:
-                                self._shown = True
-                                yield out
+                        out = self._text(call, event, aligner)
+                        if out:
+                            yield out
                     message = cast(Message, stream.get_final_message())
             except BaseException as err:
-                snapshot = _snapshot(self._stream)
-                self._pending.ledger.append(
-                    core.entry(call, snapshot, time.monotonic() - started, err, request_id=request_id)
+                snapshot, self._stream = _snapshot(self._stream), None
+                call = core.failed(
+                    self._pending,
+                    call,
+                    err,
+                    time.monotonic() - started,
+                    received=snapshot,
+                    request_id=request_id,
+                    may_resend=not self._shown,
                 )
-                self._stream = None
-                if isinstance(err, Exception) and not self._shown and core.thread_failed(err):
-                    continue
-                retry = turn.failed(err) if isinstance(err, Exception) and not self._shown else None
-                if retry is None:
+                if call is None:
                     self._abandon(snapshot)
                     raise
-                call = retry
                 continue
-            self._pending.ledger.append(
-                core.entry(call, message, time.monotonic() - started, None, request_id=request_id)
-            )
             self._stream = None
-            core.sent(call, message)
-            call = turn.receive(message)
-        tail = aligner.flush()
+            call = core.answered(self._pending, call, message, time.monotonic() - started, request_id=request_id)
+        tail = self._finish(aligner)
         if tail:
             yield tail
-        self._finished = True
-        self.reply = core.commit(self._pending, turn.outcome())
 
     def until_done(self) -> Reply:
         """Consume the stream and return the reply."""
@@ -1179,15 +1225,6 @@ class ReplyStream:
             pass
         assert self.reply is not None
         return self.reply
-
-    def _abandon(self, snapshot: Message | None = None) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        snapshot = snapshot or _snapshot(self._stream)
-        content = _partial_content(self._pending.turn, snapshot)
-        self._stream = None
-        self.reply = self._conversation._core.partial_reply(self._pending, content, snapshot)
 
 
 class AsyncConversation(_Facade):
@@ -1342,36 +1379,23 @@ class AsyncConversation(_Facade):
             started = time.monotonic()
             try:
                 message = await self._create(call)
-            except Exception as err:
-                pending.ledger.append(self._core.entry(call, None, time.monotonic() - started, err))
-                if self._core.thread_failed(err):
-                    continue
-                call = pending.turn.failed(err)
+            except BaseException as err:
+                call = self._core.failed(pending, call, err, time.monotonic() - started)
                 if call is None:
                     self._core.fail(pending, partial=_partial_content(pending.turn, None) or None)
                     raise
                 continue
-            except BaseException as err:
-                pending.ledger.append(self._core.entry(call, None, time.monotonic() - started, err))
-                self._core.fail(pending, partial=_partial_content(pending.turn, None) or None)
-                raise
-            pending.ledger.append(self._core.entry(call, message, time.monotonic() - started, None))
-            self._core.sent(call, message)
-            call = pending.turn.receive(message)
+            call = self._core.answered(pending, call, message, time.monotonic() - started)
         return self._core.commit(pending, pending.turn.outcome())
 
 
-class AsyncReplyStream:
+class AsyncReplyStream(_StreamedTurn):
     """The async twin of `ReplyStream`."""
 
     def __init__(self, conversation: AsyncConversation, pending: _PendingTurn) -> None:
+        super().__init__(conversation._core, pending)
         self._conversation = conversation
-        self._pending = pending
-        self._stream: AsyncMessageStream[Any] | None = None
         self._iterator: AsyncGenerator[str, None] | None = None
-        self.reply: Reply | None = None
-        self._finished = False
-        self._shown = False  # whether any of the model's text reached the caller (then no silent resend)
 
     async def __aenter__(self) -> AsyncReplyStream:
         return self
@@ -1408,37 +1432,30 @@ class AsyncReplyStream:
                     self._stream = cast("AsyncMessageStream[Any]", stream)
                     request_id = stream.request_id
                     async for event in stream:
-                        if call.shows_text and event.type == "content_block_delta" and event.delta.type == "text_delta":
-                            out = aligner.feed(event.delta.text)
-                            if out:
-                                self._shown = True
-                                yield out
+                        out = self._text(call, event, aligner)
+                        if out:
+                            yield out
                     message = cast(Message, await stream.get_final_message())
             except BaseException as err:
-                snapshot = _snapshot(self._stream)
-                self._pending.ledger.append(
-                    core.entry(call, snapshot, time.monotonic() - started, err, request_id=request_id)
+                snapshot, self._stream = _snapshot(self._stream), None
+                call = core.failed(
+                    self._pending,
+                    call,
+                    err,
+                    time.monotonic() - started,
+                    received=snapshot,
+                    request_id=request_id,
+                    may_resend=not self._shown,
                 )
-                self._stream = None
-                if isinstance(err, Exception) and not self._shown and core.thread_failed(err):
-                    continue
-                retry = turn.failed(err) if isinstance(err, Exception) and not self._shown else None
-                if retry is None:
+                if call is None:
                     self._abandon(snapshot)
                     raise
-                call = retry
                 continue
-            self._pending.ledger.append(
-                core.entry(call, message, time.monotonic() - started, None, request_id=request_id)
-            )
             self._stream = None
-            core.sent(call, message)
-            call = turn.receive(message)
-        tail = aligner.flush()
+            call = core.answered(self._pending, call, message, time.monotonic() - started, request_id=request_id)
+        tail = self._finish(aligner)
         if tail:
             yield tail
-        self._finished = True
-        self.reply = core.commit(self._pending, turn.outcome())
 
     async def until_done(self) -> Reply:
         """Consume the stream and return the reply."""
@@ -1446,12 +1463,3 @@ class AsyncReplyStream:
             pass
         assert self.reply is not None
         return self.reply
-
-    def _abandon(self, snapshot: Message | None = None) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        snapshot = snapshot or _snapshot(self._stream)
-        content = _partial_content(self._pending.turn, snapshot)
-        self._stream = None
-        self.reply = self._conversation._core.partial_reply(self._pending, content, snapshot)
