@@ -20,6 +20,7 @@ __all__ = [
     "Block",
     "as_blocks",
     "block_param",
+    "block_view",
     "merge_assistant_content",
     "reply_param",
     "text_of",
@@ -29,6 +30,19 @@ __all__ = [
 ]
 
 Block = dict[str, Any]
+
+
+def block_view(block: object) -> Mapping[str, Any] | None:
+    """A content block as a mapping without copying: dicts as they are, SDK pydantic blocks through their JSON
+    dump; None when it is neither."""
+    if isinstance(block, Mapping):
+        return cast(Mapping[str, Any], block)
+    dump = getattr(block, "model_dump", None)
+    if callable(dump):
+        dumped = dump(mode="json", exclude_none=True)
+        if isinstance(dumped, Mapping):
+            return cast(Mapping[str, Any], dumped)
+    return None
 
 
 def block_param(block: Any) -> Block:

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeGuard, cast
 from anthropic.types import MessageParam
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.messages import block_view as _view
 from turnkeep.errors import HistoryError, PrefillNotSupported
 
 __all__ = [
@@ -117,18 +118,6 @@ RULES: Mapping[str, str] = MappingProxyType(
 
 # --------------------------------------------------------------------------------------------------------------
 # Reading blocks
-
-
-def _view(block: object) -> Mapping[str, Any] | None:
-    """The block as a mapping: dicts as they are, SDK pydantic blocks through their JSON dump; else None."""
-    if isinstance(block, Mapping):
-        return cast(Mapping[str, Any], block)
-    dump = getattr(block, "model_dump", None)
-    if callable(dump):
-        dumped = dump(mode="json", exclude_none=True)
-        if isinstance(dumped, Mapping):
-            return cast(Mapping[str, Any], dumped)
-    return None
 
 
 def _block_type(block: object) -> str | None:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.messages import block_view as _view
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -55,18 +56,6 @@ _CALIBRATION_BOUNDS = (0.25, 4.0)
 
 _THINKING = frozenset({"thinking", "redacted_thinking"})
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def _view(block: object) -> Mapping[str, Any] | None:
-    """A content block as a mapping (SDK pydantic blocks through their JSON dump); None when it is neither."""
-    if isinstance(block, Mapping):
-        return cast(Mapping[str, Any], block)
-    dump = getattr(block, "model_dump", None)
-    if callable(dump):
-        dumped = dump(mode="json", exclude_none=True)
-        if isinstance(dumped, Mapping):
-            return cast(Mapping[str, Any], dumped)
-    return None
 
 
 def _units(text: str) -> int:

@@ -23,12 +23,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.messages import block_view as _view
 from turnkeep.core.pricing import TokenCounts, usage_cost
 from turnkeep.core.rules import is_prefill
 from turnkeep.core.tokens import _COMPACT_JSON as _JSON
 from turnkeep.core.tokens import (
     MESSAGE_OVERHEAD,
-    _view,
     apply_calibration,
     current_turn_thinking,
     estimate_block,

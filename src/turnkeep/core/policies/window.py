@@ -44,6 +44,7 @@ from typing import Any, cast
 from anthropic.types import MessageParam
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.messages import block_view as _view
 from turnkeep.core.policies import Plan, RequestSettings
 from turnkeep.core.policies.caching import (
     choose_ttl,
@@ -55,7 +56,6 @@ from turnkeep.core.policies.caching import (
 from turnkeep.core.policies.turns import is_turn_start
 from turnkeep.core.rules import normalize
 from turnkeep.core.tokens import (
-    _view,
     apply_calibration,
     current_turn_thinking,
     estimate_message,
