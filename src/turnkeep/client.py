@@ -453,21 +453,37 @@ class _ConversationCore:
             "betas",
             "context_management",
         }
-        return {key: value for key, value in plan.request.items() if key in allowed}
+        request = plan.summary.preview if plan.summary and plan.summary.preview else plan.request
+        return {key: value for key, value in request.items() if key in allowed}
 
     def forecast_plan(
         self, plan: Plan, max_tokens: int, *, exact_input_tokens: int | None = None
     ) -> budget_core.Forecast:
         """What sending `plan.request` will cost: exact up to the last answered request, estimated beyond."""
+        # With a summary due, the turn sends the summary call and then the shorter request it makes possible.
+        request = plan.summary.preview if plan.summary and plan.summary.preview else plan.request
+        prelude = Decimal(0)
+        if plan.summary is not None:
+            job = plan.summary.request
+            summarizer = self._catalog.get(str(job["model"]))
+            tokens, _ = input_forecast(job, None, summarizer, calibration=self._calibration)
+            counts = TokenCounts(input=tokens, output=int(job["max_tokens"]) // 2)
+            prelude = usage_cost(counts, summarizer).total
         if exact_input_tokens is not None:
             total, known = exact_input_tokens, exact_input_tokens
         else:
             total, estimated = input_forecast(
-                plan.request, self._anchor, self.model_info, calibration=self._calibration, sizes=self._sizes
+                request, self._anchor, self.model_info, calibration=self._calibration, sizes=self._sizes
             )
             known = total - estimated
         return budget_core.forecast(
-            plan.explanation, self.model_info, max_tokens, self._spent, input_tokens=total, exact_input_tokens=known
+            plan.explanation,
+            self.model_info,
+            max_tokens,
+            self._spent,
+            input_tokens=total,
+            exact_input_tokens=known,
+            prelude_usd=prelude,
         )
 
     @property

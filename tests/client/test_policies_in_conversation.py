@@ -201,3 +201,16 @@ def test_full_history_total_matches_its_ledger() -> None:
     conversation = Conversation("claude-sonnet-4-6", client=api.client(), policy=FullHistory())
     conversation.send("hi")
     assert conversation.cost == Decimal("3") + Decimal("5") * Decimal("15") / Decimal(1_000_000)
+
+
+def test_a_turn_that_will_summarise_is_forecast_after_the_summary_plus_the_summary_call() -> None:
+    api = FakeAPI()
+    conversation = summarizing(api)
+    fill(conversation, api, 3)
+    plan = conversation.explain("question 3")
+    assert plan.summary is not None
+    forecast = conversation.forecast("question 3")
+    assert forecast.prelude_usd > 0
+    assert forecast.usd == forecast.cost.total + forecast.prelude_usd
+    # The request after the summary drops the summarised turns: far smaller than the fallback.
+    assert len(plan.summary.preview["messages"]) < len(plan.request["messages"])  # type: ignore[index]

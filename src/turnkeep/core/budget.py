@@ -107,6 +107,8 @@ class Forecast:
     cost: Cost
     exact_input_tokens: int = 0
     """How much of the input is known exactly (from the last request's usage) rather than estimated."""
+    prelude_usd: Decimal = Decimal(0)
+    """What calls made before the request cost (a policy's summary call)."""
 
     @property
     def input_tokens(self) -> int:
@@ -118,7 +120,7 @@ class Forecast:
 
     @property
     def usd(self) -> Decimal:
-        return self.cost.total
+        return self.cost.total + self.prelude_usd
 
 
 def spent(entries: Sequence[Any]) -> Spent:
@@ -144,6 +146,7 @@ def forecast(
     *,
     input_tokens: int | None = None,
     exact_input_tokens: int = 0,
+    prelude_usd: Decimal = Decimal(0),
 ) -> Forecast:
     """The next request's forecast from a plan's explanation: its cache split (read / written / uncached), scaled
     to `input_tokens` when a better count of the total is known (the policy's split is an estimate; its
@@ -162,4 +165,4 @@ def forecast(
     uncached, write_5m, write_1h, read = parts
     output = so_far.output_tokens // so_far.replies if so_far.replies else max_tokens // 4
     tokens = TokenCounts(uncached, write_5m, write_1h, read, min(output, max_tokens))
-    return Forecast(tokens, usage_cost(tokens, model), exact_input_tokens)
+    return Forecast(tokens, usage_cost(tokens, model), exact_input_tokens, prelude_usd)

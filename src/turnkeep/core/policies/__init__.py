@@ -71,6 +71,9 @@ class SummaryJob:
     covers: tuple[int, int]
     context: Mapping[str, Any] = field(default_factory=dict)
     """What the policy needs back in `absorb_summary` (JSON-ready)."""
+    preview: dict[str, Any] | None = None
+    """The request the turn will send once the summary is written, with a stand-in of the expected length in
+    its place: what forecasts and budgets price (the plan's own request is only the fallback)."""
 
 
 @dataclass(frozen=True, slots=True)

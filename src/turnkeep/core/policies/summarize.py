@@ -76,10 +76,15 @@ class Summarize:
         cut = starts[-self.keep_last] if len(starts) > self.keep_last else None
         if estimated <= self.trigger or cut is None or cut <= start:
             return plan
+        # For forecasts: the request after the summary, with the old summary (or a stand-in of half the allowed
+        # length) where the new one will go.
+        stand_in = summary or "summary " * (self.max_summary_tokens // 2)
+        preview = self._planned(transcript, cut, stand_in, {}, settings).request
         job = SummaryJob(
             self._summary_request(transcript[start:cut], summary, settings),
             (start, cut),
             {"anchor": message_digest(transcript[cut - 1])},
+            preview,
         )
         # Fallback if the summary call fails: keep everything while it fits the model's window.
         room = settings.model.context_window - settings.max_tokens
