@@ -160,6 +160,7 @@ class _ConversationCore:
         self._anchor: Anchor | None = None
         self._calibration = 1.0
         self._observations = 0
+        self._checkpoint: rules.Checkpoint | None = None  # what validating the last request settled
         self._sizes = Sizes({})
         self._queued_instructions: list[str] = []
         if conversation_id is None:
@@ -389,6 +390,7 @@ class _ConversationCore:
             replan=replan,
             shrink=shrink if shrink_policy is not None else None,
             lookup=self._catalog.get,
+            checkpoint=self._checkpoint,
         )
         turn.start()  # validates the first request now, before anything is stored or sent
         return turn, plan
@@ -598,6 +600,7 @@ class _ConversationCore:
 
     def commit(self, pending: _PendingTurn, outcome: TurnOutcome) -> Reply:
         """Store the reply and settle the pending messages, in one write."""
+        self._checkpoint = pending.turn.checkpoint
         if outcome.stop_reason == "model_context_window_exceeded":
             self.fail(pending, partial=outcome.content)
             raise ContextWindowExceeded(
@@ -675,6 +678,7 @@ class _ConversationCore:
     def fail(self, pending: _PendingTurn, *, partial: Sequence[Block] | None = None) -> None:
         """The turn failed: record what was billed and keep a partial reply for display; the user message stays
         pending."""
+        self._checkpoint = pending.turn.checkpoint
         nodes = []
         if partial:
             nodes.append(

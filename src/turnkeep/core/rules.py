@@ -11,6 +11,8 @@ replaced by the dumped dict. Unknown block types and unknown request keys are le
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,6 +30,7 @@ __all__ = [
     "MIN_THINKING_BUDGET",
     "RULES",
     "UNANSWERED_TOOL_CALL",
+    "Checkpoint",
     "is_prefill",
     "normalize",
     "unanswered_tool_calls",
@@ -209,16 +212,56 @@ def unanswered_tool_calls(messages: Sequence[MessageParam]) -> list[str]:
 # validate
 
 
-def validate(request: Mapping[str, Any], model: ModelInfo, *, complete: bool = True) -> None:
-    """Raise `HistoryError` naming the first rule `request` breaks, or `PrefillNotSupported`; else return None.
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What validating a request settled about its first `count` messages, so that the next request of the same
+    conversation, which repeats them, need not walk them again: the digest of the last of them, and the state the
+    walk carries across messages (tool ids seen, whether a compaction block with content was met).
+
+    Only messages before the request's first cache breakpoint are settled: those never change as a conversation
+    grows, while a moving breakpoint is taken off the message that carried it."""
+
+    model: str
+    count: int
+    first: str
+    last: str
+    tool_use_ids: frozenset[str]
+    compaction_with_content: bool
+
+
+def validate(
+    request: Mapping[str, Any],
+    model: ModelInfo,
+    *,
+    complete: bool = True,
+    since: Checkpoint | None = None,
+) -> Checkpoint | None:
+    """Raise `HistoryError` naming the first rule `request` breaks, or `PrefillNotSupported`; else return a
+    `Checkpoint` for the next request of the same conversation (None when there is nothing to settle).
 
     `request` is the keyword arguments of `messages.create`. The walk goes: parameters, tools, system, then each
     message in order (its role and position, its link to the message before, its blocks), then the top-level
     cache_control, then how the request ends. With `complete=False` the request is a history still being built:
     the rules about its end (prefill, trailing whitespace of a final assistant message, tool calls awaiting
     results in it) are skipped, everything else is checked.
+
+    `since` (from validating the previous request) lets the walk resume at its last settled message, which is
+    checked again with its current neighbours; it is used only when that message is byte-identical, and it is
+    the caller's promise that the messages before it are unchanged (a conversation only appends to them).
     """
-    _Validator(request, model).run(complete=complete)
+    return _Validator(request, model).run(complete=complete, since=since)
+
+
+def _digest(message: object) -> str:
+    return hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _has_breakpoint(value: object) -> bool:
+    if isinstance(value, Mapping):
+        return "cache_control" in value or any(_has_breakpoint(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_breakpoint(item) for item in value)
+    return False
 
 
 def _fail(rule: str, detail: str, message_index: int | None = None, block_index: int | None = None) -> HistoryError:
@@ -239,12 +282,28 @@ class _Validator:
     tool_use_ids: set[str] = field(default_factory=set)
     compaction_with_content: bool = False
 
-    def run(self, *, complete: bool) -> None:
+    def run(self, *, complete: bool, since: Checkpoint | None) -> Checkpoint | None:
         messages = self._check_required()
         self._check_options()
         self._check_tools()
         self._check_system()
-        for index in range(len(messages)):
+        start = 0
+        if (
+            since is not None
+            and since.model == self.model.id
+            and 0 < since.count <= len(messages)
+            and _digest(messages[since.count - 1]) == since.last
+            # A window step or a summary changes the first message: then nothing is taken as settled.
+            and _digest(messages[0]) == since.first
+        ):
+            start = since.count - 1  # the settled messages before it carry no breakpoint: nothing to count
+            self.tool_use_ids = set(since.tool_use_ids)
+            self.compaction_with_content = since.compaction_with_content
+        settled = self._settled(messages, start)
+        snapshot: tuple[frozenset[str], bool] | None = None
+        for index in range(start, len(messages)):
+            if index == settled - 1:
+                snapshot = (frozenset(self.tool_use_ids), self.compaction_with_content)
             self._check_message(messages, index)
         cache_control = self.request.get("cache_control")
         if cache_control is not None:
@@ -252,6 +311,22 @@ class _Validator:
             self._breakpoint(cache_control, "cache_control (top level)", None, None)
         if complete:
             self._check_ending(messages)
+        if snapshot is None:
+            return None
+        return Checkpoint(self.model.id, settled, _digest(messages[0]), _digest(messages[settled - 1]), *snapshot)
+
+    @staticmethod
+    def _settled(messages: Sequence[Any], start: int) -> int:
+        """How many leading messages the next request will repeat unchanged: those before the first message with
+        a cache breakpoint (its breakpoint may move), and never a final assistant message (a prefill is replaced
+        by its reply). Messages before `start` are known to carry no breakpoint."""
+        end = len(messages)
+        if end and _role(messages[-1]) == "assistant":
+            end -= 1
+        for index in range(start, end):
+            if _has_breakpoint(messages[index]):
+                return index
+        return end
 
     # ---- parameters
 

@@ -112,6 +112,9 @@ class Turn:
     replan: Callable[[str | None], Plan] | None = None
     shrink: Callable[[Plan], Plan] | None = None
     lookup: Callable[[str], ModelInfo] | None = None
+    checkpoint: rules.Checkpoint | None = None
+    """What validating the conversation's previous request settled (advanced as this turn's requests are
+    validated), so each validation walks only what is new."""
     _responses: list[Message] = field(default_factory=list, init=False)
     _content: list[Block] = field(default_factory=list, init=False)
     _continuations: int = field(default=0, init=False)
@@ -236,7 +239,10 @@ class Turn:
         model = self.model
         if request["model"] != model.id and self.lookup is not None:
             model = self.lookup(str(request["model"]))
-        rules.validate(request, model)
+        if model is self.model:
+            self.checkpoint = rules.validate(request, model, since=self.checkpoint)
+        else:
+            rules.validate(request, model)  # a summary call on another model: not this conversation's prefix
         self._last_purpose = purpose
         return Call(purpose, request)
 
