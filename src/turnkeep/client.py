@@ -46,7 +46,7 @@ from turnkeep.core.messages import (
 )
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, policy_from_settings, policy_settings
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
-from turnkeep.core.tokens import calibrate
+from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
 from turnkeep.errors import BudgetExceeded, ContextWindowExceeded, PrefillNotSupported, UnknownConversation, UsageError
 from turnkeep.store import LedgerEntry, MemoryStore, Node, NodeStatus, Store
@@ -158,8 +158,8 @@ class _ConversationCore:
         self.threads = threads and self.model_info.threads
         # The last answered request: threads continue from it, forecasts are exact up to it.
         self._anchor: Anchor | None = None
+        self._calibrator = Calibrator()
         self._calibration = 1.0
-        self._observations = 0
         self._checkpoint: rules.Checkpoint | None = None  # what validating the last request settled
         self._sizes = Sizes({})
         self._queued_instructions: list[str] = []
@@ -648,13 +648,13 @@ class _ConversationCore:
             return
         predicted, estimated = input_forecast(call.request, self._anchor, self.model_info, sizes=self._sizes)
         actual = token_counts(message.usage.model_dump(exclude_none=True)).total_input
-        self._sizes.learn(call.request, self._anchor, message, self.model_info, calibration=self._calibration)
         if estimated > 0:
-            # Only the estimated part carries error; the anchored part is exact. A plain mean of the first few
-            # observations, then a moving average that follows drift.
-            self._observations += 1
-            weight = max(1 / self._observations, 0.3)
-            self._calibration = calibrate(estimated, actual - (predicted - estimated), self._calibration, weight)
+            # Only the estimated part carries error; the anchored part is exact. Observations are weighed by their
+            # size (a decayed ratio of sums), so a run of one-line questions, where per-message overhead
+            # dominates, does not skew the estimate of the next pasted document.
+            self._calibration = self._calibrator.observe(estimated, actual - (predicted - estimated))
+        # After calibrating: what is learned from this request (the fixed part's size) uses what it taught.
+        self._sizes.learn(call.request, self._anchor, message, self.model_info, calibration=self._calibration)
         self._anchor = anchor_after(call.request, message, self.model_info)
 
     def thread_failed(self, error: BaseException) -> bool:

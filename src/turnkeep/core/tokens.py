@@ -33,6 +33,7 @@ __all__ = [
     "PDF_PAGE_TOKENS",
     "TOOL_RESULT_OVERHEAD",
     "TOOL_USE_OVERHEAD",
+    "Calibrator",
     "calibrate",
     "estimate_block",
     "estimate_message",
@@ -229,3 +230,27 @@ def calibrate(estimated: int, observed_total_input: int, previous: float = 1.0, 
     low, high = _CALIBRATION_BOUNDS
     ratio = min(max(observed_total_input / estimated, low), high)
     return previous + weight * (ratio - previous)
+
+
+class Calibrator:
+    """The ratio of observed to estimated tokens, weighted by size and decaying so it follows drift.
+
+    `observe(estimated, observed)` folds in one measurement and returns the current factor: the ratio of the
+    decayed sums, so a 3,000-token message counts for a thousand times more than a 3-token one. Each ratio is
+    clamped to [0.25, 4] first, like `calibrate`, so one odd measurement cannot swing it."""
+
+    def __init__(self, decay: float = 0.97) -> None:
+        self.decay = decay
+        self._estimated = 0.0
+        self._observed = 0.0
+
+    @property
+    def factor(self) -> float:
+        return self._observed / self._estimated if self._estimated else 1.0
+
+    def observe(self, estimated: int, observed: int) -> float:
+        if estimated > 0:
+            bounded = min(max(observed, estimated * 0.25), estimated * 4.0)
+            self._estimated = self._estimated * self.decay + estimated
+            self._observed = self._observed * self.decay + bounded
+        return self.factor
