@@ -94,3 +94,14 @@ def test_an_unknown_workload_or_strategy_is_a_usage_error() -> None:
     result = invoke("simulate", "-s", "no-such-policy", "-w", "chat-200")
     assert result.exit_code == 2
     assert "no-such-policy" in result.output
+
+
+def test_any_policy_can_be_named_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TURNKEEP_HOME", str(tmp_path))
+    result = invoke("ask", "--policy", "summarize(trigger=20000, keep_last=3)", "My name is Ada.", "--json")
+    assert result.exit_code == 0, result.output
+    explained = invoke("explain", "--json")
+    assert json.loads(explained.output)["explanation"]["policy"] == "summarize"
+    bad = invoke("ask", "--policy", "nope(x=1)", "hi")
+    assert bad.exit_code == 2
+    assert "unknown policy 'nope(x=1)'" in bad.output

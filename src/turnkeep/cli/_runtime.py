@@ -137,21 +137,28 @@ _POLICY = re.compile(r"^(?P<name>[a-z-]+)(?::(?P<value>\d+))?$")
 
 
 def parse_policy(spec: str | None) -> Policy | None:
-    """A context policy from its command-line spelling: `full-history`, `window:N` (keep about N turns) or
-    `token-budget:N` (keep the latest turns within N input tokens). None means the library default."""
+    """A context policy from its command-line spelling: the short forms `full-history`, `window:N` (keep about N
+    turns) and `token-budget:N` (the latest turns within N input tokens), or any policy with its settings, as
+    `turnkeep simulate` spells them: `summarize(trigger=20000)`, `server-compaction`, `window(turns=20, ttl=1h)`.
+    None means the library default."""
     if spec is None:
         return None
-    from turnkeep.policies import FullHistory, TokenBudget, Window
+    from turnkeep.policies import TokenBudget, Window
+    from turnkeep.sim import parse_strategy
 
     match = _POLICY.match(spec.strip())
-    name, value = (match["name"], match["value"]) if match else ("", None)
-    if name == "full-history" and value is None:
-        return FullHistory()
-    if name == "window" and value is not None:
-        return Window(turns=int(value))
-    if name == "token-budget" and value is not None:
-        return TokenBudget(max_input_tokens=int(value))
-    raise ConfigError(f"unknown policy {spec!r}: use full-history, window:TURNS or token-budget:TOKENS")
+    if match and match["value"] is not None:
+        if match["name"] == "window":
+            return Window(turns=int(match["value"]))
+        if match["name"] == "token-budget":
+            return TokenBudget(max_input_tokens=int(match["value"]))
+    try:
+        return parse_strategy(spec.strip())
+    except UsageError as err:
+        raise ConfigError(
+            f"unknown policy {spec!r}: use full-history, window:TURNS, token-budget:TOKENS, or a policy with its "
+            f"settings such as summarize(trigger=20000) ({err})"
+        ) from err
 
 
 def make_console(file: TextIO | None = None, *, stderr: bool = False) -> Console:

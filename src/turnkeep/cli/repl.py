@@ -327,9 +327,7 @@ class Repl:
         del rest
         chat = self.conversation
         if chat.pending:
-            reply = chat.retry()
-            self._show_reply(reply)
-            self._status(reply)
+            self._consume(chat.stream_retry())
             return
         question = _last_question(chat)
         if question is None:
