@@ -228,6 +228,17 @@ def _mid_loop(transcript: Sequence[Any], last_start: int | None) -> bool:
 # Building the request for a decided start
 
 
+def _thinking_blocks(messages: Sequence[Any]) -> int:
+    """How many thinking blocks `messages` hold (for the explanation: whether stripping removed any)."""
+    return sum(
+        1
+        for message in messages
+        if isinstance(message.get("content"), list | tuple)
+        for block in message["content"]
+        if (_view(block) or {}).get("type") in _THINKING
+    )
+
+
 def _strip_thinking(message: Mapping[str, Any]) -> Mapping[str, Any]:
     content = message.get("content")
     if not isinstance(content, list | tuple):
@@ -369,7 +380,7 @@ def _finish(
         "ttl": ttl if caching.enabled else None,
         "breakpoints": placed,
         "forecast": predicted,
-        "thinking_stripped": strip is not None,
+        "thinking_stripped": strip is not None and _thinking_blocks(transcript[start:]) != _thinking_blocks(messages),
         **extra,
     }
     return Plan(request=request, state=new_state, explanation=explanation)
