@@ -364,16 +364,12 @@ def test_bad_window_settings_are_refused() -> None:
 
 
 def test_the_explanation_says_thinking_was_stripped_only_when_some_was() -> None:
-    from turnkeep.core.catalog import default_catalog as _catalog
-    from turnkeep.core.policies import RequestSettings as _Settings
-    from turnkeep.core.policies import Window as _Window
-
-    binding = _catalog().get("claude-opus-5-5")
-    transcript: list[dict[str, object]] = []
+    binding = default_catalog().get("claude-opus-5-5")
+    transcript: list[dict[str, Any]] = []
     for number in range(6):
         transcript.append({"role": "user", "content": f"question {number}"})
         transcript.append({"role": "assistant", "content": [{"type": "text", "text": f"answer {number}"}]})
     transcript.append({"role": "user", "content": "last"})
-    plan = _Window(turns=2).plan(transcript, {}, _Settings(binding, 100))  # type: ignore[arg-type]
+    plan = Window(turns=2).plan(transcript, {}, RequestSettings(binding, 100))  # type: ignore[arg-type]
     assert plan.explanation["dropped"]
     assert plan.explanation["thinking_stripped"] is False
