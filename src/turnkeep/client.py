@@ -171,6 +171,11 @@ class _ConversationCore:
         # When this conversation sent its requests: policies weigh gaps (cache expiry, TTL choice).
         ledger = self.store.ledger(self.id)
         self._request_times: list[float] = [entry.at for entry in ledger if entry.error is None]
+        # The reply the next request's cache is compared with (cache diagnostics), across reopenings too.
+        self._last_reply_id: str | None = next(
+            (e.message_id for e in reversed(ledger) if e.message_id and e.purpose != "summary" and e.error is None),
+            None,
+        )
         self._spent = budget_core.spent(ledger)
         self._head: str | None = self.store.branches(self.id).get(branch)
         self._path: list[Node] = self.store.path(self.id, self._head)
@@ -636,10 +641,13 @@ class _ConversationCore:
         return Reply(outcome.content, outcome.message, outcome.responses, usage, cost, outcome.stop_reason)
 
     def wire(self, call: Call) -> dict[str, Any]:
-        """The request to send for `call`: threaded when threads are on and the call continues the conversation."""
-        if not self.threads or call.purpose == "summary" or call.request.get("model") != self.model_info.id:
+        """The request to send for `call`: threaded when threads are on and the call continues the conversation,
+        and asking the API why the cache missed, if it did, compared with the last reply (cache diagnostics)."""
+        if call.purpose == "summary" or call.request.get("model") != self.model_info.id:
             return dict(call.request)
-        wire, _continued = threads_core.wire_request(call.request, self._anchor)
+        wire = threads_core.wire_request(call.request, self._anchor)[0] if self.threads else dict(call.request)
+        if self._last_reply_id is not None and "diagnostics" not in wire:
+            wire["diagnostics"] = {"previous_message_id": self._last_reply_id}
         return wire
 
     def sent(self, call: Call, message: Message) -> None:
@@ -656,6 +664,7 @@ class _ConversationCore:
         # After calibrating: what is learned from this request (the fixed part's size) uses what it taught.
         self._sizes.learn(call.request, self._anchor, message, self.model_info, calibration=self._calibration)
         self._anchor = anchor_after(call.request, message, self.model_info)
+        self._last_reply_id = message.id
 
     def thread_failed(self, error: BaseException) -> bool:
         """Whether a failed call should simply be sent again because only its thread was the problem."""

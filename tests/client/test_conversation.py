@@ -434,7 +434,9 @@ def test_a_reopened_conversation_sends_a_byte_identical_prefix(api: FakeAPI) -> 
     reopened_again = Conversation.open(original.id, store=store, client=api.client())
     reopened_again.undo()
     reopened_again.send("What is its population?")
-    assert json.dumps(api.requests[2], sort_keys=True) == json.dumps(api.requests[1], sort_keys=True)
+    # The prompt is byte-identical (only the cache-diagnostics reference to the last reply differs).
+    prompt = [{k: v for k, v in request.items() if k != "diagnostics"} for request in api.requests[1:]]
+    assert json.dumps(prompt[1], sort_keys=True) == json.dumps(prompt[0], sort_keys=True)
 
 
 def test_opening_an_unknown_conversation_or_branch_is_a_clear_error(api: FakeAPI) -> None:
@@ -492,3 +494,13 @@ def test_an_invalid_system_prompt_change_is_refused_and_nothing_changes(api: Fak
     with pytest.raises(UsageError):
         conversation.set_system("   ")
     assert conversation.system == "Be brief."
+
+
+def test_each_request_asks_why_the_cache_missed_compared_with_the_last_reply(api: FakeAPI) -> None:
+    api.reply("one").reply("two")
+    conversation = chat(api)
+    conversation.send("first")
+    conversation.send("second")
+    assert "diagnostics" not in api.requests[0]
+    first_reply_id = conversation.ledger[0].message_id
+    assert api.requests[1]["diagnostics"] == {"previous_message_id": first_reply_id}

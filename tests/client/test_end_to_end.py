@@ -231,3 +231,11 @@ def test_an_exact_forecast_counts_what_will_be_billed(turnkeep_emulator: Emulato
     forecast = chat.forecast("What is my name?", exact=True)
     assert forecast.exact_input_tokens == forecast.input_tokens
     assert chat.send("What is my name?").usage.total_input == forecast.input_tokens
+
+
+def test_a_cache_miss_reason_is_recorded_in_the_ledger(turnkeep_emulator: EmulatorServer) -> None:
+    chat = Conversation("claude-sonnet-4-6", client=turnkeep_emulator.client(), system="Background. " * 1500)
+    chat.send("Hello there.")
+    chat.set_system("Other background. " * 1500)
+    chat.send("And again.")
+    assert chat.ledger[-1].cache_miss_reason == "system_changed"
