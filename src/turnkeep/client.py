@@ -371,7 +371,7 @@ class _ConversationCore:
                     raise
         policy = self.policy
 
-        def replan(summary: str | None) -> Plan:
+        def replan(summary: str | dict[str, Any] | None) -> Plan:
             # A failed summary call: send the plan's fallback (the turn is never lost); try again next turn.
             if summary is None or plan.summary is None:
                 return replace(plan, summary=None)

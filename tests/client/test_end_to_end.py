@@ -239,3 +239,17 @@ def test_a_cache_miss_reason_is_recorded_in_the_ledger(turnkeep_emulator: Emulat
     chat.set_system("Other background. " * 1500)
     chat.send("And again.")
     assert chat.ledger[-1].cache_miss_reason == "system_changed"
+
+
+def test_explicit_compaction_replaces_old_turns_with_the_apis_block(turnkeep_emulator: EmulatorServer) -> None:
+    policy = ServerCompaction(trigger=50_000, explicit=True, keep_last=2)
+    chat = Conversation("claude-opus-5", client=turnkeep_emulator.client(), policy=policy)
+    chat.send("My name is Ada.")
+    for number in range(6):
+        chat.send(f"Note {number}. {FILLER * 20}")
+    purposes = [entry.purpose for entry in chat.ledger]
+    assert "summary" in purposes  # the explicit compaction call, with its own ledger entry
+    first = chat.messages[0]["content"][0]
+    assert first["type"] == "compaction"
+    assert len(chat.messages) < 2 * 7  # the compacted turns are no longer sent ...
+    assert chat.send("What is my name?").text == "Your name is Ada."  # ... but the block remembers the fact

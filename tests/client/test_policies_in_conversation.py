@@ -214,3 +214,19 @@ def test_a_turn_that_will_summarise_is_forecast_after_the_summary_plus_the_summa
     assert forecast.usd == forecast.cost.total + forecast.prelude_usd
     # The request after the summary drops the summarised turns: far smaller than the fallback.
     assert len(plan.summary.preview["messages"]) < len(plan.request["messages"])  # type: ignore[index]
+
+
+def test_explicit_compaction_asks_for_the_leaving_turns_and_falls_back_when_it_fails() -> None:
+    api = FakeAPI()
+    policy = ServerCompaction(trigger=50_000, explicit=True, keep_last=1)
+    conversation = Conversation("claude-opus-5", client=api.client(), policy=policy)
+    big = "word " * 60_000  # far over the trigger on its own
+    api.reply("one")
+    conversation.send(f"first {big}")
+    api.fail(529, "overloaded_error").reply("two")
+    assert conversation.send("second").text == "two"
+    compaction_request, reply_request = api.requests[-2:]
+    assert compaction_request["compaction"] == {"type": "summarize"}
+    assert "compact-2026-09-04" in api.headers[-2]["anthropic-beta"]
+    assert [m["role"] for m in compaction_request["messages"]] == ["user", "assistant"]
+    assert len(reply_request["messages"]) == 3  # the fallback: everything, nothing lost

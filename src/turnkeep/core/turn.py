@@ -109,7 +109,7 @@ class Turn:
     prefill_mode: Literal["native", "instruct"] | None = None
     auto_continue: int = 0
     max_resumes: int = 5
-    replan: Callable[[str | None], Plan] | None = None
+    replan: Callable[[str | dict[str, Any] | None], Plan] | None = None
     shrink: Callable[[Plan], Plan] | None = None
     lookup: Callable[[str], ModelInfo] | None = None
     checkpoint: rules.Checkpoint | None = None
@@ -160,9 +160,8 @@ class Turn:
             raise RuntimeError("turn already finished")
         self._responses.append(message)
         if self._last_purpose == "summary":
-            text = text_of(as_blocks(message.content)).strip()
-            usable = bool(text) and message.stop_reason in ("end_turn", "stop_sequence", "max_tokens")
-            return self._after_summary(text if usable else None)
+            assert self.plan.summary is not None
+            return self._after_summary(self.plan.summary.result(message))
         stop = message.stop_reason
         if stop == "model_context_window_exceeded" and self._can_shrink():
             return self._overflow()
@@ -219,10 +218,10 @@ class Turn:
         self._base: list[MessageParam] = messages[:-1] if self.prefill_mode == "native" else messages
         self._content = as_blocks(messages[-1]["content"]) if self.prefill_mode == "native" else []
 
-    def _after_summary(self, text: str | None) -> Call:
+    def _after_summary(self, result: str | dict[str, Any] | None) -> Call:
         assert self.replan is not None
         self._summarising = False
-        self._adopt(self.replan(text))
+        self._adopt(self.replan(result))
         return self._emit("reply", self.request)
 
     def _can_shrink(self) -> bool:

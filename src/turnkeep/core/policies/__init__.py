@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
-from anthropic.types import MessageParam
+from anthropic.types import Message, MessageParam
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.messages import block_param
 from turnkeep.errors import ConfigError
 
 __all__ = [
@@ -74,6 +75,18 @@ class SummaryJob:
     preview: dict[str, Any] | None = None
     """The request the turn will send once the summary is written, with a stand-in of the expected length in
     its place: what forecasts and budgets price (the plan's own request is only the fallback)."""
+    kind: Literal["summary", "compaction"] = "summary"
+    """What the call returns: summary text, or (an explicit compaction request) a compaction block."""
+
+    def result(self, message: Message) -> str | dict[str, Any] | None:
+        """What the call produced, for `absorb_summary`; None when it produced nothing usable."""
+        blocks = [block_param(block) for block in message.content]
+        if self.kind == "compaction":
+            found = [b for b in blocks if b["type"] == "compaction" and b.get("content")]
+            return found[0] if found else None
+        text = "".join(b["text"] for b in blocks if b["type"] == "text").strip()
+        usable = message.stop_reason in ("end_turn", "stop_sequence", "max_tokens")
+        return text if text and usable else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,17 +14,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from anthropic.types import MessageParam
 
-from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings
-from turnkeep.core.policies.summarize import Summarize
+from turnkeep.core.messages import as_blocks
+from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob
+from turnkeep.core.policies.caching import message_digest
+from turnkeep.core.policies.summarize import Summarize, with_summary
+from turnkeep.core.policies.turns import turn_starts
+from turnkeep.core.rules import normalize
 from turnkeep.errors import ConfigError
 
-__all__ = ["COMPACTION_BETA", "CONTEXT_EDITING_BETA", "ClearToolUses", "ServerCompaction"]
+__all__ = [
+    "COMPACTION_BETA",
+    "CONTEXT_EDITING_BETA",
+    "EXPLICIT_COMPACTION_BETA",
+    "ClearToolUses",
+    "ServerCompaction",
+    "with_block",
+]
 
 COMPACTION_BETA = "compact-2026-01-12"
+EXPLICIT_COMPACTION_BETA = "compact-2026-09-04"
 CONTEXT_EDITING_BETA = "context-management-2025-06-27"
 _MIN_COMPACTION_TRIGGER = 50_000
 
@@ -41,11 +53,21 @@ def _with_edit(request: Mapping[str, Any], edit: Mapping[str, Any], beta: str) -
 
 @dataclass(frozen=True, slots=True)
 class ServerCompaction:
-    """Anthropic's server-side compaction where the model supports it; `fallback` elsewhere."""
+    """Anthropic's server-side compaction where the model supports it; `fallback` elsewhere.
+
+    By default the `compact_20260112` edit: the API compacts by itself once a request passes `trigger`, and the
+    reply carries the block. With `explicit=True` turnkeep asks instead, with the explicit compaction request
+    (beta `compact-2026-09-04`), when a request would pass `trigger`: the turns that leave (all but the last
+    `keep_last`) are compacted by a call of their own (its own ledger entry), and the block it returns leads the
+    first kept user message of every later request, in place of what it summarises. If that call fails, the turn
+    is sent whole and compaction is tried again on the next one.
+    """
 
     trigger: int = 150_000
     pause_after_compaction: bool = False
     instructions: str | None = None
+    explicit: bool = False
+    keep_last: int = 2
     inner: Policy = field(default_factory=FullHistory)
     fallback: Policy = field(default_factory=Summarize)
     name: str = "server-compaction"
@@ -55,12 +77,16 @@ class ServerCompaction:
             raise ConfigError(
                 f"ServerCompaction trigger must be at least {_MIN_COMPACTION_TRIGGER:,} tokens (the API's)"
             )
+        if self.keep_last < 1:
+            raise ConfigError("ServerCompaction keep_last must be at least 1")
 
     def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
         if not settings.model.compaction:
             plan = self.fallback.plan(transcript, state.get("fallback", {}), settings)
             explanation = {**plan.explanation, "policy": self.name, "fallback": plan.explanation.get("policy")}
             return Plan(plan.request, {"fallback": dict(plan.state)}, explanation, summary=plan.summary)
+        if self.explicit:
+            return self._explicit(transcript, state, settings)
         inner = self.inner.plan(transcript, state.get("inner", {}), settings)
         edit: dict[str, Any] = {
             "type": "compact_20260112",
@@ -74,10 +100,74 @@ class ServerCompaction:
         explanation = {**inner.explanation, "policy": self.name, "server_compaction": {"trigger": self.trigger}}
         return Plan(request, {"inner": dict(inner.state)}, explanation)
 
-    def absorb_summary(self, state: Mapping[str, Any], job: Any, text: str) -> dict[str, Any]:
-        """Summaries come only from the fallback policy."""
+    def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
+        """A compaction block from the explicit request, or a summary from the fallback policy."""
+        if job.kind == "compaction":
+            return {"block": dict(result), "start": job.covers[1], "anchor": job.context.get("anchor")}
         absorb = getattr(self.fallback, "absorb_summary")  # noqa: B009 - the fallback's optional method
-        return {"fallback": absorb(state.get("fallback", {}), job, text)}
+        return {"fallback": absorb(state.get("fallback", {}), job, result)}
+
+    def _explicit(
+        self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
+    ) -> Plan:
+        start, block = _compacted(state, transcript)
+        plan = self._with_block(transcript, start, block, state.get("inner", {}) if block else {}, settings)
+        estimated = int(plan.explanation.get("estimated_input_tokens") or 0)
+        starts = turn_starts(transcript)
+        cut = starts[-self.keep_last] if len(starts) > self.keep_last else None
+        if estimated <= self.trigger or cut is None or cut <= start:
+            return plan
+        leaving = list(transcript[start:cut])
+        compaction: dict[str, Any] = {"type": "summarize"}
+        if self.instructions:
+            compaction["instructions"] = self.instructions
+        request = settings.base_request(normalize(with_block(block, leaving) if block else leaving))
+        request.update({"compaction": compaction, "betas": [EXPLICIT_COMPACTION_BETA]})
+        # For forecasts: the request after compaction, with a text stand-in of the expected length for the block.
+        preview = self.inner.plan(with_summary("summary " * 1_000, transcript[cut:]), {}, settings).request
+        job = SummaryJob(request, (start, cut), {"anchor": message_digest(transcript[cut - 1])}, preview, "compaction")
+        return Plan(plan.request, plan.state, {**plan.explanation, "compaction_due": [start, cut]}, summary=job)
+
+    def _with_block(
+        self,
+        transcript: Sequence[MessageParam],
+        start: int,
+        block: Mapping[str, Any] | None,
+        inner_state: Mapping[str, Any],
+        settings: RequestSettings,
+    ) -> Plan:
+        kept = list(transcript[start:])
+        messages = with_block(block, kept) if block else kept
+        inner = self.inner.plan(messages, inner_state, settings)
+        new_state: dict[str, Any] = {"inner": dict(inner.state)}
+        if block:
+            new_state.update(block=dict(block), start=start, anchor=message_digest(transcript[start - 1]))
+        explanation = {
+            **inner.explanation,
+            "policy": self.name,
+            "compacted": [[0, start]] if block else [],
+            "kept": [start, len(transcript)],
+        }
+        return Plan(inner.request, new_state, explanation)
+
+
+def with_block(block: Mapping[str, Any], kept: Sequence[MessageParam]) -> list[MessageParam]:
+    """`kept` (starting with a user turn) with the compaction block leading its first message."""
+    first = kept[0]
+    merged = cast(MessageParam, {"role": "user", "content": [dict(block), *as_blocks(first["content"])]})
+    return [merged, *kept[1:]]
+
+
+def _compacted(state: Mapping[str, Any], transcript: Sequence[MessageParam]) -> tuple[int, Mapping[str, Any] | None]:
+    """The compacted prefix the state describes, if it still matches the transcript (undo, fork, branches)."""
+    start, block = state.get("start", 0), state.get("block")
+    if not isinstance(start, int) or start <= 0 or not isinstance(block, Mapping):
+        return 0, None
+    if start >= len(transcript) or start not in turn_starts(transcript):
+        return 0, None
+    if state.get("anchor") != message_digest(transcript[start - 1]):
+        return 0, None
+    return start, block
 
 
 @dataclass(frozen=True, slots=True)
