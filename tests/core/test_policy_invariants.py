@@ -3,9 +3,12 @@ rules and by the emulator's independent ones, starts with a user turn, at most 4
 and deterministic.
 
 One hypothesis example draws a history, a model and the policies' parameters, then replays the history turn by
-turn (one request per user message, the state carried over, time moving on) under each of the five policies:
-FullHistory (automatic caching), FullHistory (no caching), Window, TokenBudget and SlidingWindow. With
-`EXAMPLES` examples that is `5 * EXAMPLES` = 10,000 policy cases, each planning several requests.
+turn (one request per user message, the state carried over, time moving on) under each of nine policies:
+FullHistory (automatic caching), FullHistory (no caching), Window, TokenBudget, SlidingWindow, Summarize (alone
+and over a TokenBudget), ServerCompaction (the edit, or its Summarize fallback on models without compaction) and
+ClearToolUses. When a plan has a summary due, its summary request, the request it leads to, and the plan after
+absorbing a summary are checked too. With `EXAMPLES` examples that is `9 * EXAMPLES` = 18,000 policy cases, each
+planning several requests.
 """
 
 from __future__ import annotations
@@ -13,14 +16,24 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import histories, texts
 
 from turnkeep.core.catalog import ModelInfo, default_catalog
-from turnkeep.core.policies import FullHistory, Policy, RequestSettings, SlidingWindow, TokenBudget, Window
+from turnkeep.core.policies import (
+    ClearToolUses,
+    FullHistory,
+    Policy,
+    RequestSettings,
+    ServerCompaction,
+    SlidingWindow,
+    Summarize,
+    TokenBudget,
+    Window,
+)
 from turnkeep.core.policies.turns import is_turn_start
 from turnkeep.core.rules import MAX_BREAKPOINTS, validate
 from turnkeep.core.tokens import estimate_request
@@ -80,7 +93,23 @@ def _policies(params: Mapping[str, Any]) -> list[Policy]:
         Window(turns=window, low_water=low, ttl=params["ttl"]),
         TokenBudget(max_input_tokens=params["budget"], ttl=params["ttl"]),
         SlidingWindow(messages=params["sliding"]),
+        Summarize(trigger=300, keep_last=2),
+        Summarize(trigger=300, keep_last=1, inner=TokenBudget(max_input_tokens=params["budget"])),
+        ServerCompaction(),
+        ClearToolUses(trigger=100, keep=1),
     ]
+
+
+def _accepted(request: Mapping[str, Any]) -> None:
+    """Valid by turnkeep's rules and by the emulator's independent ones (with the betas the request names)."""
+    model = CATALOG.get(str(request["model"]))
+    validate(request, model)
+    if not _has_thinking(request):  # the emulator checks signatures; these histories carry made-up ones
+        body = {key: value for key, value in request.items() if key != "betas"}
+        betas = frozenset(request.get("betas") or ())
+        validate_request(body, model=model, api_version=API_VERSION, betas=betas)
+    assert is_turn_start(request["messages"][0])
+    assert _breakpoints(request) <= MAX_BREAKPOINTS
 
 
 def _check(policy: Policy, model: ModelInfo, history: list[dict[str, Any]], params: Mapping[str, Any]) -> None:
@@ -96,11 +125,15 @@ def _check(policy: Policy, model: ModelInfo, history: list[dict[str, Any]], para
         )
         plan = policy.plan(transcript, state, request_settings)
         request = plan.request
-        validate(request, model)
-        if not _has_thinking(request):  # the emulator checks signatures; these histories carry made-up ones
-            validate_request(request, model=model, api_version=API_VERSION, betas=frozenset())
-        assert is_turn_start(request["messages"][0])
-        assert _breakpoints(request) <= MAX_BREAKPOINTS
+        _accepted(request)
+        if plan.summary is not None:
+            # A summary due: its call, the request it leads to, and the fallback must all be valid; then the plan
+            # once the summary is written.
+            _accepted(plan.summary.request)
+            if plan.summary.preview is not None:
+                _accepted(plan.summary.preview)
+            absorbed = cast(Any, policy).absorb_summary(state, plan.summary, "The user asked several questions.")
+            _accepted(policy.plan(transcript, absorbed, request_settings).request)
         again = policy.plan(list(transcript), json.loads(json.dumps(state)), request_settings)
         assert json.dumps(again.request, sort_keys=True) == json.dumps(request, sort_keys=True)
         if isinstance(policy, TokenBudget):
