@@ -110,6 +110,23 @@ class _PendingTurn:
     ledger: list[LedgerEntry] = field(default_factory=list)
 
 
+@dataclass
+class _LedgerFacts:
+    """What a conversation's ledger tells the planning of its next request."""
+
+    spent: budget_core.Spent
+    request_times: list[float]
+    """When it sent its answered requests: policies weigh the gaps (cache expiry, TTL choice)."""
+    last_reply_id: str | None
+    """The reply the next request's cache is compared with (cache diagnostics)."""
+
+    @classmethod
+    def read(cls, ledger: Sequence[LedgerEntry]) -> _LedgerFacts:
+        answered = [entry for entry in ledger if entry.error is None]
+        replies = [entry.message_id for entry in answered if entry.message_id and entry.purpose != "summary"]
+        return cls(budget_core.spent(ledger), [entry.at for entry in answered], replies[-1] if replies else None)
+
+
 class _ConversationCore:
     """The logic `Conversation` and `AsyncConversation` share. It calls the store but never the API."""
 
@@ -168,21 +185,22 @@ class _ConversationCore:
             self.store.create(self.id, self._settings())
         else:
             self.id = conversation_id
-        # When this conversation sent its requests: policies weigh gaps (cache expiry, TTL choice).
-        ledger = self.store.ledger(self.id)
-        self._request_times: list[float] = [entry.at for entry in ledger if entry.error is None]
-        # The reply the next request's cache is compared with (cache diagnostics), across reopenings too.
-        self._last_reply_id: str | None = next(
-            (e.message_id for e in reversed(ledger) if e.message_id and e.purpose != "summary" and e.error is None),
-            None,
-        )
-        self._spent = budget_core.spent(ledger)
+        # What the ledger says (spending, request times, the last reply), read when first needed: opening a long
+        # conversation to look at it should not pay for reading every request it ever sent.
+        self._facts: _LedgerFacts | None = None
         self._head: str | None = self.store.branches(self.id).get(branch)
         self._path: list[Node] = self.store.path(self.id, self._head)
         # Validate the tools and system once, as a request would carry them.
         rules.validate(self._settings_obj({}).base_request([{"role": "user", "content": "x"}]), self.model_info)
 
     # -- settings and views ------------------------------------------------------------------------------------
+
+    @property
+    def facts(self) -> _LedgerFacts:
+        """What the ledger says, read once and then kept current as requests are recorded."""
+        if self._facts is None:
+            self._facts = _LedgerFacts.read(self.store.ledger(self.id))
+        return self._facts
 
     def _settings(self) -> dict[str, Any]:
         """What `open()` needs to rebuild this conversation (stored with it; never an API key)."""
@@ -440,7 +458,7 @@ class _ConversationCore:
 
     def _check_budget(self, plan: Plan, settings: RequestSettings) -> None:
         assert self.budget is not None
-        self.budget.check(self._spent, self.forecast_plan(plan, settings.max_tokens))
+        self.budget.check(self.facts.spent, self.forecast_plan(plan, settings.max_tokens))
 
     def count_tokens_request(self, plan: Plan) -> dict[str, Any]:
         """The `count_tokens` arguments for a planned request (the same body, minus what it does not take)."""
@@ -487,7 +505,7 @@ class _ConversationCore:
             plan.explanation,
             self.model_info,
             max_tokens,
-            self._spent,
+            self.facts.spent,
             input_tokens=total,
             exact_input_tokens=known,
             prelude_usd=prelude,
@@ -496,7 +514,7 @@ class _ConversationCore:
     @property
     def spent(self) -> budget_core.Spent:
         """What this conversation has used so far (every request in its ledger)."""
-        return self._spent
+        return self.facts.spent
 
     def _request_settings(self, overrides: Mapping[str, Any], *, now: float | None) -> RequestSettings:
         """The planning settings for a turn with these per-turn overrides, and the clock facts of the edge."""
@@ -504,7 +522,7 @@ class _ConversationCore:
         if reserved:
             raise UsageError(f"{', '.join(sorted(reserved))} cannot be overridden per turn")
         options = dict(overrides)
-        times = self._request_times
+        times = self.facts.request_times
         return RequestSettings(
             self.model_info,
             options.pop("max_tokens", self.max_tokens),
@@ -557,7 +575,7 @@ class _ConversationCore:
             miss = message.diagnostics.cache_miss_reason.type
         at = self.clock()
         if error is None:
-            self._request_times.append(at)
+            self.facts.request_times.append(at)
         entry = LedgerEntry(
             purpose=call.purpose,
             model=str(call.request["model"]),
@@ -571,7 +589,7 @@ class _ConversationCore:
             error=f"{type(error).__name__}: {error}" if error is not None else None,
             cache_miss_reason=miss,
         )
-        self._spent = self._spent + budget_core.spent([entry])
+        self.facts.spent = self.facts.spent + budget_core.spent([entry])
         return entry
 
     def answered(
@@ -646,8 +664,9 @@ class _ConversationCore:
         if call.purpose == "summary" or call.request.get("model") != self.model_info.id:
             return dict(call.request)
         wire = threads_core.wire_request(call.request, self._anchor)[0] if self.threads else dict(call.request)
-        if self._last_reply_id is not None and "diagnostics" not in wire:
-            wire["diagnostics"] = {"previous_message_id": self._last_reply_id}
+        last_reply = self.facts.last_reply_id
+        if last_reply is not None and "diagnostics" not in wire:
+            wire["diagnostics"] = {"previous_message_id": last_reply}
         return wire
 
     def sent(self, call: Call, message: Message) -> None:
@@ -664,7 +683,7 @@ class _ConversationCore:
         # After calibrating: what is learned from this request (the fixed part's size) uses what it taught.
         self._sizes.learn(call.request, self._anchor, message, self.model_info, calibration=self._calibration)
         self._anchor = anchor_after(call.request, message, self.model_info)
-        self._last_reply_id = message.id
+        self.facts.last_reply_id = message.id
 
     def thread_failed(self, error: BaseException) -> bool:
         """Whether a failed call should simply be sent again because only its thread was the problem."""
