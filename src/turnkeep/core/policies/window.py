@@ -425,6 +425,23 @@ class _Stepper:
     """The shared decision of Window and TokenBudget; subclasses say how big a kept part is."""
 
     __slots__ = ()
+    # Fields of the dataclasses built on it.
+    name: str
+    cache: bool
+    ttl: str
+    automatic: bool
+
+    def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
+        """The next request: the kept turns, the start moved only at the high-water mark or on a cold cache."""
+        return self._decide(self.name, transcript, state, settings, self._caching(), forced=False)
+
+    def shrink(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
+        """Step now (the request did not fit): at least one more turn dropped, the new user turn kept. Raises
+        `ContextWindowExceeded` when only the current turn is left."""
+        return self._decide(self.name, transcript, state, settings, self._caching(), forced=True)
+
+    def _caching(self) -> _Caching:
+        return _Caching(self.cache, self.ttl, self.automatic)
 
     def _over(self, ctx: _Ctx, start: int) -> bool:
         raise NotImplementedError
@@ -567,18 +584,6 @@ class Window(_Stepper):
     def _extra(self, ctx: _Ctx, start: int) -> dict[str, Any]:
         return {"turns_kept": len(ctx.view.starts_from(start)), "high_water": self._high(), "low_water": self._low()}
 
-    def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
-        """The next request: the window's turns, its start moved only at the high-water mark or on a cold cache."""
-        return self._decide(self.name, transcript, state, settings, self._caching(), forced=False)
-
-    def shrink(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
-        """Step now (the request did not fit): at least one more turn dropped, the new user turn kept. Raises
-        `ContextWindowExceeded` when only the current turn is left."""
-        return self._decide(self.name, transcript, state, settings, self._caching(), forced=True)
-
-    def _caching(self) -> _Caching:
-        return _Caching(self.cache, self.ttl, self.automatic)
-
 
 @dataclass(frozen=True, slots=True)
 class TokenBudget(_Stepper):
@@ -635,18 +640,6 @@ class TokenBudget(_Stepper):
         size = self._size(ctx, start)
         budget = self.budget(ctx.settings)
         return {"budget": budget, "fits": size <= budget}
-
-    def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
-        """The next request: the latest turns within the budget, the start moved only at the high-water mark."""
-        return self._decide(self.name, transcript, state, settings, self._caching(), forced=False)
-
-    def shrink(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
-        """Step now (the request did not fit): at least one more turn dropped, the new user turn kept. Raises
-        `ContextWindowExceeded` when only the current turn is left."""
-        return self._decide(self.name, transcript, state, settings, self._caching(), forced=True)
-
-    def _caching(self) -> _Caching:
-        return _Caching(self.cache, self.ttl, self.automatic)
 
 
 @dataclass(frozen=True, slots=True)
