@@ -20,6 +20,7 @@ __all__ = [
     "Block",
     "as_blocks",
     "block_param",
+    "block_texts",
     "block_view",
     "merge_assistant_content",
     "reply_param",
@@ -70,6 +71,27 @@ def text_of(content: str | Iterable[Any]) -> str:
     if isinstance(content, str):
         return content
     return "".join(block["text"] for block in as_blocks(content) if block["type"] == "text")
+
+
+def block_texts(content: object, *, tool_results: bool, compaction: bool) -> list[str]:
+    """The texts a message's content holds, in order, from raw JSON (anything malformed is skipped): its text
+    blocks, the text of its tool results when `tool_results`, and compaction summaries when `compaction`."""
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, Sequence):
+        return []
+    texts: list[str] = []
+    for block in content:
+        if not isinstance(block, Mapping):
+            continue
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "compaction" and compaction and isinstance(block.get("content"), str):
+            texts.append(block["content"])
+        elif kind == "tool_result" and tool_results:
+            texts.extend(block_texts(block.get("content"), tool_results=False, compaction=compaction))
+    return texts
 
 
 def tool_calls(content: str | Iterable[Any]) -> list[Block]:

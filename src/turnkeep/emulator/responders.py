@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.messages import block_texts
 from turnkeep.emulator import compaction, signatures, tokenizer
 
 __all__ = ["MODES", "WORLD", "IdFactory", "Mode", "Reply", "respond", "world_population"]
@@ -161,7 +162,7 @@ def _thought(question: str) -> str:
 def _prefill_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
     if not messages or messages[-1].get("role") != "assistant":
         return None
-    return "".join(_block_texts(messages[-1].get("content"), include_tool_results=False))
+    return "".join(block_texts(messages[-1].get("content"), tool_results=False, compaction=True))
 
 
 def _continue_prefill(prefill: str, answer: str) -> str:
@@ -187,7 +188,7 @@ _SUMMARY_OBJECT = re.compile(
 
 
 def _asks_for_summary(body: Mapping[str, Any], question: str) -> bool:
-    system = " ".join(_block_texts(body.get("system"), include_tool_results=False))
+    system = " ".join(block_texts(body.get("system"), tool_results=False, compaction=True))
     return any(_SUMMARY_ASK.search(text) and _SUMMARY_OBJECT.search(text) for text in (question, system))
 
 
@@ -207,29 +208,10 @@ def recall_answer(body: Mapping[str, Any]) -> str:
 
 def _context_texts(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(role, text) of every text in the request, in order: system first, then each message's blocks."""
-    texts = [("system", text) for text in _block_texts(body.get("system"), include_tool_results=False)]
+    texts = [("system", text) for text in block_texts(body.get("system"), tool_results=False, compaction=True)]
     for message in body.get("messages") or []:
         role = str(message.get("role", "user"))
-        texts.extend((role, text) for text in _block_texts(message.get("content"), include_tool_results=True))
-    return texts
-
-
-def _block_texts(content: object, *, include_tool_results: bool) -> list[str]:
-    if isinstance(content, str):
-        return [content]
-    texts: list[str] = []
-    if not isinstance(content, Sequence):
-        return texts
-    for block in content:
-        if not isinstance(block, Mapping):
-            continue
-        kind = block.get("type")
-        if kind == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
-        elif kind == "compaction" and isinstance(block.get("content"), str):
-            texts.append(block["content"])
-        elif kind == "tool_result" and include_tool_results:
-            texts.extend(_block_texts(block.get("content"), include_tool_results=False))
+        texts.extend((role, text) for text in block_texts(message.get("content"), tool_results=True, compaction=True))
     return texts
 
 

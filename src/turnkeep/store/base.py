@@ -14,6 +14,7 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
+from turnkeep.core.messages import block_texts
 from turnkeep.errors import UsageError
 
 __all__ = [
@@ -274,33 +275,18 @@ def check_query(query: str) -> str:
     return query.strip()
 
 
-def _texts(content: object, *, tool_results: bool) -> list[str]:
-    if isinstance(content, str):
-        return [content]
-    texts: list[str] = []
-    if not isinstance(content, list):
-        return texts
-    for block in content:
-        if not isinstance(block, Mapping):
-            continue
-        kind = block.get("type")
-        if kind == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
-        elif kind == "tool_result" and tool_results:
-            texts.extend(_texts(block.get("content"), tool_results=False))
-    return texts
-
-
 def searchable_text(message: Mapping[str, Any]) -> str:
     """The text a search looks at: text blocks and the text of tool results."""
-    return "\n".join(_texts(message.get("content"), tool_results=True))
+    return "\n".join(block_texts(message.get("content"), tool_results=True, compaction=False))
 
 
 def title_of(message: Mapping[str, Any]) -> str | None:
     """An excerpt of a user message's own text (tool results left out), or None when it has none."""
     if message.get("role") != "user":
         return None
-    text = re.sub(r"\s+", " ", " ".join(_texts(message.get("content"), tool_results=False))).strip()
+    text = re.sub(
+        r"\s+", " ", " ".join(block_texts(message.get("content"), tool_results=False, compaction=False))
+    ).strip()
     if not text:
         return None
     return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1].rstrip() + "…"
