@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from anthropic.types import Message, MessageParam
 
@@ -53,6 +53,23 @@ class _Facade:
     """Methods both drivers expose unchanged."""
 
     _core: ConversationCore
+    client: Any  # anthropic.Anthropic or anthropic.AsyncAnthropic, as the driver needs
+
+    @classmethod
+    def _bound(cls, core: ConversationCore, client: Any) -> Self:
+        """A driver over an existing core (another branch of the same conversation, a reopened one)."""
+        self = cls.__new__(cls)
+        self._core = core
+        self.client = client
+        return self
+
+    def fork(self, name: str | None = None) -> Self:
+        """A new branch at the current head, sharing this conversation's store and client."""
+        return self._bound(self._core.fork(name), self.client)
+
+    def switch(self, branch: str) -> Self:
+        """The same conversation bound to another existing branch."""
+        return self._bound(self._core.on_branch(branch), self.client)
 
     @property
     def id(self) -> str:
@@ -161,6 +178,8 @@ class Conversation(_Facade):
     requests unless `keep_refusals`.
     """
 
+    client: anthropic.Anthropic
+
     def __init__(
         self,
         model: str | None = None,
@@ -199,13 +218,6 @@ class Conversation(_Facade):
 
             client = anthropic.Anthropic()
         self.client = client
-
-    @classmethod
-    def _bound(cls, core: ConversationCore, client: anthropic.Anthropic) -> Conversation:
-        self = cls.__new__(cls)
-        self._core = core
-        self.client = client
-        return self
 
     def send(
         self,
@@ -289,14 +301,6 @@ class Conversation(_Facade):
     def stream_retry(self, **request_overrides: Any) -> ReplyStream:
         """Like `retry`, streaming."""
         return ReplyStream(self, self._core.begin_retry(request_overrides))
-
-    def fork(self, name: str | None = None) -> Conversation:
-        """A new branch at the current head, as a `Conversation` sharing this one's store and client."""
-        return self._bound(self._core.fork(name), self.client)
-
-    def switch(self, branch: str) -> Conversation:
-        """The same conversation bound to another existing branch."""
-        return self._bound(self._core.on_branch(branch), self.client)
 
     def _create(self, call: Call) -> Message:
         request = self._core.wire(call)
@@ -441,6 +445,8 @@ class ReplyStream(_StreamedTurn):
 class AsyncConversation(_Facade):
     """The `asyncio`/`anyio` twin of `Conversation`: the same behaviour with `await`."""
 
+    client: anthropic.AsyncAnthropic
+
     def __init__(
         self,
         model: str | None = None,
@@ -542,13 +548,6 @@ class AsyncConversation(_Facade):
             client = anthropic.AsyncAnthropic()
         return cls._bound(core, client)
 
-    @classmethod
-    def _bound(cls, core: ConversationCore, client: anthropic.AsyncAnthropic) -> AsyncConversation:
-        self = cls.__new__(cls)
-        self._core = core
-        self.client = client
-        return self
-
     async def forecast(
         self, content: object | None = None, *, exact: bool = False, **request_overrides: Any
     ) -> Forecast:
@@ -566,14 +565,6 @@ class AsyncConversation(_Facade):
     def stream_retry(self, **request_overrides: Any) -> AsyncReplyStream:
         """See `Conversation.stream_retry`."""
         return AsyncReplyStream(self, self._core.begin_retry(request_overrides))
-
-    def fork(self, name: str | None = None) -> AsyncConversation:
-        """See `Conversation.fork`."""
-        return self._bound(self._core.fork(name), self.client)
-
-    def switch(self, branch: str) -> AsyncConversation:
-        """See `Conversation.switch`."""
-        return self._bound(self._core.on_branch(branch), self.client)
 
     async def _create(self, call: Call) -> Message:
         request = self._core.wire(call)
