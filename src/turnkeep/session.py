@@ -157,8 +157,6 @@ class ConversationCore:
             config.warn_unknown_model(self.model_info.id)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise UsageError(f"max_tokens must be a positive integer, not {max_tokens!r}")
-        if system is not None and not (isinstance(system, str) and system.strip()) and not isinstance(system, list):
-            raise UsageError("system must be a non-empty string or a list of text blocks")
         if auto_continue < 0 or max_resumes < 0:
             raise UsageError("auto_continue and max_resumes must not be negative")
         self.system = system
@@ -190,8 +188,21 @@ class ConversationCore:
         self._facts: LedgerFacts | None = None
         self._head: str | None = self.store.branches(self.id).get(branch)
         self._path: list[Node] = self.store.path(self.id, self._head)
-        # Validate the tools and system once, as a request would carry them.
+        self._policy_state: dict[str, Any] | None = None  # read when first needed, then kept by commits
+        self._check_fixed_part()
+
+    def _check_fixed_part(self) -> None:
+        """The system prompt and tools, validated as every request will carry them (so a bad one fails now)."""
+        system = self.system
+        if system is not None and not (isinstance(system, str) and system.strip()) and not isinstance(system, list):
+            raise UsageError("system must be a non-empty string or a list of text blocks")
         rules.validate(self._settings_obj({}).base_request([{"role": "user", "content": "x"}]), self.model_info)
+
+    def policy_state(self) -> dict[str, Any]:
+        """The context policy's state, as the last committed turn left it."""
+        if self._policy_state is None:
+            self._policy_state = self.store.policy_state(self.id)
+        return self._policy_state
 
     # -- settings and views ------------------------------------------------------------------------------------
 
@@ -264,9 +275,7 @@ class ConversationCore:
     def messages(self) -> list[MessageParam]:
         """Exactly the messages the next request will carry before the new user message."""
         ok = [n for n in self._path if n.status == "ok"]
-        plan = self.policy.plan(
-            self._sendable(ok), self.store.policy_state(self.id), self._request_settings({}, now=None)
-        )
+        plan = self.policy.plan(self._sendable(ok), self.policy_state(), self._request_settings({}, now=None))
         return cast(list[MessageParam], plan.request["messages"])
 
     def _pending_index(self) -> int | None:
@@ -370,7 +379,7 @@ class ConversationCore:
         transcript = [*self._sendable([n for n in before if n.status == "ok"]), *self._sendable(new_nodes)]
         if prefill_mode == "native" and prefill is not None:
             transcript.append(cast(MessageParam, {"role": "assistant", "content": prefill}))
-        state = self.store.policy_state(self.id)
+        state = self.policy_state()
         plan = self.policy.plan(transcript, state, settings)
         if self.budget is not None:
             try:
@@ -423,9 +432,7 @@ class ConversationCore:
         ok = self._sendable([n for n in self._path if n.status == "ok"])
         if content is not None:
             ok.append(cast(MessageParam, {"role": "user", "content": user_content(content)}))
-        plan = self.policy.plan(
-            ok, self.store.policy_state(self.id), self._request_settings(overrides, now=self.clock())
-        )
+        plan = self.policy.plan(ok, self.policy_state(), self._request_settings(overrides, now=self.clock()))
         if content is not None:
             rules.validate(plan.request, self.model_info)
         return plan
@@ -439,8 +446,6 @@ class ConversationCore:
                 config.warn_unknown_model(info.id)
             changes["model"] = info.id
         if system is not None:
-            if not (isinstance(system, str) and system.strip()) and not isinstance(system, list):
-                raise UsageError("system must be a non-empty string or a list of text blocks")
             changes["system"] = system
         if not changes:
             return
@@ -450,7 +455,7 @@ class ConversationCore:
         if "system" in changes:
             self.system = changes["system"]
         try:
-            rules.validate(self._settings_obj({}).base_request([{"role": "user", "content": "x"}]), self.model_info)
+            self._check_fixed_part()
         except UsageError:
             self.model_info, self.system = previous
             raise
@@ -654,6 +659,7 @@ class ConversationCore:
             ledger=pending.ledger,
             policy_state=pending.turn.plan.state,
         )
+        self._policy_state = dict(pending.turn.plan.state)
         self._advance([reply_node], settle)
         usage, cost = self._totals(outcome.responses)
         return Reply(outcome.content, outcome.message, outcome.responses, usage, cost, outcome.stop_reason)
