@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from anthropic.types import MessageParam
 
-from turnkeep.core.messages import as_blocks
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob
 from turnkeep.core.policies.caching import message_digest
-from turnkeep.core.policies.summarize import Summarize, with_summary
+from turnkeep.core.policies.summarize import Summarize, lead_with, with_summary
 from turnkeep.core.policies.turns import turn_starts
 from turnkeep.core.rules import normalize
 from turnkeep.errors import ConfigError
@@ -32,7 +31,6 @@ __all__ = [
     "EXPLICIT_COMPACTION_BETA",
     "ClearToolUses",
     "ServerCompaction",
-    "with_block",
 ]
 
 COMPACTION_BETA = "compact-2026-01-12"
@@ -111,7 +109,7 @@ class ServerCompaction:
         self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
     ) -> Plan:
         start, block = _compacted(state, transcript)
-        plan = self._with_block(transcript, start, block, state.get("inner", {}) if block else {}, settings)
+        plan = self._lead_with(transcript, start, block, state.get("inner", {}) if block else {}, settings)
         estimated = int(plan.explanation.get("estimated_input_tokens") or 0)
         starts = turn_starts(transcript)
         cut = starts[-self.keep_last] if len(starts) > self.keep_last else None
@@ -121,14 +119,14 @@ class ServerCompaction:
         compaction: dict[str, Any] = {"type": "summarize"}
         if self.instructions:
             compaction["instructions"] = self.instructions
-        request = settings.base_request(normalize(with_block(block, leaving) if block else leaving))
+        request = settings.base_request(normalize(lead_with(block, leaving) if block else leaving))
         request.update({"compaction": compaction, "betas": [EXPLICIT_COMPACTION_BETA]})
         # For forecasts: the request after compaction, with a text stand-in of the expected length for the block.
         preview = self.inner.plan(with_summary("summary " * 1_000, transcript[cut:]), {}, settings).request
         job = SummaryJob(request, (start, cut), {"anchor": message_digest(transcript[cut - 1])}, preview, "compaction")
         return Plan(plan.request, plan.state, {**plan.explanation, "compaction_due": [start, cut]}, summary=job)
 
-    def _with_block(
+    def _lead_with(
         self,
         transcript: Sequence[MessageParam],
         start: int,
@@ -137,7 +135,7 @@ class ServerCompaction:
         settings: RequestSettings,
     ) -> Plan:
         kept = list(transcript[start:])
-        messages = with_block(block, kept) if block else kept
+        messages = lead_with(block, kept) if block else kept
         inner = self.inner.plan(messages, inner_state, settings)
         new_state: dict[str, Any] = {"inner": dict(inner.state)}
         if block:
@@ -149,13 +147,6 @@ class ServerCompaction:
             "kept": [start, len(transcript)],
         }
         return Plan(inner.request, new_state, explanation)
-
-
-def with_block(block: Mapping[str, Any], kept: Sequence[MessageParam]) -> list[MessageParam]:
-    """`kept` (starting with a user turn) with the compaction block leading its first message."""
-    first = kept[0]
-    merged = cast(MessageParam, {"role": "user", "content": [dict(block), *as_blocks(first["content"])]})
-    return [merged, *kept[1:]]
 
 
 def _compacted(state: Mapping[str, Any], transcript: Sequence[MessageParam]) -> tuple[int, Mapping[str, Any] | None]:

@@ -32,7 +32,7 @@ from turnkeep.core.policies.turns import turn_starts
 from turnkeep.core.tokens import estimate_request
 from turnkeep.errors import ConfigError
 
-__all__ = ["SUMMARY_MARKER", "Summarize", "render_transcript", "with_summary"]
+__all__ = ["SUMMARY_MARKER", "Summarize", "lead_with", "render_transcript", "with_summary"]
 
 SUMMARY_MARKER = "[Summary of the earlier conversation]"
 _SUMMARY_END = "[End of summary; the conversation continues below.]"
@@ -149,9 +149,14 @@ class Summarize:
 
 def with_summary(summary: str, kept: Sequence[MessageParam]) -> list[MessageParam]:
     """`kept` (starting with a user turn) with the summary as leading, marked text of its first message."""
+    return lead_with({"type": "text", "text": f"{SUMMARY_MARKER}\n{summary}\n{_SUMMARY_END}"}, kept)
+
+
+def lead_with(block: Mapping[str, Any], kept: Sequence[MessageParam]) -> list[MessageParam]:
+    """`kept` (starting with a user turn) with `block` first in its first message: where what replaces the
+    dropped turns (a summary, a compaction block) goes."""
     first = kept[0]
-    lead = {"type": "text", "text": f"{SUMMARY_MARKER}\n{summary}\n{_SUMMARY_END}"}
-    merged = cast(MessageParam, {"role": "user", "content": [lead, *as_blocks(first["content"])]})
+    merged = cast(MessageParam, {"role": "user", "content": [dict(block), *as_blocks(first["content"])]})
     return [merged, *kept[1:]]
 
 
