@@ -174,7 +174,6 @@ class ConversationCore:
         # The last answered request: threads continue from it, forecasts are exact up to it.
         self._anchor: Anchor | None = None
         self._calibrator = Calibrator()
-        self._calibration = 1.0
         self._checkpoint: rules.Checkpoint | None = None  # what validating the last request settled
         self._sizes = Sizes({})
         self._queued_instructions: list[str] = []
@@ -496,14 +495,14 @@ class ConversationCore:
         if plan.summary is not None:
             job = plan.summary.request
             summarizer = self._catalog.get(str(job["model"]))
-            tokens, _ = input_forecast(job, None, summarizer, calibration=self._calibration)
+            tokens, _ = input_forecast(job, None, summarizer, calibration=self._calibrator.factor)
             counts = TokenCounts(input=tokens, output=int(job["max_tokens"]) // 2)
             prelude = usage_cost(counts, summarizer).total
         if exact_input_tokens is not None:
             total, known = exact_input_tokens, exact_input_tokens
         else:
             total, estimated = input_forecast(
-                request, self._anchor, self.model_info, calibration=self._calibration, sizes=self._sizes
+                request, self._anchor, self.model_info, calibration=self._calibrator.factor, sizes=self._sizes
             )
             known = total - estimated
         return budget_core.forecast(
@@ -685,9 +684,9 @@ class ConversationCore:
             # Only the estimated part carries error; the anchored part is exact. Observations are weighed by their
             # size (a decayed ratio of sums), so a run of one-line questions, where per-message overhead
             # dominates, does not skew the estimate of the next pasted document.
-            self._calibration = self._calibrator.observe(estimated, actual - (predicted - estimated))
+            self._calibrator.observe(estimated, actual - (predicted - estimated))
         # After calibrating: what is learned from this request (the fixed part's size) uses what it taught.
-        self._sizes.learn(call.request, self._anchor, message, self.model_info, calibration=self._calibration)
+        self._sizes.learn(call.request, self._anchor, message, self.model_info, calibration=self._calibrator.factor)
         self._anchor = anchor_after(call.request, message, self.model_info)
         self.facts.last_reply_id = message.id
 

@@ -10,7 +10,7 @@ from turnkeep.core.catalog import default_catalog
 from turnkeep.core.tokens import (
     IMAGE_TOKENS,
     MESSAGE_OVERHEAD,
-    calibrate,
+    Calibrator,
     estimate_block,
     estimate_message,
     estimate_request,
@@ -87,19 +87,28 @@ def test_calibration_scales_the_estimate() -> None:
 
 
 def test_calibration_converges_to_the_observed_ratio() -> None:
-    factor = 1.0
-    for _ in range(40):
-        factor = calibrate(1000, 1200, factor)
-    assert factor == pytest.approx(1.2, rel=1e-3)
-    for _ in range(40):
-        factor = calibrate(1000, 900, factor)
-    assert factor == pytest.approx(0.9, rel=1e-3)
+    calibrator = Calibrator()
+    for _ in range(200):
+        calibrator.observe(1000, 1200)
+    assert calibrator.factor == pytest.approx(1.2, rel=1e-3)
+    for _ in range(400):
+        calibrator.observe(1000, 900)
+    assert calibrator.factor == pytest.approx(0.9, rel=1e-3)
+
+
+def test_calibration_weighs_observations_by_their_size() -> None:
+    calibrator = Calibrator()
+    calibrator.observe(3000, 2100)  # a long message at 0.7
+    for _ in range(5):
+        calibrator.observe(4, 5)  # one-liners, where per-message overhead dominates
+    assert calibrator.factor == pytest.approx(0.7, abs=0.01)
 
 
 def test_calibration_ignores_empty_observations_and_clamps_outliers() -> None:
-    assert calibrate(0, 500, 1.1) == 1.1
-    assert calibrate(500, 0, 1.1) == 1.1
-    assert calibrate(1, 1_000_000, 1.0, weight=1.0) == 4.0
+    calibrator = Calibrator()
+    assert calibrator.observe(0, 500) == 1.0
+    assert calibrator.observe(500, 0) == 1.0
+    assert calibrator.observe(1, 1_000_000) == 4.0
 
 
 def test_an_unknown_generation_above_two_counts_like_the_newer_tokenizer() -> None:

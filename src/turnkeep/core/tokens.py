@@ -34,7 +34,6 @@ __all__ = [
     "TOOL_RESULT_OVERHEAD",
     "TOOL_USE_OVERHEAD",
     "Calibrator",
-    "calibrate",
     "estimate_block",
     "estimate_message",
     "estimate_request",
@@ -217,27 +216,13 @@ def apply_calibration(tokens: int, calibration: float) -> int:
     return int(-(-tokens * calibration // 1))
 
 
-def calibrate(estimated: int, observed_total_input: int, previous: float = 1.0, weight: float = 0.3) -> float:
-    """The calibration factor after one observation: an exponentially weighted mean of `observed / estimated`.
-
-    `observed_total_input` is the request's exact size (`input + cache_creation + cache_read` of its usage);
-    `estimated` is the uncalibrated estimate of the same request. Each observation moves the factor `weight` of
-    the way to the observed ratio, clamped to [0.25, 4] so that one odd response cannot wreck it. Nothing
-    observed (either count is 0): the factor is unchanged.
-    """
-    if estimated <= 0 or observed_total_input <= 0:
-        return previous
-    low, high = _CALIBRATION_BOUNDS
-    ratio = min(max(observed_total_input / estimated, low), high)
-    return previous + weight * (ratio - previous)
-
-
 class Calibrator:
     """The ratio of observed to estimated tokens, weighted by size and decaying so it follows drift.
 
-    `observe(estimated, observed)` folds in one measurement and returns the current factor: the ratio of the
-    decayed sums, so a 3,000-token message counts for a thousand times more than a 3-token one. Each ratio is
-    clamped to [0.25, 4] first, like `calibrate`, so one odd measurement cannot swing it."""
+    `observe(estimated, observed)` folds in one measurement (`observed`: the exact size usage reported for what
+    was estimated) and returns the current factor: the ratio of the decayed sums, so a 3,000-token message counts
+    for a thousand times more than a 3-token one. Each ratio is clamped to [0.25, 4] first, so one odd response
+    cannot wreck it; an empty observation (either count 0) changes nothing."""
 
     def __init__(self, decay: float = 0.97) -> None:
         self.decay = decay
@@ -249,8 +234,8 @@ class Calibrator:
         return self._observed / self._estimated if self._estimated else 1.0
 
     def observe(self, estimated: int, observed: int) -> float:
-        if estimated > 0:
-            bounded = min(max(observed, estimated * 0.25), estimated * 4.0)
+        if estimated > 0 and observed > 0:
+            low, high = _CALIBRATION_BOUNDS
             self._estimated = self._estimated * self.decay + estimated
-            self._observed = self._observed * self.decay + bounded
+            self._observed = self._observed * self.decay + min(max(observed, estimated * low), estimated * high)
         return self.factor
