@@ -536,6 +536,7 @@ class ConversationCore:
             now=now,
             last_request_at=times[-1] if times else None,
             gaps=tuple(later - earlier for earlier, later in itertools.pairwise(times)),
+            calibration=self._calibrator.factor,
         )
 
     def _node(

@@ -13,6 +13,9 @@ from typing import Any
 import anthropic
 import httpx2
 
+from turnkeep.core.catalog import default_catalog
+from turnkeep.core.tokens import estimate_message, estimate_request
+
 
 @dataclass
 class Scripted:
@@ -120,7 +123,12 @@ class FakeAPI:
         return httpx2.Response(200, json=message, headers={"request-id": request_id})
 
     def _message(self, body: dict[str, Any], scripted: Scripted) -> dict[str, Any]:
-        usage = {"input_tokens": 10, "output_tokens": 5, **scripted.usage}
+        # Unless a test scripts the usage, report the request's size as turnkeep estimates it: a server whose
+        # tokenizer agrees with the estimator, so calibration stays at 1 and token-based policies act as planned.
+        model = default_catalog().get(str(body.get("model", self.model)))
+        size = estimate_request(body, model)
+        reply = estimate_message({"role": "assistant", "content": scripted.content}, model) if scripted.content else 1
+        usage = {"input_tokens": size, "output_tokens": reply, **scripted.usage}
         return {
             "id": f"msg_{next(self._ids):04d}",
             "type": "message",

@@ -373,3 +373,27 @@ def test_the_explanation_says_thinking_was_stripped_only_when_some_was() -> None
     plan = Window(turns=2).plan(transcript, {}, RequestSettings(binding, 100))  # type: ignore[arg-type]
     assert plan.explanation["dropped"]
     assert plan.explanation["thinking_stripped"] is False
+
+
+@pytest.mark.parametrize("calibration", [0.5, 1.0, 1.5])
+def test_ttl_auto_weighs_what_is_new_whatever_the_calibration(calibration: float) -> None:
+    # Mostly quick follow-ups with a pause of 10 minutes every fourth turn: the hour is cheaper, because only a
+    # little is new each turn and every pause would expire a 5-minute entry.
+    model = default_catalog().get("claude-sonnet-4-6")
+    policy = FullHistory()
+    transcript: list[dict[str, Any]] = [{"role": "user", "content": "Background. " * 3000}]
+    state: Mapping[str, Any] = {}
+    gaps: list[float] = []
+    now = 1000.0
+    for number in range(12):
+        settings = RequestSettings(model, 100, now=now, gaps=tuple(gaps), calibration=calibration)
+        plan = policy.plan(transcript, state, settings)
+        state = plan.state
+        transcript += [
+            {"role": "assistant", "content": [{"type": "text", "text": f"answer {number}"}]},
+            {"role": "user", "content": f"question {number}"},
+        ]
+        gap = 600.0 if number % 4 == 3 else 60.0
+        gaps.append(gap)
+        now += gap
+    assert plan.explanation["ttl"] == "1h"

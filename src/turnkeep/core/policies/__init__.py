@@ -51,6 +51,8 @@ class RequestSettings:
     """When this conversation last sent a request (None: never)."""
     gaps: tuple[float, ...] = ()
     """Observed seconds between this conversation's consecutive requests, oldest first."""
+    calibration: float = 1.0
+    """Observed over estimated tokens in this conversation so far: token estimates are multiplied by it."""
 
     def base_request(self, messages: Sequence[MessageParam]) -> dict[str, Any]:
         """`messages.create` kwargs for these settings and `messages` (nothing left out, nothing cached)."""

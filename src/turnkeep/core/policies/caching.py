@@ -494,7 +494,7 @@ def forecast(
     same (the policies only cut whole turns at the front or append, so the ends are what can differ).
     `estimates`: per-message token estimates of `request["messages"]`, when the caller has them.
     """
-    calibration = float(state.get("calibration", 1.0) or 1.0)
+    calibration = settings.calibration
     layout = _analyze(request, model, estimates, calibration, clean_before)
     return _forecast(layout, request, state, model, settings)
 
@@ -592,7 +592,7 @@ def remember(
     """`state` with `"cache"` set to the fingerprint of `request` (its model/tools/system digest, the digests of
     its first message and of each breakpoint's message, each breakpoint's position, TTL and estimated prefix
     tokens, and `settings.now`): what `forecast` compares the next request with. Small and JSON-ready."""
-    calibration = float(state.get("calibration", 1.0) or 1.0)
+    calibration = settings.calibration
     layout = _analyze(request, settings.model, estimates, calibration, clean_before)
     ttls = [ttl for _, ttl, _ in layout.breakpoints]
     return {**state, "cache": _fingerprint(layout, request, settings, ttls[-1] if ttls else "5m")}
@@ -607,7 +607,7 @@ def forecast_and_remember(
     clean_before: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`forecast` and `remember` in one pass over the request: (forecast, new state)."""
-    calibration = float(state.get("calibration", 1.0) or 1.0)
+    calibration = settings.calibration
     layout = _analyze(request, settings.model, estimates, calibration, clean_before)
     predicted = _forecast(layout, request, state, settings.model, settings)
     ttls = [ttl for _, ttl, _ in layout.breakpoints]

@@ -28,8 +28,8 @@ starts on a user turn; `FullHistory` (in `turnkeep.core.policies`) uses the same
 State (JSON-ready; unknown keys are kept): `start`, `thinking_from` (assistant messages between `start` and it
 lose their thinking), `length` (the transcript length planned last), `memo` (per-message estimates, turn starts
 and caller breakpoints of the transcript from `memo.offset`, plus how far it is known to be normalised, so that
-a turn costs work proportional to what is new), `cache` (the fingerprint for `caching.forecast`) and
-`calibration` (a factor on token estimates, maintained by the caller with `tokens.calibrate`).
+a turn costs work proportional to what is new) and `cache` (the fingerprint for `caching.forecast`). Token
+estimates are multiplied by `settings.calibration`, which the conversation learns from usage.
 """
 
 from __future__ import annotations
@@ -340,14 +340,14 @@ def _finish(
         strip = len(view.starts_from(thinking_from)) if thinking_from < n else 0
     messages, estimates, memo, clean_before = _messages_for(transcript, start, view, strip_before_turns=strip)
     request = settings.base_request(messages)
-    calibration = _calibration(state)
+    calibration = settings.calibration
     placed: list[dict[str, Any]] = []
     ttl = caching.ttl
     if caching.enabled:
         previous = state.get("cache")
         previous_tokens = int(previous.get("tokens", 0)) if isinstance(previous, Mapping) else 0
-        prefix = estimate_prefix(request, model)
-        total = prefix + sum(estimates)
+        # Calibrated like the previous request's size in the cache fingerprint, so their difference is what is new.
+        total = apply_calibration(estimate_prefix(request, model) + sum(estimates), settings.calibration)
         ttl = choose_ttl(
             settings.gaps, model, min(previous_tokens, total), caching.ttl, new_tokens=max(total - previous_tokens, 0)
         )
@@ -384,11 +384,6 @@ def _finish(
         **extra,
     }
     return Plan(request=request, state=new_state, explanation=explanation)
-
-
-def _calibration(state: Mapping[str, Any]) -> float:
-    value = state.get("calibration", 1.0)
-    return float(value) if isinstance(value, int | float) and value > 0 else 1.0
 
 
 def _int(state: Mapping[str, Any], key: str, default: int) -> int:
@@ -471,7 +466,7 @@ class _Stepper:
         """(the step to take or None, the last turn start, whether a tool loop is in progress); None when the
         view's turn starts turn out not to be turn starts of this transcript."""
         transcript = view.transcript
-        ctx = _Ctx(view, settings, _calibration(state))
+        ctx = _Ctx(view, settings, settings.calibration)
         starts = view.starts_from(start)
         last_start = starts[-1] if starts else None
         if last_start is not None and not is_turn_start(transcript[last_start]):
@@ -526,7 +521,7 @@ class _Stepper:
         if step is not None:
             thinking_from = n if mid_loop or last_start is None else last_start
             start = step["to"]
-        ctx = _Ctx(view, settings, _calibration(state))
+        ctx = _Ctx(view, settings, settings.calibration)
         extra = {"recomputed": recomputed, **self._extra(ctx, start)}
         return _finish(
             name,
@@ -591,7 +586,7 @@ class TokenBudget(_Stepper):
 
     The budget is `max_input_tokens`, capped by (and by default equal to) the model's context window minus
     `reserve_output` (default: the request's `max_tokens`). While the estimated input (tools, system, kept
-    messages; times the state's `calibration`) stays at or below `high_water` x budget, the start stays put;
+    messages; times `settings.calibration`) stays at or below `high_water` x budget, the start stays put;
     above it, the start jumps to the earliest turn that brings the input to `low_water` x budget or less. Inside
     a tool loop the step waits for the next user turn unless the request would not fit at all. If even the
     current turn alone is over the budget, it is sent anyway and the explanation says `fits: False`.
