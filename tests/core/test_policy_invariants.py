@@ -3,12 +3,12 @@ rules and by the emulator's independent ones, starts with a user turn, at most 4
 and deterministic.
 
 One hypothesis example draws a history, a model and the policies' parameters, then replays the history turn by
-turn (one request per user message, the state carried over, time moving on) under each of nine policies:
-FullHistory (automatic caching), FullHistory (no caching), Window, TokenBudget, SlidingWindow, Summarize (alone
-and over a TokenBudget), ServerCompaction (the edit, or its Summarize fallback on models without compaction) and
-ClearToolUses. When a plan has a summary due, its summary request, the request it leads to, and the plan after
-absorbing a summary are checked too. With `EXAMPLES` examples that is `9 * EXAMPLES` = 18,000 policy cases, each
-planning several requests.
+turn (one request per user message, the state carried over, time moving on) under each of ten policies:
+FullHistory (automatic caching), FullHistory (no caching), Window (in turns and in messages), TokenBudget,
+SlidingWindow, Summarize (alone and over a TokenBudget), ServerCompaction (the edit, or its Summarize fallback on
+models without compaction) and ClearToolUses. When a plan has a summary due, its summary request, the request it
+leads to, and the plan after absorbing a summary are checked too. With `EXAMPLES` examples that is
+`10 * EXAMPLES` = 20,000 policy cases, each planning several requests.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def _policies(params: Mapping[str, Any]) -> list[Policy]:
         FullHistory(ttl=params["ttl"]),
         FullHistory(cache=False),
         Window(turns=window, low_water=low, ttl=params["ttl"]),
+        Window(messages=params["sliding"], ttl=params["ttl"]),
         TokenBudget(max_input_tokens=params["budget"], ttl=params["ttl"]),
         SlidingWindow(messages=params["sliding"]),
         Summarize(trigger=300, keep_last=2),

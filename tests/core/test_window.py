@@ -103,6 +103,51 @@ def test_window_requests_extend_each_other_byte_for_byte_between_steps() -> None
     assert max(plan.explanation["turns_kept"] for plan in chat.plans) == 20
 
 
+def test_a_window_in_messages_never_sends_more_than_history_minus_20_and_steps_back_to_half() -> None:
+    chat = Chat(Window(messages=20))
+    for _ in range(100):
+        chat.turn()
+    sizes = [len(plan.request["messages"]) for plan in chat.plans]
+    assert max(sizes) == 19  # a request of a chat ends on the user: 20 messages would start on a reply
+    for previous, plan in zip(chat.plans, chat.plans[1:], strict=False):
+        before, after = _canonical(previous.request["messages"]), _canonical(plan.request["messages"])
+        if plan.explanation["step"] is None:
+            assert after[: len(before)] == before
+        else:
+            assert len(before) == 19  # the next request would hold 21
+            assert len(after) == 9  # the earliest turn start leaving at most 10 messages
+            assert plan.explanation["unit"] == "messages"
+
+
+def test_a_window_in_messages_keeps_a_tool_loop_whole_and_starts_on_a_turn() -> None:
+    transcript: list[dict[str, Any]] = []
+    for turn in range(3):
+        transcript.append({"role": "user", "content": f"question {turn}"})
+        for i in range(4):
+            call = {"type": "tool_use", "id": f"toolu_{turn}_{i}", "name": "f", "input": {}}
+            transcript.append({"role": "assistant", "content": [call]})
+            result = {"type": "tool_result", "tool_use_id": f"toolu_{turn}_{i}", "content": "r"}
+            transcript.append({"role": "user", "content": [result]})
+        transcript.append({"role": "assistant", "content": "done"})
+    transcript.append({"role": "user", "content": "and now?"})
+    # Each turn is 10 messages. Over the high water (the size), a window steps back to at most half of it: with 6
+    # only the new turn is left, with 25 the last turn (10 messages) and the new one; 40 holds all 31.
+    for size, first in [(6, "and now?"), (25, "question 2"), (40, "question 0")]:
+        plan = Window(messages=size).plan(transcript, {}, RequestSettings(MODEL, 100))
+        validate(plan.request, MODEL)
+        content = plan.request["messages"][0]["content"]
+        assert (content if isinstance(content, str) else content[0]["text"]) == first
+
+
+def test_a_window_is_sized_in_turns_or_in_messages_not_both() -> None:
+    assert Window() == Window(turns=20)
+    assert Window(messages=20).turns is None
+    with pytest.raises(ConfigError, match="turns or in messages"):
+        Window(turns=10, messages=20)
+    with pytest.raises(ConfigError, match="at least one message"):
+        Window(messages=0)
+
+
 def test_every_window_request_starts_with_a_user_turn_and_keeps_the_system_prompt() -> None:
     chat = Chat(Window(turns=6))
     for _ in range(30):
@@ -343,6 +388,7 @@ def test_full_history_caches_automatically_and_the_system_prefix() -> None:
     [
         FullHistory(cache=False),
         Window(turns=12, low_water=3, ttl="auto"),
+        Window(messages=30),
         TokenBudget(max_input_tokens=9000),
         SlidingWindow(30),
     ],

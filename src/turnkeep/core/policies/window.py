@@ -1,20 +1,22 @@
 """Window policies: send only the latest whole turns, and move the window start rarely, so the cache holds.
 
-`Window(turns=N)` and `TokenBudget(...)` keep whole turns only (the request starts with a user turn; a
-`tool_use` and its `tool_result` are never split: see `turns`). They are **cache-stable**: the window start (a
-message index, `state["start"]`) stays put while the kept part grows, so every request extends the previous one
-byte for byte and reads it from the prompt cache; only when the kept part crosses the **high-water** mark does
-the start jump forward, to the **low-water** mark, and the kept turns are written to the cache once again (the
-step's `rewrite_tokens`). When the cache is cold anyway (the gap since the last request exceeded the TTL) the
-window steps to the low-water mark at once: the rewrite is paid regardless, and the next step comes later.
+`Window(turns=N)` (or `messages=N`) and `TokenBudget(...)` keep whole turns only (the request starts with a
+user turn; a `tool_use` and its `tool_result` are never split: see `turns`). They are **cache-stable**: the
+window start (a message index, `state["start"]`) stays put while the kept part grows, so every request extends the
+previous one byte for byte and reads it from the prompt cache; only when the kept part crosses the **high-water**
+mark does the start jump forward, to the **low-water** mark, and the kept turns are written to the cache once
+again (the step's `rewrite_tokens`). When the cache is cold anyway (the gap since the last request exceeded the
+TTL) the window steps to the low-water mark at once: the rewrite is paid regardless, and the next step comes later.
 
 Why the low water is half the high water by default: a step rewrites the `low` turns kept, once every
 `high - low + 1` turns, while every turn reads the kept prefix. Per turn that is about
 `read * (high + low) / 2 + write * low / (high - low)` turns' worth of tokens, which falls as `low` falls, while
-the context kept after a step is `low` turns. Half keeps at least N/2 turns (so `Window(20)` never keeps less than
-the seeds' `history[-20:]`, 10 turns of chat) and, in a 200-turn chat replayed against the emulator's cache with
-requests seconds apart, costs about 0.4x what `history[-20:]` without caching costs (`low_water=turns // 4`:
-about 0.35x). With human gaps (a quarter over 5 minutes) every policy pays more rewrites; `ttl="auto"` helps there.
+the context kept after a step is `low` turns. Half is the middle ground. `Window(messages=20)`, the cache-stable
+form of the seeds' `history[-20:]` (the same size in the same unit), costs 0.38x what `history[-20:]` without
+caching costs in a 200-turn chat replayed against the emulator's cache with requests seconds apart, while
+`Window(turns=20)` keeps twice the context (10 to 20 turns, 20 to 40 messages) for 0.44x (`benchmarks/
+bench_policies.py`). With human gaps (a quarter over 5 minutes) every policy pays more rewrites; `ttl="auto"` and
+the cold-cache step help there.
 
 Models that bind thinking blocks to their prefix (`ModelInfo.thinking_binding`, reference §1): once something
 was dropped, the thinking blocks of the turns retained across the step are stripped (their signatures cover
@@ -539,15 +541,21 @@ class _Stepper:
 
 @dataclass(frozen=True, slots=True)
 class Window(_Stepper):
-    """Keep the latest whole turns: at most `high_water` (default `turns`), cut back to `low_water` (default
-    `turns // 2`, at least 1) in one step when that is exceeded — or earlier, when the cache has gone cold.
+    """Keep the latest whole turns: at most `high_water` (default: the size), cut back to `low_water` (default:
+    half the size, at least 1) in one step when that is exceeded — or earlier, when the cache has gone cold.
+
+    The size is counted in `turns` (default 20) or, instead, in `messages`: `Window(messages=20)` is the
+    cache-stable form of the common `history[-20:]` — never more than 20 messages (unless the current turn alone
+    is longer), cut back to 10 — while `Window(turns=20)` keeps 10 to 20 whole turns, which in a chat is 20 to 40
+    messages and in an agent's tool loops many more. Either way the window starts on a turn start.
 
     A turn is a user message (not a tool-result carrier) and everything up to the next one. Caching: explicit
     moving breakpoints by default (`automatic=True` uses the API's top-level one), `ttl` "5m", "1h" or "auto"
     (by the conversation's gaps, see `caching.choose_ttl`); `cache=False` places none.
     """
 
-    turns: int = 20
+    turns: int | None = None
+    messages: int | None = None
     high_water: int | None = None
     low_water: int | None = None
     ttl: str = "auto"
@@ -556,28 +564,55 @@ class Window(_Stepper):
     name: str = "window"
 
     def __post_init__(self) -> None:
-        if self.turns < 1:
-            raise ConfigError(f"Window(turns={self.turns}): keep at least one turn")
+        if self.turns is not None and self.messages is not None:
+            raise ConfigError(
+                f"Window(turns={self.turns}, messages={self.messages}): give the size in turns or in messages, not both"
+            )
+        if self.turns is None and self.messages is None:
+            object.__setattr__(self, "turns", 20)  # frozen; Window() and Window(turns=20) are the same policy
+        unit, size = self._unit()
+        if size < 1:
+            raise ConfigError(f"Window({unit}={size}): keep at least one {unit[:-1]}")
         if self._low() >= self._high() and self._high() > 1:
             raise ConfigError(f"Window: low_water ({self._low()}) must be below high_water ({self._high()})")
         _check_ttl(self.ttl)
 
+    def _unit(self) -> tuple[str, int]:
+        """("turns" or "messages", the size in that unit)."""
+        return ("messages", self.messages) if self.messages is not None else ("turns", self.turns or 0)
+
     def _high(self) -> int:
-        return self.high_water if self.high_water is not None else self.turns
+        return self.high_water if self.high_water is not None else self._unit()[1]
 
     def _low(self) -> int:
         return max(1, self.low_water if self.low_water is not None else self._high() // 2)
 
+    def _kept(self, ctx: _Ctx, start: int) -> int:
+        """The size of the kept part from `start` on, in this window's unit."""
+        if self.messages is not None:
+            return len(ctx.view.transcript) - start
+        return len(ctx.view.starts_from(start))
+
     def _over(self, ctx: _Ctx, start: int) -> bool:
-        return len(ctx.view.starts_from(start)) > self._high()
+        return self._kept(ctx, start) > self._high()
 
     def _low_target(self, ctx: _Ctx, start: int) -> int:
         starts = ctx.view.starts_from(start)
         low = min(self._low(), self._high())
+        if self.messages is not None:
+            # The earliest turn start that leaves at most `low` messages; the current turn when none does.
+            first = bisect.bisect_left(starts, len(ctx.view.transcript) - low)
+            return starts[first] if first < len(starts) else (starts[-1] if starts else start)
         return starts[-low] if len(starts) >= low else start
 
     def _extra(self, ctx: _Ctx, start: int) -> dict[str, Any]:
-        return {"turns_kept": len(ctx.view.starts_from(start)), "high_water": self._high(), "low_water": self._low()}
+        return {
+            "turns_kept": len(ctx.view.starts_from(start)),
+            "messages_kept": len(ctx.view.transcript) - start,
+            "unit": self._unit()[0],
+            "high_water": self._high(),
+            "low_water": self._low(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
