@@ -603,7 +603,12 @@ class ConversationCore:
         """A call was answered: record it, and return the turn's next call (None: the turn is over)."""
         pending.ledger.append(self.entry(call, message, latency, None, request_id=request_id))
         self.sent(call, message)
-        return pending.turn.receive(message)
+        try:
+            return pending.turn.receive(message)
+        except Exception:
+            # The turn ends here (e.g. an overflow nothing more can be dropped for): what was billed is recorded.
+            self.fail(pending, partial=[dict(b) for b in as_blocks(message.content)] or None)
+            raise
 
     def failed(
         self,
@@ -624,7 +629,11 @@ class ConversationCore:
             return None
         if self.thread_failed(error):
             return call
-        return pending.turn.failed(error)
+        try:
+            return pending.turn.failed(error)
+        except Exception:
+            self.fail(pending)  # the fallback could not be planned: record the failed call before raising
+            raise
 
     def commit(self, pending: PendingTurn, outcome: TurnOutcome) -> Reply:
         """Store the reply and settle the pending messages, in one write."""

@@ -12,7 +12,7 @@ from turnkeep import Conversation
 from turnkeep.core.messages import text_of
 from turnkeep.core.policies import ClearToolUses, FullHistory, ServerCompaction, Summarize, Window
 from turnkeep.core.policies.summarize import SUMMARY_MARKER
-from turnkeep.errors import ConfigError
+from turnkeep.errors import ConfigError, ContextWindowExceeded
 from turnkeep.store import MemoryStore
 
 LONG = "word " * 400  # about 500 estimated tokens per message
@@ -230,3 +230,26 @@ def test_explicit_compaction_asks_for_the_leaving_turns_and_falls_back_when_it_f
     assert "compact-2026-09-04" in api.headers[-2]["anthropic-beta"]
     assert [m["role"] for m in compaction_request["messages"]] == ["user", "assistant"]
     assert len(reply_request["messages"]) == 3  # the fallback: everything, nothing lost
+
+
+def test_an_overflow_nothing_more_can_be_dropped_for_is_raised_and_its_requests_stay_in_the_ledger() -> None:
+    api, store = FakeAPI(), MemoryStore()
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), policy=Window(turns=10), store=store)
+    api.reply("cut", stop_reason="model_context_window_exceeded", input_tokens=1_000, output_tokens=5)
+    with pytest.raises(ContextWindowExceeded):
+        conversation.send("a first question that fills the window")  # the only turn: nothing to drop
+    assert conversation.pending
+    stored = store.ledger(conversation.id)
+    assert [(e.purpose, e.stop_reason) for e in stored] == [("reply", "model_context_window_exceeded")]
+    assert sum(Decimal(e.cost_usd) for e in stored) == conversation.cost > 0
+
+
+def test_a_prompt_too_long_error_nothing_more_can_be_dropped_for_keeps_the_failed_request_in_the_ledger() -> None:
+    api, store = FakeAPI(), MemoryStore()
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), policy=Window(turns=10), store=store)
+    api.fail(400, "invalid_request_error", "prompt is too long: 1000001 tokens > 1000000 maximum")
+    with pytest.raises(ContextWindowExceeded) as raised:
+        conversation.send("a question too long on its own")
+    assert isinstance(raised.value.__context__, anthropic.BadRequestError)  # the API's answer is kept as the cause
+    assert [e.error is not None for e in store.ledger(conversation.id)] == [True]
+    assert conversation.pending
