@@ -17,6 +17,7 @@ from turnkeep.core.policies import (
     Policy,
     RequestSettings,
     SlidingWindow,
+    Summarize,
     TokenBudget,
     Window,
     policy_from_settings,
@@ -443,3 +444,12 @@ def test_ttl_auto_weighs_what_is_new_whatever_the_calibration(calibration: float
         gaps.append(gap)
         now += gap
     assert plan.explanation["ttl"] == "1h"
+
+
+def test_a_nested_policy_is_given_by_name_or_refused_with_the_field_named() -> None:
+    summarize = policy_from_settings({"name": "summarize", "inner": "token-budget"})
+    assert summarize == Summarize(inner=TokenBudget())
+    with pytest.raises(ConfigError, match=r"inner must be a policy.*not 'windw'"):
+        policy_from_settings({"name": "summarize", "inner": "windw"})
+    with pytest.raises(ConfigError, match="fallback must be a policy"):
+        policy_from_settings({"name": "server-compaction", "fallback": 3})

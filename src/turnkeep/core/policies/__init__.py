@@ -9,7 +9,7 @@ exact keyword arguments for `messages.create`, the new state, and an explanation
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal, Protocol, cast
 
 from anthropic.types import Message, MessageParam
@@ -153,7 +153,7 @@ def policy_settings(policy: Policy) -> dict[str, Any]:
     if hasattr(policy, "__dataclass_fields__"):
         for item in fields(cast(Any, policy)):
             value = getattr(policy, item.name)
-            if hasattr(value, "plan") and hasattr(value, "name"):
+            if _is_policy(value):
                 settings[item.name] = policy_settings(value)
             elif isinstance(value, tuple):
                 settings[item.name] = list(value)
@@ -161,6 +161,16 @@ def policy_settings(policy: Policy) -> dict[str, Any]:
                 settings[item.name] = value
     settings["name"] = policy.name
     return settings
+
+
+def _is_policy(value: object) -> bool:
+    return hasattr(value, "plan") and hasattr(value, "name")
+
+
+def _holds_policy(item: Field[Any]) -> bool:
+    """Whether a policy's field holds a nested policy (an inner or fallback policy): its default is one."""
+    factory: Any = item.default_factory
+    return factory is not MISSING and isinstance(factory, type) and _is_policy(factory)
 
 
 def policy_from_settings(settings: Mapping[str, Any]) -> Policy:
@@ -178,6 +188,13 @@ def policy_from_settings(settings: Mapping[str, Any]) -> Policy:
             value = policy_from_settings(value)
         elif isinstance(value, list):
             value = tuple(value)
+        if _holds_policy(item) and not _is_policy(value):
+            if not (isinstance(value, str) and value in _POLICIES):
+                raise ConfigError(
+                    f"context policy {name!r}: {item.name} must be a policy (one of {', '.join(sorted(_POLICIES))}), "
+                    f"not {value!r}"
+                )
+            value = policy_from_settings({"name": value})  # a nested policy named alone, with its defaults
         arguments[item.name] = value
     try:
         policy: Policy = cls(**arguments)

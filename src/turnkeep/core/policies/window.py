@@ -542,12 +542,14 @@ class _Stepper:
 @dataclass(frozen=True, slots=True)
 class Window(_Stepper):
     """Keep the latest whole turns: at most `high_water` (default: the size), cut back to `low_water` (default:
-    half the size, at least 1) in one step when that is exceeded — or earlier, when the cache has gone cold.
+    half the high water, at least 1) in one step when that is exceeded — or earlier, when the cache has gone cold.
 
     The size is counted in `turns` (default 20) or, instead, in `messages`: `Window(messages=20)` is the
-    cache-stable form of the common `history[-20:]` — never more than 20 messages (unless the current turn alone
-    is longer), cut back to 10 — while `Window(turns=20)` keeps 10 to 20 whole turns, which in a chat is 20 to 40
-    messages and in an agent's tool loops many more. Either way the window starts on a turn start.
+    cache-stable form of the common `history[-20:]` — at most 20 messages, cut back to 10 — while
+    `Window(turns=20)` keeps 10 to 20 whole turns, which in a chat is 20 to 40 messages and in an agent's tool
+    loops many more. Either way the window starts on a turn start, so a request carries more than the high water
+    when the current turn alone is longer, or while a tool loop is in progress (the step waits for the next user
+    turn, so as not to strip or rewrite the loop's prefix mid-way).
 
     A turn is a user message (not a tool-result carrier) and everything up to the next one. Caching: explicit
     moving breakpoints by default (`automatic=True` uses the API's top-level one), `ttl` "5m", "1h" or "auto"
