@@ -20,7 +20,7 @@ from anthropic.types import MessageParam
 
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob
 from turnkeep.core.policies.caching import message_digest
-from turnkeep.core.policies.summarize import Summarize, lead_with, with_summary
+from turnkeep.core.policies.summarize import Summarize, in_transcript, lead_with, with_summary
 from turnkeep.core.policies.turns import turn_starts
 from turnkeep.core.rules import normalize
 from turnkeep.errors import ConfigError
@@ -144,7 +144,7 @@ class ServerCompaction:
             **inner.explanation,
             "policy": self.name,
             "compacted": [[0, start]] if block else [],
-            "kept": [start, len(transcript)],
+            **in_transcript(inner.explanation, start),
         }
         return Plan(inner.request, new_state, explanation)
 

@@ -90,7 +90,8 @@ class Summarize:
         room = settings.model.context_window - settings.max_tokens
         if estimated > room:
             fallback = self._planned(transcript, cut, summary, {}, settings, note="summary failed: window fallback")
-            return Plan(fallback.request, plan.state, fallback.explanation, summary=job)
+            explanation = {**fallback.explanation, "summary_due": [start, cut]}
+            return Plan(fallback.request, plan.state, explanation, summary=job)
         return Plan(plan.request, plan.state, {**plan.explanation, "summary_due": [start, cut]}, summary=job)
 
     def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, text: str) -> dict[str, Any]:
@@ -125,7 +126,7 @@ class Summarize:
             "policy": self.name,
             "inner": inner.explanation.get("policy"),
             "summarized": [[0, start]] if summary else [],
-            "kept": [start, len(transcript)],
+            **in_transcript(inner.explanation, start),
         }
         if note:
             explanation["note"] = note
@@ -158,6 +159,20 @@ def lead_with(block: Mapping[str, Any], kept: Sequence[MessageParam]) -> list[Me
     first = kept[0]
     merged = cast(MessageParam, {"role": "user", "content": [dict(block), *as_blocks(first["content"])]})
     return [merged, *kept[1:]]
+
+
+def in_transcript(explanation: Mapping[str, Any], start: int) -> dict[str, Any]:
+    """An inner plan's `kept`, `dropped` and `step`, planned over `transcript[start:]` (led by what replaces the
+    turns before `start`: the same number of messages), as indices of the whole transcript."""
+    out: dict[str, Any] = {}
+    kept = explanation.get("kept")
+    if isinstance(kept, list | tuple) and len(kept) == 2:
+        out["kept"] = [start + kept[0], start + kept[1]]
+    out["dropped"] = [[start + first, start + end] for first, end in explanation.get("dropped") or []]
+    step = explanation.get("step")
+    if isinstance(step, Mapping):
+        out["step"] = {**step, "from": start + step["from"], "to": start + step["to"]}
+    return out
 
 
 def render_transcript(messages: Sequence[MessageParam]) -> str:

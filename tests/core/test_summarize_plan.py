@@ -1,0 +1,53 @@
+"""Summarize's plan, as explain() shows it: every range is in indices of the whole transcript."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from turnkeep.core.catalog import default_catalog
+from turnkeep.core.policies import RequestSettings, ServerCompaction, Summarize, Window
+from turnkeep.core.policies.caching import message_digest
+
+MODEL = default_catalog().get("claude-sonnet-4-6")
+SETTINGS = RequestSettings(MODEL, 1024)
+
+
+def chat(turns: int) -> list[dict[str, Any]]:
+    transcript: list[dict[str, Any]] = []
+    for number in range(turns):
+        transcript += [{"role": "user", "content": f"Box {number} is red."}, {"role": "assistant", "content": "Noted."}]
+    return [*transcript, {"role": "user", "content": "And box 9?"}]
+
+
+def test_the_ranges_of_an_inner_window_are_given_in_transcript_indices() -> None:
+    transcript = chat(8)  # 17 messages; turn starts at 0, 2, ..., 16
+    policy = Summarize(trigger=1, keep_last=4, inner=Window(turns=3))
+    first = policy.plan(transcript, {}, SETTINGS)
+    assert first.summary is not None
+    assert first.explanation["summary_due"] == [0, 10]
+    state = policy.absorb_summary(first.state, first.summary, "Boxes 0 to 4 are red.")
+    explanation = policy.plan(transcript, state, SETTINGS).explanation
+    assert explanation["summarized"] == [[0, 10]]
+    # The inner window saw 4 turns (10..16), over its 3: it stepped to its low water, 1 turn.
+    assert explanation["kept"] == [16, 17]
+    assert explanation["dropped"] == [[10, 16]]
+    assert (explanation["step"]["from"], explanation["step"]["to"]) == (10, 16)
+
+
+def test_a_summary_due_says_so_also_when_the_request_falls_back_to_the_window() -> None:
+    transcript = [*chat(3)[:-1], {"role": "user", "content": "word " * 1_100_000}]
+    explanation = Summarize(trigger=1, keep_last=1).plan(transcript, {}, SETTINGS).explanation
+    assert explanation["note"] == "summary failed: window fallback"
+    assert explanation["summary_due"] == [0, 6]
+    assert explanation["kept"] == [6, 7]
+
+
+def test_explicit_compaction_ranges_are_in_transcript_indices_too() -> None:
+    transcript = chat(8)
+    block = {"type": "compaction", "content": "Boxes 0 to 4 are red.", "encrypted_content": "x", "signature": "s"}
+    state = {"block": block, "start": 10, "anchor": message_digest(transcript[9])}  # as after a compaction call
+    policy = ServerCompaction(explicit=True, trigger=50_000, keep_last=4, inner=Window(turns=3))
+    explanation = policy.plan(transcript, state, SETTINGS).explanation
+    assert explanation["compacted"] == [[0, 10]]
+    assert explanation["kept"] == [16, 17]
+    assert explanation["dropped"] == [[10, 16]]
