@@ -397,18 +397,18 @@ class ConversationCore:
                     raise
         policy = self.policy
 
-        def replan(summary: str | dict[str, Any] | None) -> Plan:
+        def replan(current: Plan, summary: str | dict[str, Any] | None) -> Plan:
             # A failed summary call: send the plan's fallback (the turn is never lost); try again next turn.
-            if summary is None or plan.summary is None:
-                return replace(plan, summary=None)
+            if summary is None or current.summary is None:
+                return replace(current, summary=None)
             absorb = cast(Any, policy).absorb_summary
-            return policy.plan(transcript, absorb(state, plan.summary, summary), settings)
+            return policy.plan(transcript, absorb(state, current.summary, summary), settings)
 
         shrink_policy = getattr(policy, "shrink", None)
 
-        def shrink(current: Plan) -> Plan:
+        def shrink(current: Plan) -> Plan | None:
             assert shrink_policy is not None
-            smaller: Plan = shrink_policy(transcript, current.state, settings)
+            smaller: Plan | None = shrink_policy(transcript, current.state, settings)
             return smaller
 
         turn = Turn(

@@ -253,3 +253,38 @@ def test_a_prompt_too_long_error_nothing_more_can_be_dropped_for_keeps_the_faile
     assert isinstance(raised.value.__context__, anthropic.BadRequestError)  # the API's answer is kept as the cause
     assert [e.error is not None for e in store.ledger(conversation.id)] == [True]
     assert conversation.pending
+
+
+def test_a_summarizing_conversation_that_overflows_summarises_at_once_and_sends_the_rest() -> None:
+    api = FakeAPI()
+    conversation = summarizing(api)  # trigger not reached after two turns
+    fill(conversation, api, 2)
+    api.fail(400, "invalid_request_error", "prompt is too long: 1000001 tokens > 1000000 maximum")
+    api.reply("The user asked question 0.").reply("answer 2")
+    assert conversation.send("question 2").text == "answer 2"
+    assert [e.purpose for e in conversation.ledger][-3:] == ["reply", "summary", "reply"]
+    sent = api.requests[-1]["messages"]
+    assert "The user asked question 0." in sent[0]["content"][0]["text"]
+    assert all("question 0" not in str(message["content"]) for message in sent[1:])
+
+
+def test_a_compaction_fallback_window_steps_when_the_reply_says_the_window_was_exceeded() -> None:
+    api = FakeAPI()
+    policy = ServerCompaction(fallback=Window(turns=10))
+    conversation = Conversation("claude-haiku-4-5", client=api.client(), policy=policy)  # no server compaction
+    fill(conversation, api, 3)
+    api.reply("cut", stop_reason="model_context_window_exceeded").reply("answer 3")
+    assert conversation.send("question 3").text == "answer 3"
+    assert [e.purpose for e in conversation.ledger][-2:] == ["reply", "overflow"]
+    assert len(api.requests[-1]["messages"]) < len(api.requests[-2]["messages"])
+
+
+def test_a_policy_with_nothing_to_drop_lets_the_prompt_too_long_error_stand() -> None:
+    api = FakeAPI()
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), policy=ClearToolUses())
+    fill(conversation, api, 2)
+    api.fail(400, "invalid_request_error", "prompt is too long: 1000001 tokens > 1000000 maximum")
+    with pytest.raises(anthropic.BadRequestError):
+        conversation.send("question 2")
+    assert conversation.pending
+    assert len(api.requests) == 3  # no second try: there was nothing to make smaller

@@ -7,7 +7,8 @@ turn (one request per user message, the state carried over, time moving on) unde
 FullHistory (automatic caching), FullHistory (no caching), Window (in turns and in messages), TokenBudget,
 SlidingWindow, Summarize (alone and over a TokenBudget), ServerCompaction (the edit, or its Summarize fallback on
 models without compaction) and ClearToolUses. When a plan has a summary due, its summary request, the request it
-leads to, and the plan after absorbing a summary are checked too. With `EXAMPLES` examples that is
+leads to, and the plan after absorbing a summary are checked too, and so is what a policy sends after a request
+did not fit (`shrink`: smaller, or a summary call first). With `EXAMPLES` examples that is
 `10 * EXAMPLES` = 20,000 policy cases, each planning several requests.
 """
 
@@ -26,6 +27,7 @@ from turnkeep.core.catalog import ModelInfo, default_catalog
 from turnkeep.core.policies import (
     ClearToolUses,
     FullHistory,
+    Plan,
     Policy,
     RequestSettings,
     ServerCompaction,
@@ -38,6 +40,7 @@ from turnkeep.core.policies.turns import is_turn_start
 from turnkeep.core.rules import MAX_BREAKPOINTS, validate
 from turnkeep.core.tokens import estimate_request
 from turnkeep.emulator.validation import validate_request
+from turnkeep.errors import ContextWindowExceeded
 
 EXAMPLES = 2_000
 CATALOG = default_catalog()
@@ -113,6 +116,23 @@ def _accepted(request: Mapping[str, Any]) -> None:
     assert _breakpoints(request) <= MAX_BREAKPOINTS
 
 
+def _check_shrink(policy: Policy, transcript: list[dict[str, Any]], plan: Plan, settings: RequestSettings) -> None:
+    """What a policy sends after a request did not fit: valid, and smaller (or a summary call first)."""
+    shrink = getattr(policy, "shrink", None)
+    if shrink is None:
+        return
+    try:
+        smaller = shrink(transcript, plan.state, settings)
+    except ContextWindowExceeded:
+        return  # only the current turn is left: nothing more can be dropped
+    if smaller is None:
+        return
+    _accepted(smaller.request)
+    if smaller.summary is not None:
+        _accepted(smaller.summary.request)
+    assert len(smaller.request["messages"]) < len(plan.request["messages"]) or smaller.summary is not None
+
+
 def _check(policy: Policy, model: ModelInfo, history: list[dict[str, Any]], params: Mapping[str, Any]) -> None:
     state: Mapping[str, Any] = {}
     now, last = 1_000_000.0, None
@@ -135,6 +155,7 @@ def _check(policy: Policy, model: ModelInfo, history: list[dict[str, Any]], para
                 _accepted(plan.summary.preview)
             absorbed = cast(Any, policy).absorb_summary(state, plan.summary, "The user asked several questions.")
             _accepted(policy.plan(transcript, absorbed, request_settings).request)
+        _check_shrink(policy, transcript, plan, request_settings)
         again = policy.plan(list(transcript), json.loads(json.dumps(state)), request_settings)
         assert json.dumps(again.request, sort_keys=True) == json.dumps(request, sort_keys=True)
         if isinstance(policy, TokenBudget):

@@ -51,3 +51,20 @@ def test_explicit_compaction_ranges_are_in_transcript_indices_too() -> None:
     assert explanation["compacted"] == [[0, 10]]
     assert explanation["kept"] == [16, 17]
     assert explanation["dropped"] == [[10, 16]]
+
+
+def test_after_an_overflow_explicit_compaction_compacts_at_once_and_would_otherwise_send_only_the_kept_turns() -> None:
+    transcript = chat(8)
+    policy = ServerCompaction(explicit=True, trigger=50_000, keep_last=2)
+    assert policy.plan(transcript, {}, SETTINGS).summary is None  # far below the trigger
+    smaller = policy.shrink(transcript, {}, SETTINGS)
+    assert smaller is not None
+    assert smaller.summary is not None
+    assert smaller.summary.kind == "compaction"
+    assert smaller.explanation["compaction_due"] == [0, 14]
+    assert smaller.explanation["kept"] == [14, 17]  # if the compaction call fails
+
+
+def test_a_wrapper_around_a_full_history_cannot_shrink() -> None:
+    assert ServerCompaction().shrink(chat(3), {}, SETTINGS) is None
+    assert Summarize(keep_last=6).shrink(chat(3), {}, SETTINGS) is None  # too few turns to summarise

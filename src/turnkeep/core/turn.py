@@ -98,9 +98,10 @@ class Turn:
 
     `prefill` is the text the reply must begin with: with `prefill_mode="native"` the request already ends with
     it as an assistant message; with `"instruct"` the user message asks for it and the outcome guarantees it.
-    `replan(summary_text_or_None)` is the policy's next plan once its summary call answered (None: it failed, use
-    the fallback); `shrink(plan)` is a smaller plan after the prompt did not fit (tried once). `lookup` gives the
-    facts of another model (a summary call may use a cheaper one).
+    `replan(plan, summary_text_or_None)` is the policy's next plan once the summary call of `plan` answered
+    (None: it failed, use the fallback); `shrink(plan)` is a smaller plan after the prompt did not fit (tried once;
+    it may carry a summary call of its own to make first; None: the policy cannot shrink, the error stands).
+    `lookup` gives the facts of another model (a summary call may use a cheaper one).
     """
 
     plan: Plan
@@ -109,8 +110,8 @@ class Turn:
     prefill_mode: Literal["native", "instruct"] | None = None
     auto_continue: int = 0
     max_resumes: int = 5
-    replan: Callable[[str | dict[str, Any] | None], Plan] | None = None
-    shrink: Callable[[Plan], Plan] | None = None
+    replan: Callable[[Plan, str | dict[str, Any] | None], Plan] | None = None
+    shrink: Callable[[Plan], Plan | None] | None = None
     lookup: Callable[[str], ModelInfo] | None = None
     checkpoint: rules.Checkpoint | None = None
     """What validating the conversation's previous request settled (advanced as this turn's requests are
@@ -164,7 +165,9 @@ class Turn:
             return self._after_summary(self.plan.summary.result(message))
         stop = message.stop_reason
         if stop == "model_context_window_exceeded" and self._can_shrink():
-            return self._overflow()
+            smaller = self._overflow()
+            if smaller is not None:
+                return smaller
         new = [dict(b) for b in as_blocks(message.content)]
         # A continuation's thinking is bound to a request that is never sent again: drop it. A resumed turn's
         # content is the same turn going on, so it is kept whole.
@@ -221,17 +224,24 @@ class Turn:
     def _after_summary(self, result: str | dict[str, Any] | None) -> Call:
         assert self.replan is not None
         self._summarising = False
-        self._adopt(self.replan(result))
+        self._adopt(self.replan(self.plan, result))
         return self._emit("reply", self.request)
 
     def _can_shrink(self) -> bool:
         # Only the first answer to the turn is retried smaller; a continuation has content worth keeping.
         return self.shrink is not None and not self._shrunk and self._continuations == 0 and self._resumes == 0
 
-    def _overflow(self) -> Call:
+    def _overflow(self) -> Call | None:
         assert self.shrink is not None
         self._shrunk = True
-        self._adopt(self.shrink(self.plan))
+        smaller = self.shrink(self.plan)
+        if smaller is None:
+            return None
+        self._adopt(smaller)
+        if smaller.summary is not None and self.replan is not None:
+            # The policy compacts rather than drops: its summary call first, then the request it leads to.
+            self._summarising = True
+            return self._emit("summary", smaller.summary.request)
         return self._emit("overflow", self.request)
 
     def _emit(self, purpose: Purpose, request: dict[str, Any]) -> Call:

@@ -80,12 +80,42 @@ class ServerCompaction:
 
     def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
         if not settings.model.compaction:
-            plan = self.fallback.plan(transcript, state.get("fallback", {}), settings)
-            explanation = {**plan.explanation, "policy": self.name, "fallback": plan.explanation.get("policy")}
-            return Plan(plan.request, {"fallback": dict(plan.state)}, explanation, summary=plan.summary)
+            return self._from_fallback(self.fallback.plan(transcript, state.get("fallback", {}), settings))
         if self.explicit:
             return self._explicit(transcript, state, settings)
-        inner = self.inner.plan(transcript, state.get("inner", {}), settings)
+        return self._with_edit(self.inner.plan(transcript, state.get("inner", {}), settings))
+
+    def shrink(
+        self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
+    ) -> Plan | None:
+        """The request did not fit the model's window: with `explicit=True`, compact now (if that call fails, send
+        only the turns it would have kept); otherwise, or with nothing left to compact, let the inner policy (the
+        fallback on a model without compaction) drop turns. None when none of that can make it smaller."""
+        if not settings.model.compaction:
+            shrink_fallback = getattr(self.fallback, "shrink", None)
+            smaller = shrink_fallback(transcript, state.get("fallback", {}), settings) if shrink_fallback else None
+            return self._from_fallback(smaller) if smaller is not None else None
+        if self.explicit:
+            start, block = _compacted(state, transcript)
+            cut = self._cut(transcript)
+            if cut is not None and cut > start:
+                plan = self._lead_with(transcript, start, block, state.get("inner", {}) if block else {}, settings)
+                return self._compaction_due(transcript, start, block, cut, plan, settings, fits=False)
+            shrink_inner = getattr(self.inner, "shrink", None)
+            if shrink_inner is None:
+                return None
+            kept = list(transcript[start:])
+            smaller = shrink_inner(lead_with(block, kept) if block else kept, state.get("inner", {}), settings)
+            return self._wrapped(smaller, transcript, start, block) if smaller is not None else None
+        shrink_inner = getattr(self.inner, "shrink", None)
+        smaller = shrink_inner(transcript, state.get("inner", {}), settings) if shrink_inner else None
+        return self._with_edit(smaller) if smaller is not None else None
+
+    def _from_fallback(self, plan: Plan) -> Plan:
+        explanation = {**plan.explanation, "policy": self.name, "fallback": plan.explanation.get("policy")}
+        return Plan(plan.request, {"fallback": dict(plan.state)}, explanation, summary=plan.summary)
+
+    def _with_edit(self, inner: Plan) -> Plan:
         edit: dict[str, Any] = {
             "type": "compact_20260112",
             "trigger": {"type": "input_tokens", "value": self.trigger},
@@ -105,16 +135,35 @@ class ServerCompaction:
         absorb = getattr(self.fallback, "absorb_summary")  # noqa: B009 - the fallback's optional method
         return {"fallback": absorb(state.get("fallback", {}), job, result)}
 
+    def _cut(self, transcript: Sequence[MessageParam]) -> int | None:
+        """Where the kept turns begin once compacted (None: not enough turns to compact any)."""
+        starts = turn_starts(transcript)
+        return starts[-self.keep_last] if len(starts) > self.keep_last else None
+
     def _explicit(
         self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
     ) -> Plan:
         start, block = _compacted(state, transcript)
         plan = self._lead_with(transcript, start, block, state.get("inner", {}) if block else {}, settings)
         estimated = int(plan.explanation.get("estimated_input_tokens") or 0)
-        starts = turn_starts(transcript)
-        cut = starts[-self.keep_last] if len(starts) > self.keep_last else None
+        cut = self._cut(transcript)
         if estimated <= self.trigger or cut is None or cut <= start:
             return plan
+        return self._compaction_due(transcript, start, block, cut, plan, settings, fits=True)
+
+    def _compaction_due(
+        self,
+        transcript: Sequence[MessageParam],
+        start: int,
+        block: Mapping[str, Any] | None,
+        cut: int,
+        plan: Plan,
+        settings: RequestSettings,
+        *,
+        fits: bool,
+    ) -> Plan:
+        """`plan` with the explicit compaction request of `transcript[start:cut]` to make first, and the request to
+        send if that fails: `plan`'s own when it `fits` the model's window, else the turns from `cut` on."""
         leaving = list(transcript[start:cut])
         compaction: dict[str, Any] = {"type": "summarize"}
         if self.instructions:
@@ -124,6 +173,10 @@ class ServerCompaction:
         # For forecasts: the request after compaction, with a text stand-in of the expected length for the block.
         preview = self.inner.plan(with_summary("summary " * 1_000, transcript[cut:]), {}, settings).request
         job = SummaryJob(request, (start, cut), {"anchor": message_digest(transcript[cut - 1])}, preview, "compaction")
+        if not fits:
+            fallback = self._lead_with(transcript, cut, None, {}, settings)
+            explanation = {**fallback.explanation, "compaction_due": [start, cut], "note": "compaction failed: cut"}
+            return Plan(fallback.request, plan.state, explanation, summary=job)
         return Plan(plan.request, plan.state, {**plan.explanation, "compaction_due": [start, cut]}, summary=job)
 
     def _lead_with(
@@ -135,8 +188,13 @@ class ServerCompaction:
         settings: RequestSettings,
     ) -> Plan:
         kept = list(transcript[start:])
-        messages = lead_with(block, kept) if block else kept
-        inner = self.inner.plan(messages, inner_state, settings)
+        inner = self.inner.plan(lead_with(block, kept) if block else kept, inner_state, settings)
+        return self._wrapped(inner, transcript, start, block)
+
+    def _wrapped(
+        self, inner: Plan, transcript: Sequence[MessageParam], start: int, block: Mapping[str, Any] | None
+    ) -> Plan:
+        """The inner policy's plan over the turns from `start` (led by `block`) as this policy's."""
         new_state: dict[str, Any] = {"inner": dict(inner.state)}
         if block:
             new_state.update(block=dict(block), start=start, anchor=message_digest(transcript[start - 1]))
@@ -174,7 +232,17 @@ class ClearToolUses:
     name: str = "clear-tool-uses"
 
     def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
-        inner = self.inner.plan(transcript, state.get("inner", {}), settings)
+        return self._with_edit(self.inner.plan(transcript, state.get("inner", {}), settings), settings)
+
+    def shrink(
+        self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
+    ) -> Plan | None:
+        """The request did not fit: the inner policy drops turns, if it can (None otherwise)."""
+        shrink_inner = getattr(self.inner, "shrink", None)
+        smaller = shrink_inner(transcript, state.get("inner", {}), settings) if shrink_inner else None
+        return self._with_edit(smaller, settings) if smaller is not None else None
+
+    def _with_edit(self, inner: Plan, settings: RequestSettings) -> Plan:
         new_state = {"inner": dict(inner.state)}
         if not settings.model.context_editing:
             note = f"{settings.model.id} has no context editing: full history sent"

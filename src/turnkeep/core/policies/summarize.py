@@ -72,10 +72,48 @@ class Summarize:
         estimated = int(
             plan.explanation.get("estimated_input_tokens") or estimate_request(plan.request, settings.model)
         )
-        starts = turn_starts(transcript)
-        cut = starts[-self.keep_last] if len(starts) > self.keep_last else None
+        cut = self._cut(transcript)
         if estimated <= self.trigger or cut is None or cut <= start:
             return plan
+        room = settings.model.context_window - settings.max_tokens
+        return self._summary_due(transcript, start, summary, cut, plan, settings, fits=estimated <= room)
+
+    def shrink(
+        self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
+    ) -> Plan | None:
+        """The request did not fit the model's window: summarise now (then send the rest; if the summary call
+        fails, only the turns a summary would have kept), or, with nothing left to summarise, let the inner policy
+        drop turns. None when neither can make the request smaller."""
+        start, summary = _valid(state, transcript)
+        inner_state = state.get("inner", {}) if start == state.get("start", 0) else {}
+        cut = self._cut(transcript)
+        if cut is not None and cut > start:
+            plan = self._planned(transcript, start, summary, inner_state, settings)
+            return self._summary_due(transcript, start, summary, cut, plan, settings, fits=False)
+        shrink_inner = getattr(self.inner, "shrink", None)
+        if shrink_inner is None:
+            return None
+        smaller = shrink_inner(self._messages(transcript, start, summary, settings), inner_state, settings)
+        return self._wrapped(smaller, transcript, start, summary, None) if smaller is not None else None
+
+    def _cut(self, transcript: Sequence[MessageParam]) -> int | None:
+        """Where the kept turns begin once a summary is written (None: not enough turns to summarise any)."""
+        starts = turn_starts(transcript)
+        return starts[-self.keep_last] if len(starts) > self.keep_last else None
+
+    def _summary_due(
+        self,
+        transcript: Sequence[MessageParam],
+        start: int,
+        summary: str | None,
+        cut: int,
+        plan: Plan,
+        settings: RequestSettings,
+        *,
+        fits: bool,
+    ) -> Plan:
+        """`plan` with the summary call of `transcript[start:cut]` to make first, and the request to send if that
+        fails: `plan`'s own when it `fits` the model's window, else only the turns from `cut` on."""
         # For forecasts: the request after the summary, with the old summary (or a stand-in of half the allowed
         # length) where the new one will go.
         stand_in = summary or "summary " * (self.max_summary_tokens // 2)
@@ -86,9 +124,7 @@ class Summarize:
             {"anchor": message_digest(transcript[cut - 1])},
             preview,
         )
-        # Fallback if the summary call fails: keep everything while it fits the model's window.
-        room = settings.model.context_window - settings.max_tokens
-        if estimated > room:
+        if not fits:
             fallback = self._planned(transcript, cut, summary, {}, settings, note="summary failed: window fallback")
             explanation = {**fallback.explanation, "summary_due": [start, cut]}
             return Plan(fallback.request, plan.state, explanation, summary=job)
@@ -113,11 +149,22 @@ class Summarize:
         *,
         note: str | None = None,
     ) -> Plan:
+        messages = self._messages(transcript, start, summary, settings)
+        return self._wrapped(self.inner.plan(messages, inner_state, settings), transcript, start, summary, note)
+
+    def _messages(
+        self, transcript: Sequence[MessageParam], start: int, summary: str | None, settings: RequestSettings
+    ) -> list[MessageParam]:
+        """What the inner policy plans: the turns from `start` on, led by the summary."""
         kept = list(transcript[start:])
         if start > 0 and settings.model.thinking_binding:
             kept = _strip_retained_thinking(kept)
-        messages = with_summary(summary, kept) if summary else kept
-        inner = self.inner.plan(messages, inner_state, settings)
+        return with_summary(summary, kept) if summary else kept
+
+    def _wrapped(
+        self, inner: Plan, transcript: Sequence[MessageParam], start: int, summary: str | None, note: str | None
+    ) -> Plan:
+        """The inner policy's plan as this policy's: its state kept inside ours, its ranges in transcript indices."""
         state: dict[str, Any] = {"start": start, "summary": summary, "inner": dict(inner.state)}
         if start > 0:
             state["anchor"] = message_digest(transcript[start - 1])
