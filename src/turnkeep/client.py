@@ -272,10 +272,14 @@ class Conversation(_Facade):
         policy: Policy | None = None,
         catalog: Catalog | None = None,
         clock: Callable[[], float] | None = None,
+        threads: bool | None = None,
     ) -> Conversation:
         """Reopen a stored conversation (on `branch`) to continue it; its next request repeats the stored
-        history byte for byte, so the prompt cache still applies."""
-        core = ConversationCore.open(store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock)
+        history byte for byte, so the prompt cache still applies. `policy` and `threads` (None: as stored)
+        change how it goes on."""
+        core = ConversationCore.open(
+            store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
+        )
         if client is None:
             import anthropic
 
@@ -539,9 +543,12 @@ class AsyncConversation(_Facade):
         policy: Policy | None = None,
         catalog: Catalog | None = None,
         clock: Callable[[], float] | None = None,
+        threads: bool | None = None,
     ) -> AsyncConversation:
         """See `Conversation.open`."""
-        core = ConversationCore.open(store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock)
+        core = ConversationCore.open(
+            store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
+        )
         if client is None:
             import anthropic
 

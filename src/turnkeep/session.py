@@ -169,7 +169,9 @@ class ConversationCore:
         self.keep_refusals = keep_refusals
         self.budget = budget
         self.branch = branch
-        # Message threads carry only the new messages while the history grows; a transport choice, not state.
+        # Message threads carry only the new messages while the history grows: a transport choice, stored with the
+        # conversation's settings and used on the models that have threads.
+        self.threads_requested = threads
         self.threads = threads and self.model_info.threads
         # The last answered request: threads continue from it, forecasts are exact up to it.
         self._anchor: Anchor | None = None
@@ -224,6 +226,7 @@ class ConversationCore:
             "max_resumes": self.max_resumes,
             "keep_refusals": self.keep_refusals,
             "budget": self.budget.settings() if self.budget else None,
+            "threads": self.threads_requested,
         }
 
     @classmethod
@@ -236,8 +239,9 @@ class ConversationCore:
         policy: Policy | None = None,
         catalog: Catalog | None = None,
         clock: Callable[[], float] | None = None,
+        threads: bool | None = None,
     ) -> ConversationCore:
-        """Rebuild a stored conversation, bound to `branch`."""
+        """Rebuild a stored conversation, bound to `branch` (`policy` and `threads`: None keeps the stored ones)."""
         settings = store.settings(conversation_id)
         if branch not in store.branches(conversation_id):
             raise UnknownConversation(f"conversation {conversation_id!r} has no branch {branch!r}")
@@ -256,6 +260,7 @@ class ConversationCore:
             conversation_id=conversation_id,
             branch=branch,
             clock=clock,
+            threads=bool(settings.get("threads", False)) if threads is None else threads,
         )
 
     def _settings_obj(self, options: Mapping[str, Any]) -> RequestSettings:
@@ -451,12 +456,14 @@ class ConversationCore:
         previous = (self.model_info, self.system)
         if "model" in changes:
             self.model_info = self._catalog.get(changes["model"])
+            self.threads = self.threads_requested and self.model_info.threads
         if "system" in changes:
             self.system = changes["system"]
         try:
             self._check_fixed_part()
         except UsageError:
             self.model_info, self.system = previous
+            self.threads = self.threads_requested and self.model_info.threads
             raise
         self.store.update_settings(self.id, changes)
 

@@ -13,6 +13,7 @@ from turnkeep import AsyncConversation, Conversation, refresh_catalog
 from turnkeep.core.messages import as_blocks
 from turnkeep.core.policies import FullHistory, ServerCompaction, Summarize, Window
 from turnkeep.emulator import EmulatorServer
+from turnkeep.store import MemoryStore
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -203,6 +204,29 @@ def test_threads_send_only_the_new_messages_and_replay_after_expiry(turnkeep_emu
     assert [r["thread"]["type"] for r in sent[2:]] == ["continue", "create"]  # type: ignore[index]
     assert len(sent[3]["messages"]) == 5  # type: ignore[arg-type]
     assert chat.send("What is my name?").text == "Your name is Ada."
+
+
+def test_a_reopened_conversation_keeps_using_threads_unless_told_otherwise(turnkeep_emulator: EmulatorServer) -> None:
+    sent: list[dict[str, object]] = []
+    client = turnkeep_emulator.client()
+    original = client.beta.messages.create
+
+    def spy(**request: object) -> object:
+        sent.append(request)
+        return original(**request)  # type: ignore[arg-type]
+
+    client.beta.messages.create = spy  # type: ignore[method-assign]
+    store = MemoryStore()
+    chat = Conversation("claude-opus-5", client=client, threads=True, store=store)
+    chat.send("What is the capital of France?")
+    reopened = Conversation.open(chat.id, store=store, client=client)
+    reopened.send("What is its population?")
+    reopened.send("My name is Ada.")
+    # A new process knows no thread yet: it creates one with everything, then continues it.
+    assert [r["thread"]["type"] for r in sent] == ["create", "create", "continue"]  # type: ignore[index]
+    plain = Conversation.open(chat.id, store=store, client=client, threads=False)
+    plain.send("What is my name?")
+    assert len(sent) == 3  # not through the beta endpoint: no thread
 
 
 # -- forecasts ---------------------------------------------------------------------------------------------------
