@@ -241,6 +241,21 @@ def test_forecast_a_changed_prefix_reads_only_the_system() -> None:
     assert predicted["cache_write_5m"] > 0
 
 
+def test_forecast_of_a_request_too_small_to_cache_says_so_and_writes_nothing() -> None:
+    small, _ = place_breakpoints(_request(_chat(1)), MODEL)  # far below the model's 1,024-token minimum
+    assert forecast(small, {}, MODEL, _settings(0.0))["cache"] == "too_small"
+    state = remember(small, {}, _settings(0.0))
+    grown, _ = place_breakpoints(_request(_chat(2)), MODEL)
+    predicted = forecast(grown, state, MODEL, _settings(10.0, 0.0))
+    assert predicted["cache"] == "too_small"
+    assert predicted["cache_write_5m"] == predicted["cache_read"] == 0
+    assert predicted["uncached"] == predicted["input_tokens"]
+    # Once it is big enough, it is written for the first time: nothing was cached before.
+    big, _ = place_breakpoints(_request(_chat(20)), MODEL)
+    assert forecast(big, state, MODEL, _settings(20.0, 10.0))["cache"] == "new"
+    assert forecast(_request(_chat(20)), state, MODEL, _settings(20.0, 10.0))["cache"] == "off"  # no breakpoint
+
+
 def test_remember_keeps_the_rest_of_the_state_and_is_json_ready() -> None:
     request, _ = place_breakpoints(_request(_chat(2)), MODEL)
     state = remember(request, {"start": 4, "calibration": 1.1}, _settings(5.0))

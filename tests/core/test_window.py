@@ -453,3 +453,21 @@ def test_a_nested_policy_is_given_by_name_or_refused_with_the_field_named() -> N
         policy_from_settings({"name": "summarize", "inner": "windw"})
     with pytest.raises(ConfigError, match="fallback must be a policy"):
         policy_from_settings({"name": "server-compaction", "fallback": 3})
+
+
+def test_a_step_of_a_window_too_small_to_be_cached_costs_no_rewrite() -> None:
+    policy = Window(turns=2)
+    small = RequestSettings(MODEL, 1024, "Be brief.", None)  # far below the model's 1,024-token minimum
+    transcript: list[dict[str, Any]] = []
+    state: Mapping[str, Any] = {}
+    steps = []
+    for number in range(5):
+        transcript += [{"role": "user", "content": f"question {number} " * 10}]
+        plan = policy.plan(transcript, state, small)
+        assert plan.explanation["forecast"]["cache"] == "too_small"
+        state = plan.state
+        transcript += [{"role": "assistant", "content": "answer " * 20}]
+        if plan.explanation["step"] is not None:
+            steps.append(plan.explanation["step"])
+    assert len(steps) == 2
+    assert all(step["rewrite_tokens"] == 0 and Decimal(step["rewrite_usd"]) == 0 for step in steps)

@@ -481,9 +481,10 @@ def forecast(
     clean_before: int = 0,
 ) -> dict[str, Any]:
     """The predicted split of `request`'s input: `cache_read`, `cache_write_5m`, `cache_write_1h`, `uncached`
-    (tokens, estimated) and `usd` (per part and `input_total`; output not included), plus `cache`: "new" (no
-    previous request), "warm", "expired" (the gap exceeded the entries' TTL) or "changed" (no previous entry
-    has an identical prefix).
+    (tokens, estimated) and `usd` (per part and `input_total`; output not included), plus `cache`: "new" (nothing
+    cached before), "warm", "expired" (the gap exceeded the entries' TTL), "changed" (no previous entry has an
+    identical prefix), "too_small" (no breakpoint's prefix reaches the model's minimum: nothing is cached) or
+    "off" (the request has no breakpoint).
 
     Mirrors how the API bills (reference §4): the previous request's entries (from `state["cache"]`, written
     by `remember`) are read when still alive (`settings.now - at` within their TTL), their prefix is unchanged
@@ -510,13 +511,23 @@ def _forecast(
     previous = state.get("cache")
     read = 0
     status = "new"
-    if isinstance(previous, Mapping) and previous.get("head"):
+    # Only entries whose prefix reached the minimum were written; the others never existed.
+    entries = (
+        [e for e in (previous.get("entries") or []) if int(e["tokens"]) >= model.min_cache_tokens]
+        if isinstance(previous, Mapping)
+        else []
+    )
+    if not layout.breakpoints:
+        status = "off"
+    elif not qualifying:
+        status = "too_small"
+    elif isinstance(previous, Mapping) and previous.get("head") and entries:
         status = "changed"
         messages = layout.messages
         same_head = previous.get("head") == _head_digest(request)
         same_first = bool(messages) and previous.get("first") == message_digest(messages[0])
         at = previous.get("at")
-        for entry in previous.get("entries") or []:
+        for entry in entries:
             key = cast(_Key, tuple(entry["key"]))
             if not same_head or (key[0] == 2 and not same_first):
                 continue

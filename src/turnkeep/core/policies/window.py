@@ -366,7 +366,9 @@ def _finish(
         rewrite = view.tokens_from(step["to"]) - view.tokens_from(min(max(_int(state, "length", n), step["to"]), n))
         if not any(item["kind"] == "prefix" for item in placed):
             rewrite += estimate_prefix(request, model)
-        step["rewrite_tokens"] = apply_calibration(rewrite, calibration)
+        # Never more than this request writes at all (nothing, when it is too small to be cached).
+        written = int(predicted["cache_write_5m"]) + int(predicted["cache_write_1h"])
+        step["rewrite_tokens"] = min(apply_calibration(rewrite, calibration), written)
         # What the rewrite costs beyond reading the same tokens from the cache (write price minus read price).
         prices = model.prices_for(predicted["input_tokens"])
         write = prices.cache_write_1h if ttl == "1h" else prices.cache_write_5m
