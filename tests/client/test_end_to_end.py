@@ -181,9 +181,10 @@ def test_server_compaction_keeps_the_fact_through_the_apis_own_summary(turnkeep_
 # -- message threads as a transport ------------------------------------------------------------------------------
 
 
-def test_threads_send_only_the_new_messages_and_replay_after_expiry(turnkeep_emulator: EmulatorServer) -> None:
+def _beta_spied(emulator: EmulatorServer) -> tuple[anthropic.Anthropic, list[dict[str, object]]]:
+    """A client of the emulator, and the list of the requests it sends through the beta endpoint (threads)."""
     sent: list[dict[str, object]] = []
-    client = turnkeep_emulator.client()
+    client = emulator.client()
     original = client.beta.messages.create
 
     def spy(**request: object) -> object:
@@ -191,6 +192,11 @@ def test_threads_send_only_the_new_messages_and_replay_after_expiry(turnkeep_emu
         return original(**request)  # type: ignore[arg-type]
 
     client.beta.messages.create = spy  # type: ignore[method-assign]
+    return client, sent
+
+
+def test_threads_send_only_the_new_messages_and_replay_after_expiry(turnkeep_emulator: EmulatorServer) -> None:
+    client, sent = _beta_spied(turnkeep_emulator)
     chat = Conversation("claude-opus-5", client=client, threads=True, system="Geography.")
     chat.send("What is the capital of France?")
     chat.send("What is its population?")
@@ -207,15 +213,7 @@ def test_threads_send_only_the_new_messages_and_replay_after_expiry(turnkeep_emu
 
 
 def test_a_reopened_conversation_keeps_using_threads_unless_told_otherwise(turnkeep_emulator: EmulatorServer) -> None:
-    sent: list[dict[str, object]] = []
-    client = turnkeep_emulator.client()
-    original = client.beta.messages.create
-
-    def spy(**request: object) -> object:
-        sent.append(request)
-        return original(**request)  # type: ignore[arg-type]
-
-    client.beta.messages.create = spy  # type: ignore[method-assign]
+    client, sent = _beta_spied(turnkeep_emulator)
     store = MemoryStore()
     chat = Conversation("claude-opus-5", client=client, threads=True, store=store)
     chat.send("What is the capital of France?")
