@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import gc
 import re
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import pytest
 
 import turnkeep.policies
@@ -71,19 +74,30 @@ def run(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
-) -> Run:
+) -> Iterator[Run]:
     """Runs a block as a reader would, with the SDK pointed at the emulator: (its globals, what it printed)."""
     monkeypatch.setenv("ANTHROPIC_BASE_URL", turnkeep_emulator.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     monkeypatch.setenv("TURNKEEP_HOME", str(tmp_path))  # no user catalog: the shipped model facts
+    namespaces: list[dict[str, Any]] = []
 
     def run(code: str) -> tuple[dict[str, Any], str]:
         capsys.readouterr()
         namespace: dict[str, Any] = {}
+        namespaces.append(namespace)
         exec(compile(code, str(GUIDE), "exec"), namespace)
         return namespace, capsys.readouterr().out
 
-    return run
+    yield run
+    # The examples make their clients from the environment, as a reader's script would, and never close them:
+    # close those still named, and collect the rest now, so no unclosed socket is reported during a later test.
+    for namespace in namespaces:
+        for value in namespace.values():
+            if isinstance(getattr(value, "client", None), anthropic.Anthropic):
+                value.client.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 # -- the examples ----------------------------------------------------------------------------------------------

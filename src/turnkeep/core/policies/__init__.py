@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol, cast
 from anthropic.types import Message, MessageParam
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.explain import explanation_text
 from turnkeep.core.messages import block_param
 from turnkeep.errors import ConfigError
 
@@ -103,6 +104,10 @@ class Plan:
     state: Mapping[str, Any]
     explanation: Mapping[str, Any]
     summary: SummaryJob | None = None
+
+    def __str__(self) -> str:
+        """The explanation as a readable two-column table: `print(chat.explain())`."""
+        return explanation_text(self.explanation)
 
 
 class Policy(Protocol):

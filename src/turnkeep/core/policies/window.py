@@ -366,8 +366,11 @@ def _finish(
         rewrite = view.tokens_from(step["to"]) - view.tokens_from(min(max(_int(state, "length", n), step["to"]), n))
         if not any(item["kind"] == "prefix" for item in placed):
             rewrite += estimate_prefix(request, model)
-        # Never more than this request writes at all (nothing, when it is too small to be cached).
+        # Never more than this request writes at all (nothing, when it is too small to be cached), and nothing is
+        # written again when nothing was cached before (the first request of a conversation).
         written = int(predicted["cache_write_5m"]) + int(predicted["cache_write_1h"])
+        if not isinstance(state.get("cache"), Mapping):
+            written = 0
         step["rewrite_tokens"] = min(apply_calibration(rewrite, calibration), written)
         # What the rewrite costs beyond reading the same tokens from the cache (write price minus read price).
         prices = model.prices_for(predicted["input_tokens"])
