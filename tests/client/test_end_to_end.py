@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import re
 import warnings
 from decimal import Decimal
@@ -13,7 +14,7 @@ import pytest
 
 from turnkeep import AsyncConversation, Conversation, refresh_catalog
 from turnkeep.core.messages import as_blocks
-from turnkeep.core.policies import FullHistory, ServerCompaction, Summarize, Window
+from turnkeep.core.policies import FullHistory, Policy, ServerCompaction, Summarize, Window
 from turnkeep.emulator import EmulatorServer
 from turnkeep.store import MemoryStore
 
@@ -112,6 +113,65 @@ def test_thinking_blocks_round_trip_unmodified_on_a_model_that_binds_them(turnke
     assert chat.messages[-1]["content"][0]["type"] == "thinking"
     # The emulator checks the signature against the whole prefix: a changed byte would be a 400.
     assert chat.send("My name is Ada.").text
+
+
+BOUND_FILL = "word " * 9_000  # ~9,000 tokens: a few turns pass every trigger below
+
+
+def _scripted(reply: dict[str, object]) -> dict[str, str]:
+    """Headers that make the emulator answer this one request with `reply` (a summary call answers on its own)."""
+    return {"x-emulator-script": json.dumps(reply)}
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        Window(turns=2),
+        Summarize(trigger=20_000, keep_last=2),
+        ServerCompaction(explicit=True, trigger=50_000, keep_last=2),
+        ServerCompaction(trigger=50_000),
+    ],
+    ids=["window", "summarize", "explicit-compaction", "compaction-edit"],
+)
+def test_every_policy_that_cuts_or_compacts_keeps_bound_thinking_valid(
+    turnkeep_emulator: EmulatorServer, policy: Policy
+) -> None:
+    # On claude-sonnet-5-5 a thinking block is bound to everything before it: a block kept across a cut would be
+    # rejected by the emulator (400), as by the API.
+    client = turnkeep_emulator.client(max_retries=0)
+    chat = Conversation("claude-sonnet-5-5", client=client, max_tokens=8192, policy=policy)
+    for number in range(8):
+        headers = _scripted({"thinking": f"Thought {number}.", "text": f"Answer {number}."})
+        chat.send(f"Question {number}. {BOUND_FILL}", extra_headers=headers, thinking={"type": "adaptive"})
+    assert all(entry.error is None for entry in chat.ledger)
+    assert len([e for e in chat.ledger if e.purpose == "reply"]) == 8
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [Summarize(trigger=20_000, keep_last=2), ServerCompaction(explicit=True, trigger=50_000, keep_last=2)],
+    ids=["summarize", "explicit-compaction"],
+)
+def test_a_summary_due_inside_a_tool_loop_waits_for_the_next_user_turn_on_a_binding_model(
+    turnkeep_emulator: EmulatorServer, policy: Policy
+) -> None:
+    tools = [{"name": "look", "description": "Look up.", "input_schema": {"type": "object", "properties": {}}}]
+    client = turnkeep_emulator.client(max_retries=0)
+    chat = Conversation("claude-sonnet-5-5", client=client, max_tokens=8192, policy=policy, tools=tools)
+    for number in range(6):
+        call = _scripted({"thinking": f"Thought {number}.", "tool_use": [{"name": "look", "input": {}}]})
+        reply = chat.send(f"Question {number}.", extra_headers=call, thinking={"type": "adaptive"})
+        answer = _scripted({"thinking": f"Then {number}.", "text": f"Answer {number}."})
+        # Short results first, then a long one: the trigger is first passed by a request inside the loop.
+        results = {reply.tool_calls[0].id: BOUND_FILL * 3 if number >= 3 else "Nothing found."}
+        chat.send_tool_results(results, extra_headers=answer, thinking={"type": "adaptive"})
+    purposes = [entry.purpose for entry in chat.ledger]
+    assert all(entry.error is None for entry in chat.ledger)
+    assert "summary" in purposes
+    # Every summary or compaction call is made at a user turn, before its first reply, never inside the loop.
+    kinds = [entry.stop_reason for entry in chat.ledger if entry.purpose == "reply"]
+    after = [kinds[purposes[: i + 1].count("reply")] for i, p in enumerate(purposes) if p == "summary"]
+    assert set(after) == {"tool_use"}
 
 
 def test_prefill_is_accepted_by_the_emulator_on_a_model_that_supports_it(turnkeep_emulator: EmulatorServer) -> None:

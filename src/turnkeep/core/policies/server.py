@@ -20,8 +20,14 @@ from anthropic.types import MessageParam
 
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob
 from turnkeep.core.policies.caching import message_digest
-from turnkeep.core.policies.summarize import Summarize, in_transcript, lead_with, with_summary
-from turnkeep.core.policies.turns import turn_starts
+from turnkeep.core.policies.summarize import (
+    Summarize,
+    in_transcript,
+    lead_with,
+    strip_retained_thinking,
+    with_summary,
+)
+from turnkeep.core.policies.turns import in_tool_loop, turn_starts
 from turnkeep.core.rules import normalize
 from turnkeep.errors import ConfigError
 
@@ -105,6 +111,8 @@ class ServerCompaction:
             if shrink_inner is None:
                 return None
             kept = list(transcript[start:])
+            if block and settings.model.thinking_binding:
+                kept = strip_retained_thinking(kept)
             smaller = shrink_inner(lead_with(block, kept) if block else kept, state.get("inner", {}), settings)
             return self._wrapped(smaller, transcript, start, block) if smaller is not None else None
         shrink_inner = getattr(self.inner, "shrink", None)
@@ -149,6 +157,8 @@ class ServerCompaction:
         cut = self._cut(transcript)
         if estimated <= self.trigger or cut is None or cut <= start:
             return plan
+        if settings.model.thinking_binding and in_tool_loop(transcript):
+            return plan  # the loop's thinking is bound to this prefix: compact at the next user turn
         return self._compaction_due(transcript, start, block, cut, plan, settings, fits=True)
 
     def _compaction_due(
@@ -165,6 +175,9 @@ class ServerCompaction:
         """`plan` with the explicit compaction request of `transcript[start:cut]` to make first, and the request to
         send if that fails: `plan`'s own when it `fits` the model's window, else the turns from `cut` on."""
         leaving = list(transcript[start:cut])
+        if block and settings.model.thinking_binding:
+            # Turns kept across the last compaction carry thinking bound to the prefix it replaced.
+            leaving = strip_retained_thinking([*leaving, *transcript[cut : cut + 1]])[: len(leaving)]
         compaction: dict[str, Any] = {"type": "summarize"}
         if self.instructions:
             compaction["instructions"] = self.instructions
@@ -188,6 +201,8 @@ class ServerCompaction:
         settings: RequestSettings,
     ) -> Plan:
         kept = list(transcript[start:])
+        if block and settings.model.thinking_binding:
+            kept = strip_retained_thinking(kept)  # bound to the prefix the block replaced
         inner = self.inner.plan(lead_with(block, kept) if block else kept, inner_state, settings)
         return self._wrapped(inner, transcript, start, block)
 

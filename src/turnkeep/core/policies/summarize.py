@@ -13,7 +13,8 @@ How it works, per turn:
   fits the model's window (and drops the oldest turns only when it does not): the turn is never lost, and the
   summary is tried again on the next turn.
 - On models that bind thinking blocks to their prefix, the thinking of retained turns is stripped once a summary
-  replaces the start of the conversation (the blocks would no longer verify); the current tool loop keeps it.
+  replaces the start of the conversation (the blocks would no longer verify); the current tool loop keeps it, so
+  a summary that falls due inside a tool loop waits for the next user turn (unless the request would not fit).
 """
 
 from __future__ import annotations
@@ -28,11 +29,18 @@ from anthropic.types import MessageParam
 from turnkeep.core.messages import as_blocks
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob
 from turnkeep.core.policies.caching import message_digest
-from turnkeep.core.policies.turns import turn_starts
+from turnkeep.core.policies.turns import in_tool_loop, turn_starts
 from turnkeep.core.tokens import estimate_request
 from turnkeep.errors import ConfigError
 
-__all__ = ["SUMMARY_MARKER", "Summarize", "lead_with", "render_transcript", "with_summary"]
+__all__ = [
+    "SUMMARY_MARKER",
+    "Summarize",
+    "lead_with",
+    "render_transcript",
+    "strip_retained_thinking",
+    "with_summary",
+]
 
 SUMMARY_MARKER = "[Summary of the earlier conversation]"
 _SUMMARY_END = "[End of summary; the conversation continues below.]"
@@ -76,6 +84,8 @@ class Summarize:
         if estimated <= self.trigger or cut is None or cut <= start:
             return plan
         room = settings.model.context_window - settings.max_tokens
+        if estimated <= room and settings.model.thinking_binding and in_tool_loop(transcript):
+            return plan  # the loop's thinking is bound to this prefix: summarise at the next user turn
         return self._summary_due(transcript, start, summary, cut, plan, settings, fits=estimated <= room)
 
     def shrink(
@@ -158,7 +168,7 @@ class Summarize:
         """What the inner policy plans: the turns from `start` on, led by the summary."""
         kept = list(transcript[start:])
         if start > 0 and settings.model.thinking_binding:
-            kept = _strip_retained_thinking(kept)
+            kept = strip_retained_thinking(kept)
         return with_summary(summary, kept) if summary else kept
 
     def _wrapped(
@@ -261,7 +271,7 @@ def _valid(state: Mapping[str, Any], transcript: Sequence[MessageParam]) -> tupl
     return start, str(summary)
 
 
-def _strip_retained_thinking(messages: Sequence[MessageParam]) -> list[MessageParam]:
+def strip_retained_thinking(messages: Sequence[MessageParam]) -> list[MessageParam]:
     """Drop thinking from retained assistant turns, except in the tool loop still in progress."""
     starts = turn_starts(messages)
     current = starts[-1] if starts else 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["is_turn_start", "last_turn_start", "turn_starts"]
+__all__ = ["in_tool_loop", "is_turn_start", "last_turn_start", "turn_starts"]
 
 
 def _block_type(block: object) -> object:
@@ -45,3 +45,15 @@ def last_turn_start(messages: Sequence[Any], *, before: int | None = None) -> in
             return index
         index -= 1
     return None
+
+
+def in_tool_loop(messages: Sequence[Any], last_start: int | None = None) -> bool:
+    """Whether `messages` end inside a turn's tool loop: an assistant message follows the last turn start
+    (`last_start`, when the caller knows it)."""
+    if last_start is None:
+        last_start = last_turn_start(messages)
+        if last_start is None:
+            return False
+    return any(
+        isinstance(message, Mapping) and message.get("role") == "assistant" for message in messages[last_start + 1 :]
+    )

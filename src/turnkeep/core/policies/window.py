@@ -55,7 +55,7 @@ from turnkeep.core.policies.caching import (
     place_breakpoints,
     ttl_seconds,
 )
-from turnkeep.core.policies.turns import is_turn_start
+from turnkeep.core.policies.turns import in_tool_loop, is_turn_start
 from turnkeep.core.rules import normalize
 from turnkeep.core.tokens import (
     apply_calibration,
@@ -215,15 +215,6 @@ def _valid_start(state: Mapping[str, Any], transcript: Sequence[Any]) -> tuple[i
     while index > 0 and not is_turn_start(transcript[index]):
         index -= 1
     return max(index, 0), True
-
-
-def _mid_loop(transcript: Sequence[Any], last_start: int | None) -> bool:
-    """Whether the transcript ends inside a tool loop: an assistant message follows the last turn start."""
-    if last_start is None:
-        return False
-    return any(
-        isinstance(message, Mapping) and message.get("role") == "assistant" for message in transcript[last_start + 1 :]
-    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -478,7 +469,7 @@ class _Stepper:
         last_start = starts[-1] if starts else None
         if last_start is not None and not is_turn_start(transcript[last_start]):
             return None
-        mid_loop = _mid_loop(transcript, last_start)
+        mid_loop = last_start is not None and in_tool_loop(transcript, last_start)
         if last_start is None:
             return None, None, mid_loop
         target = min(self._low_target(ctx, start), last_start)
