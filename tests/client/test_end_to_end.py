@@ -8,6 +8,7 @@ import re
 import warnings
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import pytest
@@ -342,3 +343,19 @@ def test_explicit_compaction_replaces_old_turns_with_the_apis_block(turnkeep_emu
     assert first["type"] == "compaction"
     assert len(chat.messages) < 2 * 7  # the compacted turns are no longer sent ...
     assert chat.send("What is my name?").text == "Your name is Ada."  # ... but the block remembers the fact
+
+
+def test_a_window_steps_as_usual_when_every_turn_has_a_prefill(turnkeep_emulator: EmulatorServer) -> None:
+    sent: list[int] = []
+    client = turnkeep_emulator.client()
+    original = client.messages.create
+
+    def spy(**request: Any) -> Any:
+        sent.append(len(request["messages"]))
+        return original(**request)
+
+    client.messages.create = spy  # type: ignore[method-assign]
+    chat = Conversation("claude-haiku-4-5", client=client, policy=Window(messages=6))
+    for number in range(8):
+        assert chat.send(f"Box {number} is red.", prefill="Sure:").text.startswith("Sure:")
+    assert max(sent) <= 6  # the prefill (an assistant message last) is not a tool loop the step waits for

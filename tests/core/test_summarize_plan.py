@@ -68,3 +68,18 @@ def test_after_an_overflow_explicit_compaction_compacts_at_once_and_would_otherw
 def test_a_wrapper_around_a_full_history_cannot_shrink() -> None:
     assert ServerCompaction().shrink(chat(3), {}, SETTINGS) is None
     assert Summarize(keep_last=6).shrink(chat(3), {}, SETTINGS) is None  # too few turns to summarise
+
+
+def test_explicit_compaction_keeps_its_inner_windows_state_before_any_compaction() -> None:
+    wrapped, alone = ServerCompaction(explicit=True, inner=Window(messages=6)), Window(messages=6)
+    transcript: list[dict[str, Any]] = []
+    states: list[Any] = [{}, {}]
+    kept: list[list[Any]] = [[], []]
+    for number in range(8):
+        transcript.append({"role": "user", "content": f"Box {number} is red."})
+        for index, policy in enumerate((wrapped, alone)):
+            plan = policy.plan(transcript, states[index], SETTINGS)
+            states[index] = plan.state
+            kept[index].append(plan.explanation["kept"])
+        transcript.append({"role": "assistant", "content": "Noted."})
+    assert kept[0] == kept[1]  # the same cache-stable steps, not a start moved on every turn

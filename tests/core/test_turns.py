@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from strategies import histories
 
 from turnkeep.core.catalog import default_catalog
-from turnkeep.core.policies.turns import is_turn_start, last_turn_start, turn_starts
+from turnkeep.core.policies.turns import in_tool_loop, is_turn_start, last_turn_start, turn_starts
 from turnkeep.core.rules import unanswered_tool_calls, validate
 
 MODEL = default_catalog().get("claude-opus-5")  # accepts role 'system' messages
@@ -58,3 +58,13 @@ def test_a_history_cut_at_any_turn_start_is_a_valid_request(history: list[dict[s
         if start:
             # Every call made before the cut was answered before it: no tool loop is split.
             assert unanswered_tool_calls(history[:start]) == []
+
+
+def test_a_tool_loop_is_an_answered_assistant_message_after_the_last_turn_start_not_a_prefill() -> None:
+    call = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]}
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "r"}]}
+    question = {"role": "user", "content": "Go."}
+    assert in_tool_loop([question, call, result])
+    assert not in_tool_loop([question])
+    assert not in_tool_loop([question, {"role": "assistant", "content": "Sure:"}])  # a prefill
+    assert in_tool_loop([question, call, result, {"role": "assistant", "content": "Sure:"}])  # a prefill in a loop

@@ -105,7 +105,7 @@ class ServerCompaction:
             start, block = _compacted(state, transcript)
             cut = self._cut(transcript)
             if cut is not None and cut > start:
-                plan = self._lead_with(transcript, start, block, state.get("inner", {}) if block else {}, settings)
+                plan = self._lead_with(transcript, start, block, _inner_state(state, start), settings)
                 return self._compaction_due(transcript, start, block, cut, plan, settings, fits=False)
             shrink_inner = getattr(self.inner, "shrink", None)
             if shrink_inner is None:
@@ -113,7 +113,7 @@ class ServerCompaction:
             kept = list(transcript[start:])
             if block and settings.model.thinking_binding:
                 kept = strip_retained_thinking(kept)
-            smaller = shrink_inner(lead_with(block, kept) if block else kept, state.get("inner", {}), settings)
+            smaller = shrink_inner(lead_with(block, kept) if block else kept, _inner_state(state, start), settings)
             return self._wrapped(smaller, transcript, start, block) if smaller is not None else None
         shrink_inner = getattr(self.inner, "shrink", None)
         smaller = shrink_inner(transcript, state.get("inner", {}), settings) if shrink_inner else None
@@ -152,7 +152,7 @@ class ServerCompaction:
         self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
     ) -> Plan:
         start, block = _compacted(state, transcript)
-        plan = self._lead_with(transcript, start, block, state.get("inner", {}) if block else {}, settings)
+        plan = self._lead_with(transcript, start, block, _inner_state(state, start), settings)
         estimated = int(plan.explanation.get("estimated_input_tokens") or 0)
         cut = self._cut(transcript)
         if estimated <= self.trigger or cut is None or cut <= start:
@@ -220,6 +220,12 @@ class ServerCompaction:
             **in_transcript(inner.explanation, start),
         }
         return Plan(inner.request, new_state, explanation)
+
+
+def _inner_state(state: Mapping[str, Any], start: int) -> Mapping[str, Any]:
+    """The inner policy's state, when it was planned over the same start (not over another branch's block)."""
+    inner = state.get("inner", {})
+    return inner if start == state.get("start", 0) and isinstance(inner, Mapping) else {}
 
 
 def _compacted(state: Mapping[str, Any], transcript: Sequence[MessageParam]) -> tuple[int, Mapping[str, Any] | None]:

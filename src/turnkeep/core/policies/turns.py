@@ -49,11 +49,11 @@ def last_turn_start(messages: Sequence[Any], *, before: int | None = None) -> in
 
 def in_tool_loop(messages: Sequence[Any], last_start: int | None = None) -> bool:
     """Whether `messages` end inside a turn's tool loop: an assistant message follows the last turn start
-    (`last_start`, when the caller knows it)."""
+    (`last_start`, when the caller knows it) and is answered by a later message. A final assistant message alone
+    is a prefill (the start of the reply to come), not a loop."""
     if last_start is None:
         last_start = last_turn_start(messages)
         if last_start is None:
             return False
-    return any(
-        isinstance(message, Mapping) and message.get("role") == "assistant" for message in messages[last_start + 1 :]
-    )
+    answered = messages[last_start + 1 : len(messages) - 1]
+    return any(isinstance(message, Mapping) and message.get("role") == "assistant" for message in answered)
