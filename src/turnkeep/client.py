@@ -433,7 +433,14 @@ class ReplyStream(_StreamedTurn):
                     raise
                 continue
             self._stream = None
-            call = core.answered(self._pending, call, message, time.monotonic() - started, request_id=request_id)
+            call = core.answered(
+                self._pending,
+                call,
+                message,
+                time.monotonic() - started,
+                request_id=request_id,
+                may_resend=not self._shown,
+            )
         tail = self._finish(aligner)
         if tail:
             yield tail
@@ -659,7 +666,14 @@ class AsyncReplyStream(_StreamedTurn):
                     raise
                 continue
             self._stream = None
-            call = core.answered(self._pending, call, message, time.monotonic() - started, request_id=request_id)
+            call = core.answered(
+                self._pending,
+                call,
+                message,
+                time.monotonic() - started,
+                request_id=request_id,
+                may_resend=not self._shown,
+            )
         tail = self._finish(aligner)
         if tail:
             yield tail

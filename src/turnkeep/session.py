@@ -605,13 +605,21 @@ class ConversationCore:
         return entry
 
     def answered(
-        self, pending: PendingTurn, call: Call, message: Message, latency: float, *, request_id: str | None = None
+        self,
+        pending: PendingTurn,
+        call: Call,
+        message: Message,
+        latency: float,
+        *,
+        request_id: str | None = None,
+        may_resend: bool = True,
     ) -> Call | None:
-        """A call was answered: record it, and return the turn's next call (None: the turn is over)."""
+        """A call was answered: record it, and return the turn's next call (None: the turn is over).
+        `may_resend` is False once its text reached the caller (an overflow is then not sent again smaller)."""
         pending.ledger.append(self.entry(call, message, latency, None, request_id=request_id))
         self.sent(call, message)
         try:
-            return pending.turn.receive(message)
+            return pending.turn.receive(message, may_resend=may_resend)
         except Exception:
             # The turn ends here (e.g. an overflow nothing more can be dropped for): what was billed is recorded.
             self.fail(pending, partial=[dict(b) for b in as_blocks(message.content)] or None)

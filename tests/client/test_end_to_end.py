@@ -17,6 +17,7 @@ from turnkeep import AsyncConversation, Conversation, refresh_catalog
 from turnkeep.core.messages import as_blocks
 from turnkeep.core.policies import FullHistory, Policy, ServerCompaction, Summarize, Window
 from turnkeep.emulator import EmulatorServer
+from turnkeep.errors import ContextWindowExceeded
 from turnkeep.store import MemoryStore
 
 README = Path(__file__).parents[2] / "README.md"
@@ -359,3 +360,20 @@ def test_a_window_steps_as_usual_when_every_turn_has_a_prefill(turnkeep_emulator
     for number in range(8):
         assert chat.send(f"Box {number} is red.", prefill="Sure:").text.startswith("Sure:")
     assert max(sent) <= 6  # the prefill (an assistant message last) is not a tool loop the step waits for
+
+
+def test_a_stream_cut_by_the_context_window_after_showing_text_is_not_silently_replaced(
+    turnkeep_emulator: EmulatorServer,
+) -> None:
+    chat = Conversation("claude-sonnet-4-6", client=turnkeep_emulator.client(max_retries=0), policy=Window(turns=10))
+    for number in range(3):
+        chat.send(f"Box {number} is red.")
+    cut = {"stop_reason": "model_context_window_exceeded", "text": "The first attempt"}
+    turnkeep_emulator.script(cut, {"text": "The second attempt."})
+    shown: list[str] = []
+    with pytest.raises(ContextWindowExceeded), chat.stream("Box 3 is red.") as stream:
+        shown.extend(stream)
+    assert "".join(shown) == "The first attempt"  # what the caller saw is all there is of this attempt
+    assert chat.pending
+    assert chat.retry().text == "The second attempt."  # not streamed: the retry may be sent smaller
+    assert [entry.purpose for entry in chat.ledger][-2:] == ["reply", "reply"]

@@ -155,8 +155,10 @@ class Turn:
                 self._first = self._emit("reply", self.request)
         return self._first
 
-    def receive(self, message: Message) -> Call | None:
-        """Fold in a response; return the next request to send, or None when the turn is over."""
+    def receive(self, message: Message, *, may_resend: bool = True) -> Call | None:
+        """Fold in a response; return the next request to send, or None when the turn is over. `may_resend`:
+        whether a reply cut by the context window may be replaced by a smaller request's (not once its text was
+        shown: the caller would see both)."""
         if self._done:
             raise RuntimeError("turn already finished")
         self._responses.append(message)
@@ -164,7 +166,7 @@ class Turn:
             assert self.plan.summary is not None
             return self._after_summary(self.plan.summary.result(message))
         stop = message.stop_reason
-        if stop == "model_context_window_exceeded" and self._can_shrink():
+        if stop == "model_context_window_exceeded" and may_resend and self._can_shrink():
             smaller = self._overflow()
             if smaller is not None:
                 return smaller
