@@ -211,6 +211,18 @@ def test_undo_to_a_shorter_transcript_recovers_safely() -> None:
     assert plan.explanation["turns_kept"] == 3  # decided afresh: over the high water, so back to the low water
 
 
+def test_undo_to_just_after_the_window_start_decides_again_rather_than_keep_one_turn() -> None:
+    chat = Chat(Window(turns=6))
+    for _ in range(20):
+        chat.turn()
+    start = chat.state["start"]
+    del chat.transcript[start + 2 :]  # back to the first kept turn: the stored start is still a turn start
+    chat.transcript.append({"role": "user", "content": "a different question"})
+    plan = chat.send()
+    assert plan.explanation["recomputed"] is True
+    assert plan.explanation["turns_kept"] == 3  # the low water, not the one turn after the stale start
+
+
 def test_a_start_that_is_no_longer_a_turn_start_is_recomputed() -> None:
     chat = Chat(Window(turns=4))
     for _ in range(10):

@@ -201,14 +201,14 @@ class _View:
 
 def _valid_start(state: Mapping[str, Any], transcript: Sequence[Any]) -> tuple[int, bool]:
     """The stored window start if it is still a turn start of `transcript`; else the nearest turn start before it
-    (another branch), or 0 when the transcript is now shorter than it (undone; the usual high-water rule then
-    applies); and whether it had to be recomputed."""
+    (another branch), or 0 when the transcript is now shorter than the one planned last (undone; the usual
+    high-water rule then applies); and whether it had to be recomputed."""
     stored = state.get("start", 0)
     start = stored if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0 else 0
     if start == 0:
         return 0, stored not in (0, None)
-    if start >= len(transcript):
-        return 0, True  # undone past the start: decide again from the whole transcript
+    if start >= len(transcript) or len(transcript) < _int(state, "length", 0):
+        return 0, True  # undone (shorter than what was planned last): decide again from the whole transcript
     if is_turn_start(transcript[start]):
         return start, False
     index = start
