@@ -9,6 +9,7 @@ from fake_api import FakeAPI
 
 from turnkeep import Budget, BudgetExceeded, Conversation
 from turnkeep.errors import ConfigError
+from turnkeep.policies import Window
 from turnkeep.store import MemoryStore
 
 
@@ -22,6 +23,22 @@ def test_a_turn_budget_refuses_the_next_turn_before_sending() -> None:
         conversation.send("third")
     assert len(api.requests) == 2
     assert not conversation.pending
+
+
+def test_a_turn_answered_after_an_overflow_counts_once_against_the_turn_budget() -> None:
+    api = FakeAPI()
+    conversation = Conversation(
+        "claude-sonnet-4-6", client=api.client(), policy=Window(turns=10), budget=Budget(max_turns=3)
+    )
+    api.reply("one")
+    conversation.send("first")
+    api.fail(400, "invalid_request_error", "prompt is too long: 1000001 tokens > 1000000 maximum").reply("two")
+    conversation.send("second")  # the reply failed, the smaller overflow request answered
+    api.reply("cut", stop_reason="model_context_window_exceeded").reply("three")
+    conversation.send("third")  # cut by the window, answered by the overflow request
+    assert conversation.spent.turns == 3
+    with pytest.raises(BudgetExceeded, match="3 of 3 turns"):
+        conversation.send("fourth")
 
 
 def test_a_cost_budget_names_spent_forecast_and_limit() -> None:

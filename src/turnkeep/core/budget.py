@@ -130,7 +130,9 @@ def spent(entries: Sequence[Any]) -> Spent:
         usd += Decimal(entry.cost_usd)
         counts = token_counts(entry.usage)
         tokens_in += counts.total_input
-        if entry.purpose == "reply" and entry.error is None:
+        # A turn counts once it is answered: by its reply, or by the smaller request sent after an overflow.
+        answered = entry.error is None and getattr(entry, "stop_reason", None) != "model_context_window_exceeded"
+        if entry.purpose in ("reply", "overflow") and answered:
             turns += 1
         if entry.purpose != "summary" and entry.error is None:
             tokens_out += counts.output
