@@ -498,12 +498,15 @@ class ConversationCore:
         """What sending `plan.request` will cost: exact up to the last answered request, estimated beyond."""
         # With a summary due, the turn sends the summary call and then the shorter request it makes possible.
         request = plan.summary.preview if plan.summary and plan.summary.preview else plan.request
-        prelude = Decimal(0)
+        explanation = plan.explanation
+        if plan.summary is not None and plan.summary.preview is not None and plan.summary.preview_explanation:
+            explanation = plan.summary.preview_explanation
+        prelude, prelude_tokens = Decimal(0), 0
         if plan.summary is not None:
             job = plan.summary.request
             summarizer = self._catalog.get(str(job["model"]))
-            tokens, _ = input_forecast(job, None, summarizer, calibration=self._calibrator.factor)
-            counts = TokenCounts(input=tokens, output=int(job["max_tokens"]) // 2)
+            prelude_tokens, _ = input_forecast(job, None, summarizer, calibration=self._calibrator.factor)
+            counts = TokenCounts(input=prelude_tokens, output=int(job["max_tokens"]) // 2)
             prelude = usage_cost(counts, summarizer).total
         if exact_input_tokens is not None:
             total, known = exact_input_tokens, exact_input_tokens
@@ -513,13 +516,14 @@ class ConversationCore:
             )
             known = total - estimated
         return budget_core.forecast(
-            plan.explanation,
+            explanation,
             self.model_info,
             max_tokens,
             self.facts.spent,
             input_tokens=total,
             exact_input_tokens=known,
             prelude_usd=prelude,
+            prelude_input_tokens=prelude_tokens,
         )
 
     @property

@@ -9,7 +9,7 @@ from fake_api import FakeAPI
 
 from turnkeep import Budget, BudgetExceeded, Conversation
 from turnkeep.errors import ConfigError
-from turnkeep.policies import Window
+from turnkeep.policies import Summarize, Window
 from turnkeep.store import MemoryStore
 
 
@@ -103,3 +103,34 @@ def test_when_even_the_cheaper_model_would_pass_the_budget_nothing_changes() -> 
         conversation.send("second")
     assert conversation.model == "claude-sonnet-4-6"
     assert len(api.requests) == 1
+
+
+def _summarizing(api: FakeAPI, budget: Budget | None = None) -> Conversation:
+    policy = Summarize(trigger=2_600, keep_last=2)  # due on the fourth turn of the long turns below
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), policy=policy, budget=budget)
+    for number in range(3):
+        api.reply(f"answer {number} " + "word " * 400)
+        conversation.send(f"question {number} " + "word " * 400)
+    return conversation
+
+
+def test_an_input_token_budget_counts_what_the_summary_call_sends_too() -> None:
+    probe = _summarizing(FakeAPI())
+    forecast = probe.forecast("question 3")
+    assert forecast.prelude_input_tokens > 1_000  # the leaving turns, rendered for the summary call
+    limit = probe.spent.input_tokens + forecast.input_tokens + forecast.prelude_input_tokens // 2
+    api = FakeAPI()
+    conversation = _summarizing(api, Budget(max_input_tokens_total=limit))
+    sent = len(api.requests)
+    with pytest.raises(BudgetExceeded, match="input-token budget"):
+        conversation.send("question 3")
+    assert len(api.requests) == sent
+
+
+def test_the_forecast_of_a_turn_with_a_summary_due_reads_nothing_of_the_old_history() -> None:
+    conversation = _summarizing(FakeAPI())
+    forecast = conversation.forecast("question 3")
+    # The request after the summary begins with a new first message: only tools and system could be read, and
+    # this conversation has neither.
+    assert forecast.tokens.cache_read == 0
+    assert forecast.tokens.cache_write_5m == forecast.input_tokens

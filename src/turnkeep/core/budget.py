@@ -66,10 +66,10 @@ class Budget:
         if self.max_turns is not None and spent.turns + 1 > self.max_turns:
             raise BudgetExceeded(f"turn budget reached: {spent.turns} of {self.max_turns} turns used")
         if self.max_input_tokens_total is not None:
-            total = spent.input_tokens + next_request.input_tokens
-            if total > self.max_input_tokens_total:
+            coming = next_request.input_tokens + next_request.prelude_input_tokens
+            if spent.input_tokens + coming > self.max_input_tokens_total:
                 raise BudgetExceeded(
-                    f"input-token budget: spent {spent.input_tokens:,}, next request ~{next_request.input_tokens:,}, "
+                    f"input-token budget: spent {spent.input_tokens:,}, next request ~{coming:,}, "
                     f"limit {self.max_input_tokens_total:,}"
                 )
         if self.max_cost_usd is not None and spent.usd + next_request.usd > self.max_cost_usd:
@@ -109,6 +109,8 @@ class Forecast:
     """How much of the input is known exactly (from the last request's usage) rather than estimated."""
     prelude_usd: Decimal = Decimal(0)
     """What calls made before the request cost (a policy's summary call)."""
+    prelude_input_tokens: int = 0
+    """The input tokens those calls send."""
 
     @property
     def input_tokens(self) -> int:
@@ -149,6 +151,7 @@ def forecast(
     input_tokens: int | None = None,
     exact_input_tokens: int = 0,
     prelude_usd: Decimal = Decimal(0),
+    prelude_input_tokens: int = 0,
 ) -> Forecast:
     """The next request's forecast from a plan's explanation: its cache split (read / written / uncached), scaled
     to `input_tokens` when a better count of the total is known (the policy's split is an estimate; its
@@ -167,4 +170,4 @@ def forecast(
     uncached, write_5m, write_1h, read = parts
     output = so_far.output_tokens // so_far.replies if so_far.replies else max_tokens // 4
     tokens = TokenCounts(uncached, write_5m, write_1h, read, min(output, max_tokens))
-    return Forecast(tokens, usage_cost(tokens, model), exact_input_tokens, prelude_usd)
+    return Forecast(tokens, usage_cost(tokens, model), exact_input_tokens, prelude_usd, prelude_input_tokens)

@@ -79,6 +79,8 @@ class SummaryJob:
     """The request the turn will send once the summary is written, with a stand-in of the expected length in
     its place: what forecasts and budgets price (the plan's own request is only the fallback)."""
     kind: Literal["summary", "compaction"] = "summary"
+    preview_explanation: Mapping[str, Any] | None = None
+    """The explanation of `preview`, with its cache split (after a summary, little is left to read)."""
     """What the call returns: summary text, or (an explicit compaction request) a compaction block."""
 
     def result(self, message: Message) -> str | dict[str, Any] | None:

@@ -22,6 +22,7 @@ from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, S
 from turnkeep.core.policies.caching import message_digest
 from turnkeep.core.policies.summarize import (
     Summarize,
+    cache_only,
     in_transcript,
     lead_with,
     strip_retained_thinking,
@@ -106,7 +107,10 @@ class ServerCompaction:
             cut = self._cut(transcript)
             if cut is not None and cut > start:
                 plan = self._lead_with(transcript, start, block, _inner_state(state, start), settings)
-                return self._compaction_due(transcript, start, block, cut, plan, settings, fits=False)
+                inner_state = _inner_state(state, start)
+                return self._compaction_due(
+                    transcript, start, block, cut, plan, settings, fits=False, inner_state=inner_state
+                )
             shrink_inner = getattr(self.inner, "shrink", None)
             if shrink_inner is None:
                 return None
@@ -159,7 +163,9 @@ class ServerCompaction:
             return plan
         if settings.model.thinking_binding and in_tool_loop(transcript):
             return plan  # the loop's thinking is bound to this prefix: compact at the next user turn
-        return self._compaction_due(transcript, start, block, cut, plan, settings, fits=True)
+        return self._compaction_due(
+            transcript, start, block, cut, plan, settings, fits=True, inner_state=_inner_state(state, start)
+        )
 
     def _compaction_due(
         self,
@@ -171,6 +177,7 @@ class ServerCompaction:
         settings: RequestSettings,
         *,
         fits: bool,
+        inner_state: Mapping[str, Any],
     ) -> Plan:
         """`plan` with the explicit compaction request of `transcript[start:cut]` to make first, and the request to
         send if that fails: `plan`'s own when it `fits` the model's window, else the turns from `cut` on."""
@@ -184,8 +191,15 @@ class ServerCompaction:
         request = settings.base_request(normalize(lead_with(block, leaving) if block else leaving))
         request.update({"compaction": compaction, "betas": [EXPLICIT_COMPACTION_BETA]})
         # For forecasts: the request after compaction, with a text stand-in of the expected length for the block.
-        preview = self.inner.plan(with_summary("summary " * 1_000, transcript[cut:]), {}, settings).request
-        job = SummaryJob(request, (start, cut), {"anchor": message_digest(transcript[cut - 1])}, preview, "compaction")
+        preview = self.inner.plan(with_summary("summary " * 1_000, transcript[cut:]), cache_only(inner_state), settings)
+        job = SummaryJob(
+            request,
+            (start, cut),
+            {"anchor": message_digest(transcript[cut - 1])},
+            preview.request,
+            "compaction",
+            preview_explanation=preview.explanation,
+        )
         if not fits:
             fallback = self._lead_with(transcript, cut, None, {}, settings)
             explanation = {**fallback.explanation, "compaction_due": [start, cut], "note": "compaction failed: cut"}

@@ -86,7 +86,9 @@ class Summarize:
         room = settings.model.context_window - settings.max_tokens
         if estimated <= room and settings.model.thinking_binding and in_tool_loop(transcript):
             return plan  # the loop's thinking is bound to this prefix: summarise at the next user turn
-        return self._summary_due(transcript, start, summary, cut, plan, settings, fits=estimated <= room)
+        return self._summary_due(
+            transcript, start, summary, cut, plan, settings, fits=estimated <= room, inner_state=inner_state
+        )
 
     def shrink(
         self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
@@ -99,7 +101,9 @@ class Summarize:
         cut = self._cut(transcript)
         if cut is not None and cut > start:
             plan = self._planned(transcript, start, summary, inner_state, settings)
-            return self._summary_due(transcript, start, summary, cut, plan, settings, fits=False)
+            return self._summary_due(
+                transcript, start, summary, cut, plan, settings, fits=False, inner_state=inner_state
+            )
         shrink_inner = getattr(self.inner, "shrink", None)
         if shrink_inner is None:
             return None
@@ -121,18 +125,21 @@ class Summarize:
         settings: RequestSettings,
         *,
         fits: bool,
+        inner_state: Mapping[str, Any],
     ) -> Plan:
         """`plan` with the summary call of `transcript[start:cut]` to make first, and the request to send if that
-        fails: `plan`'s own when it `fits` the model's window, else only the turns from `cut` on."""
+        fails: `plan`'s own when it `fits` the model's window, else only the turns from `cut` on. `inner_state`:
+        the inner policy's state before this plan (its cache fingerprint prices the request after the summary)."""
         # For forecasts: the request after the summary, with the old summary (or a stand-in of half the allowed
         # length) where the new one will go.
         stand_in = summary or "summary " * (self.max_summary_tokens // 2)
-        preview = self._planned(transcript, cut, stand_in, {}, settings).request
+        preview = self._planned(transcript, cut, stand_in, cache_only(inner_state), settings)
         job = SummaryJob(
             self._summary_request(transcript[start:cut], summary, settings),
             (start, cut),
             {"anchor": message_digest(transcript[cut - 1])},
-            preview,
+            preview.request,
+            preview_explanation=preview.explanation,
         )
         if not fits:
             fallback = self._planned(transcript, cut, summary, {}, settings, note="summary failed: window fallback")
@@ -216,6 +223,13 @@ def lead_with(block: Mapping[str, Any], kept: Sequence[MessageParam]) -> list[Me
     first = kept[0]
     merged = cast(MessageParam, {"role": "user", "content": [dict(block), *as_blocks(first["content"])]})
     return [merged, *kept[1:]]
+
+
+def cache_only(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the cache fingerprint of a policy's state: what a plan over another start may still compare with
+    (the system prefix stays cached when the messages change)."""
+    cache = state.get("cache") if isinstance(state, Mapping) else None
+    return {"cache": cache} if isinstance(cache, Mapping) else {}
 
 
 def in_transcript(explanation: Mapping[str, Any], start: int) -> dict[str, Any]:
