@@ -377,3 +377,32 @@ def test_a_stream_cut_by_the_context_window_after_showing_text_is_not_silently_r
     assert chat.pending
     assert chat.retry().text == "The second attempt."  # not streamed: the retry may be sent smaller
     assert [entry.purpose for entry in chat.ledger][-2:] == ["reply", "reply"]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        Summarize(trigger=100_000, keep_last=1),
+        ServerCompaction(explicit=True, trigger=100_000, keep_last=1),
+        Window(turns=5),
+    ],
+    ids=["summarize", "explicit-compaction", "window"],
+)
+def test_an_overflow_inside_a_tool_loop_recovers_on_a_model_that_binds_thinking(
+    turnkeep_emulator: EmulatorServer, policy: Policy
+) -> None:
+    tools = [{"name": "look", "description": "Look up.", "input_schema": {"type": "object", "properties": {}}}]
+    chat = Conversation(
+        "claude-opus-5-5", client=turnkeep_emulator.client(max_retries=0), policy=policy, tools=tools, max_tokens=4096
+    )
+    for number in range(3):
+        headers = _scripted({"thinking": f"Plan {number}.", "text": f"Answer {number}."})
+        chat.send(f"Task {number}.", extra_headers=headers, thinking={"type": "adaptive"})
+    call = _scripted({"thinking": "I need the tool.", "tool_use": [{"name": "look", "input": {}}]})
+    reply = chat.send("Task 3: look it up.", extra_headers=call, thinking={"type": "adaptive"})
+    turnkeep_emulator.fault({"status": 400, "message": "prompt is too long: 1000001 tokens > 1000000 maximum"})
+    final = _scripted({"thinking": "Got it.", "text": "Final."})
+    results = {reply.tool_calls[0].id: "result"}
+    assert chat.send_tool_results(results, extra_headers=final, thinking={"type": "adaptive"}).text == "Final."
+    # The smaller request drops the loop's thinking (bound to the old prefix); the next turn is accepted too.
+    assert chat.send("Thanks.", extra_headers=_scripted({"text": "You are welcome."})).text == "You are welcome."

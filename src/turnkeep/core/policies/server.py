@@ -26,6 +26,7 @@ from turnkeep.core.policies.summarize import (
     in_transcript,
     lead_with,
     strip_retained_thinking,
+    thinking_from,
     with_summary,
 )
 from turnkeep.core.policies.turns import in_tool_loop, turn_starts
@@ -104,21 +105,20 @@ class ServerCompaction:
             return self._from_fallback(smaller) if smaller is not None else None
         if self.explicit:
             start, block = _compacted(state, transcript)
+            fresh = thinking_from(state, start, transcript)
+            inner_state = _inner_state(state, start)
             cut = self._cut(transcript)
             if cut is not None and cut > start:
-                plan = self._lead_with(transcript, start, block, _inner_state(state, start), settings)
-                inner_state = _inner_state(state, start)
+                plan = self._lead_with(transcript, start, block, inner_state, settings, fresh_from=fresh)
                 return self._compaction_due(
-                    transcript, start, block, cut, plan, settings, fits=False, inner_state=inner_state
+                    transcript, start, block, cut, plan, settings, fits=False, inner_state=inner_state, fresh=fresh
                 )
             shrink_inner = getattr(self.inner, "shrink", None)
             if shrink_inner is None:
                 return None
-            kept = list(transcript[start:])
-            if block and settings.model.thinking_binding:
-                kept = strip_retained_thinking(kept)
-            smaller = shrink_inner(lead_with(block, kept) if block else kept, _inner_state(state, start), settings)
-            return self._wrapped(smaller, transcript, start, block) if smaller is not None else None
+            messages = self._messages(transcript, start, block, settings, fresh_from=fresh)
+            smaller = shrink_inner(messages, inner_state, settings)
+            return self._wrapped(smaller, transcript, start, block, fresh) if smaller is not None else None
         shrink_inner = getattr(self.inner, "shrink", None)
         smaller = shrink_inner(transcript, state.get("inner", {}), settings) if shrink_inner else None
         return self._with_edit(smaller) if smaller is not None else None
@@ -143,7 +143,12 @@ class ServerCompaction:
     def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
         """A compaction block from the explicit request, or a summary from the fallback policy."""
         if job.kind == "compaction":
-            return {"block": dict(result), "start": job.covers[1], "anchor": job.context.get("anchor")}
+            return {
+                "block": dict(result),
+                "start": job.covers[1],
+                "anchor": job.context.get("anchor"),
+                "thinking_from": job.context.get("length"),
+            }
         absorb = getattr(self.fallback, "absorb_summary")  # noqa: B009 - the fallback's optional method
         return {"fallback": absorb(state.get("fallback", {}), job, result)}
 
@@ -156,7 +161,9 @@ class ServerCompaction:
         self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
     ) -> Plan:
         start, block = _compacted(state, transcript)
-        plan = self._lead_with(transcript, start, block, _inner_state(state, start), settings)
+        fresh = thinking_from(state, start, transcript)
+        inner_state = _inner_state(state, start)
+        plan = self._lead_with(transcript, start, block, inner_state, settings, fresh_from=fresh)
         estimated = int(plan.explanation.get("estimated_input_tokens") or 0)
         cut = self._cut(transcript)
         if estimated <= self.trigger or cut is None or cut <= start:
@@ -164,7 +171,7 @@ class ServerCompaction:
         if settings.model.thinking_binding and in_tool_loop(transcript):
             return plan  # the loop's thinking is bound to this prefix: compact at the next user turn
         return self._compaction_due(
-            transcript, start, block, cut, plan, settings, fits=True, inner_state=_inner_state(state, start)
+            transcript, start, block, cut, plan, settings, fits=True, inner_state=inner_state, fresh=fresh
         )
 
     def _compaction_due(
@@ -178,30 +185,30 @@ class ServerCompaction:
         *,
         fits: bool,
         inner_state: Mapping[str, Any],
+        fresh: int | None,
     ) -> Plan:
         """`plan` with the explicit compaction request of `transcript[start:cut]` to make first, and the request to
-        send if that fails: `plan`'s own when it `fits` the model's window, else the turns from `cut` on."""
-        leaving = list(transcript[start:cut])
-        if block and settings.model.thinking_binding:
-            # Turns kept across the last compaction carry thinking bound to the prefix it replaced.
-            leaving = strip_retained_thinking([*leaving, *transcript[cut : cut + 1]])[: len(leaving)]
+        send if that fails: `plan`'s own when it `fits` the model's window, else the turns from `cut` on. `fresh`:
+        where the messages produced under the current block begin (see `thinking_from`)."""
+        leaving = self._messages(transcript[:cut], start, None, settings, fresh_from=fresh if fresh else cut)
         compaction: dict[str, Any] = {"type": "summarize"}
         if self.instructions:
             compaction["instructions"] = self.instructions
         request = settings.base_request(normalize(lead_with(block, leaving) if block else leaving))
+        everything = len(transcript)  # a new start: every message so far was produced under another prefix
         request.update({"compaction": compaction, "betas": [EXPLICIT_COMPACTION_BETA]})
         # For forecasts: the request after compaction, with a text stand-in of the expected length for the block.
         preview = self.inner.plan(with_summary("summary " * 1_000, transcript[cut:]), cache_only(inner_state), settings)
         job = SummaryJob(
             request,
             (start, cut),
-            {"anchor": message_digest(transcript[cut - 1])},
+            {"anchor": message_digest(transcript[cut - 1]), "length": everything},
             preview.request,
             "compaction",
             preview_explanation=preview.explanation,
         )
         if not fits:
-            fallback = self._lead_with(transcript, cut, None, {}, settings)
+            fallback = self._lead_with(transcript, cut, None, {}, settings, fresh_from=everything)
             explanation = {**fallback.explanation, "compaction_due": [start, cut], "note": "compaction failed: cut"}
             return Plan(fallback.request, plan.state, explanation, summary=job)
         return Plan(plan.request, plan.state, {**plan.explanation, "compaction_due": [start, cut]}, summary=job)
@@ -213,20 +220,43 @@ class ServerCompaction:
         block: Mapping[str, Any] | None,
         inner_state: Mapping[str, Any],
         settings: RequestSettings,
+        *,
+        fresh_from: int | None,
     ) -> Plan:
+        messages = self._messages(transcript, start, block, settings, fresh_from=fresh_from)
+        inner = self.inner.plan(messages, inner_state, settings)
+        return self._wrapped(inner, transcript, start, block, fresh_from)
+
+    def _messages(
+        self,
+        transcript: Sequence[MessageParam],
+        start: int,
+        block: Mapping[str, Any] | None,
+        settings: RequestSettings,
+        *,
+        fresh_from: int | None,
+    ) -> list[MessageParam]:
+        """The turns from `start` on, led by `block`. On models that bind thinking to its prefix, messages before
+        `fresh_from` lose their thinking (None: all but the tool loop's), once anything before `start` is gone."""
         kept = list(transcript[start:])
-        if block and settings.model.thinking_binding:
-            kept = strip_retained_thinking(kept)  # bound to the prefix the block replaced
-        inner = self.inner.plan(lead_with(block, kept) if block else kept, inner_state, settings)
-        return self._wrapped(inner, transcript, start, block)
+        if start > 0 and settings.model.thinking_binding:
+            kept = strip_retained_thinking(kept, before=fresh_from - start if fresh_from is not None else None)
+        return lead_with(block, kept) if block else kept
 
     def _wrapped(
-        self, inner: Plan, transcript: Sequence[MessageParam], start: int, block: Mapping[str, Any] | None
+        self,
+        inner: Plan,
+        transcript: Sequence[MessageParam],
+        start: int,
+        block: Mapping[str, Any] | None,
+        fresh_from: int | None,
     ) -> Plan:
         """The inner policy's plan over the turns from `start` (led by `block`) as this policy's."""
         new_state: dict[str, Any] = {"inner": dict(inner.state)}
         if block:
             new_state.update(block=dict(block), start=start, anchor=message_digest(transcript[start - 1]))
+            if fresh_from is not None:
+                new_state["thinking_from"] = fresh_from
         explanation = {
             **inner.explanation,
             "policy": self.name,

@@ -39,6 +39,7 @@ __all__ = [
     "lead_with",
     "render_transcript",
     "strip_retained_thinking",
+    "thinking_from",
     "with_summary",
 ]
 
@@ -76,7 +77,8 @@ class Summarize:
     def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
         start, summary = _valid(state, transcript)
         inner_state = state.get("inner", {}) if start == state.get("start", 0) else {}
-        plan = self._planned(transcript, start, summary, inner_state, settings)
+        fresh = thinking_from(state, start, transcript)
+        plan = self._planned(transcript, start, summary, inner_state, settings, fresh_from=fresh)
         estimated = int(
             plan.explanation.get("estimated_input_tokens") or estimate_request(plan.request, settings.model)
         )
@@ -98,17 +100,19 @@ class Summarize:
         drop turns. None when neither can make the request smaller."""
         start, summary = _valid(state, transcript)
         inner_state = state.get("inner", {}) if start == state.get("start", 0) else {}
+        fresh = thinking_from(state, start, transcript)
         cut = self._cut(transcript)
         if cut is not None and cut > start:
-            plan = self._planned(transcript, start, summary, inner_state, settings)
+            plan = self._planned(transcript, start, summary, inner_state, settings, fresh_from=fresh)
             return self._summary_due(
                 transcript, start, summary, cut, plan, settings, fits=False, inner_state=inner_state
             )
         shrink_inner = getattr(self.inner, "shrink", None)
         if shrink_inner is None:
             return None
-        smaller = shrink_inner(self._messages(transcript, start, summary, settings), inner_state, settings)
-        return self._wrapped(smaller, transcript, start, summary, None) if smaller is not None else None
+        messages = self._messages(transcript, start, summary, settings, fresh_from=fresh)
+        smaller = shrink_inner(messages, inner_state, settings)
+        return self._wrapped(smaller, transcript, start, summary, None, fresh) if smaller is not None else None
 
     def _cut(self, transcript: Sequence[MessageParam]) -> int | None:
         """Where the kept turns begin once a summary is written (None: not enough turns to summarise any)."""
@@ -133,16 +137,19 @@ class Summarize:
         # For forecasts: the request after the summary, with the old summary (or a stand-in of half the allowed
         # length) where the new one will go.
         stand_in = summary or "summary " * (self.max_summary_tokens // 2)
-        preview = self._planned(transcript, cut, stand_in, cache_only(inner_state), settings)
+        # A new start: every message so far was produced under another prefix.
+        everything = len(transcript)
+        preview = self._planned(transcript, cut, stand_in, cache_only(inner_state), settings, fresh_from=everything)
         job = SummaryJob(
             self._summary_request(transcript[start:cut], summary, settings),
             (start, cut),
-            {"anchor": message_digest(transcript[cut - 1])},
+            {"anchor": message_digest(transcript[cut - 1]), "length": everything},
             preview.request,
             preview_explanation=preview.explanation,
         )
         if not fits:
-            fallback = self._planned(transcript, cut, summary, {}, settings, note="summary failed: window fallback")
+            note = "summary failed: window fallback"
+            fallback = self._planned(transcript, cut, summary, {}, settings, note=note, fresh_from=everything)
             explanation = {**fallback.explanation, "summary_due": [start, cut]}
             return Plan(fallback.request, plan.state, explanation, summary=job)
         return Plan(plan.request, plan.state, {**plan.explanation, "summary_due": [start, cut]}, summary=job)
@@ -154,6 +161,7 @@ class Summarize:
             "summary": text.strip(),
             "summaries": int(state.get("summaries", 0)) + 1,
             "anchor": job.context.get("anchor"),
+            "thinking_from": job.context.get("length"),
         }
 
     def _planned(
@@ -165,26 +173,44 @@ class Summarize:
         settings: RequestSettings,
         *,
         note: str | None = None,
+        fresh_from: int | None = None,
     ) -> Plan:
-        messages = self._messages(transcript, start, summary, settings)
-        return self._wrapped(self.inner.plan(messages, inner_state, settings), transcript, start, summary, note)
+        messages = self._messages(transcript, start, summary, settings, fresh_from=fresh_from)
+        inner = self.inner.plan(messages, inner_state, settings)
+        return self._wrapped(inner, transcript, start, summary, note, fresh_from)
 
     def _messages(
-        self, transcript: Sequence[MessageParam], start: int, summary: str | None, settings: RequestSettings
+        self,
+        transcript: Sequence[MessageParam],
+        start: int,
+        summary: str | None,
+        settings: RequestSettings,
+        *,
+        fresh_from: int | None,
     ) -> list[MessageParam]:
-        """What the inner policy plans: the turns from `start` on, led by the summary."""
+        """What the inner policy plans: the turns from `start` on, led by the summary. On models that bind thinking
+        to its prefix, messages before `fresh_from` lose their thinking (None: all but the tool loop's)."""
         kept = list(transcript[start:])
         if start > 0 and settings.model.thinking_binding:
-            kept = strip_retained_thinking(kept)
+            before = fresh_from - start if fresh_from is not None else None
+            kept = strip_retained_thinking(kept, before=before)
         return with_summary(summary, kept) if summary else kept
 
     def _wrapped(
-        self, inner: Plan, transcript: Sequence[MessageParam], start: int, summary: str | None, note: str | None
+        self,
+        inner: Plan,
+        transcript: Sequence[MessageParam],
+        start: int,
+        summary: str | None,
+        note: str | None,
+        fresh_from: int | None,
     ) -> Plan:
         """The inner policy's plan as this policy's: its state kept inside ours, its ranges in transcript indices."""
         state: dict[str, Any] = {"start": start, "summary": summary, "inner": dict(inner.state)}
         if start > 0:
             state["anchor"] = message_digest(transcript[start - 1])
+        if fresh_from is not None:
+            state["thinking_from"] = fresh_from
         explanation = {
             **inner.explanation,
             "policy": self.name,
@@ -285,14 +311,26 @@ def _valid(state: Mapping[str, Any], transcript: Sequence[MessageParam]) -> tupl
     return start, str(summary)
 
 
-def strip_retained_thinking(messages: Sequence[MessageParam]) -> list[MessageParam]:
-    """Drop thinking from retained assistant turns, except in the tool loop still in progress."""
-    starts = turn_starts(messages)
-    current = starts[-1] if starts else 0
+def strip_retained_thinking(messages: Sequence[MessageParam], *, before: int | None = None) -> list[MessageParam]:
+    """Drop the thinking of assistant messages whose prefix changed: those before index `before` (the ones that
+    existed when the prefix last changed), or with `before=None`, every one before the last turn start (the tool
+    loop in progress keeps its own)."""
+    if before is None:
+        starts = turn_starts(messages)
+        before = starts[-1] if starts else 0
     stripped: list[MessageParam] = []
     for index, message in enumerate(messages):
-        if message["role"] == "assistant" and index < current and not isinstance(message["content"], str):
+        if message["role"] == "assistant" and index < before and not isinstance(message["content"], str):
             blocks = [b for b in as_blocks(message["content"]) if b["type"] not in _THINKING]
             message = cast(MessageParam, {"role": "assistant", "content": blocks})
         stripped.append(message)
     return stripped
+
+
+def thinking_from(state: Mapping[str, Any], start: int, transcript: Sequence[MessageParam]) -> int | None:
+    """Where the messages produced under the state's prefix (its summary or compaction block at `start`) begin:
+    the ones before lost their thinking's prefix. None when the state does not say (kept from before it did)."""
+    value = state.get("thinking_from")
+    if start > 0 and start == state.get("start") and isinstance(value, int) and start <= value <= len(transcript):
+        return value
+    return None
