@@ -34,7 +34,15 @@ from turnkeep.core.messages import (
     tool_result_block,
     user_content,
 )
-from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, policy_from_settings, policy_settings
+from turnkeep.core.policies import (
+    FullHistory,
+    Plan,
+    Policy,
+    RequestSettings,
+    policy_from_settings,
+    policy_models,
+    policy_settings,
+)
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
 from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
@@ -179,6 +187,9 @@ class ConversationCore:
         self._checkpoint: rules.Checkpoint | None = None  # what validating the last request settled
         self._sizes = Sizes({})
         self._queued_instructions: list[str] = []
+        # Everything the settings can get wrong is found before anything is stored.
+        self._check_fixed_part()
+        self._check_policy_models(self.policy)
         if conversation_id is None:
             self.id = uuid.uuid4().hex
             self.store.create(self.id, self._settings())
@@ -190,7 +201,13 @@ class ConversationCore:
         self._head: str | None = self.store.branches(self.id).get(branch)
         self._path: list[Node] = self.store.path(self.id, self._head)
         self._policy_state: dict[str, Any] | None = None  # read when first needed, then kept by commits
-        self._check_fixed_part()
+
+    def _check_policy_models(self, policy: Policy) -> None:
+        """A model a policy names for its own calls (a cheaper summariser) must be one the catalog knows: an
+        unknown one would make every summary call fail."""
+        for model in policy_models(policy):
+            if not self._catalog.get(model).known:
+                raise UsageError(f"context policy {policy.name!r}: unknown model {model!r} for its own calls")
 
     def _check_fixed_part(self) -> None:
         """The system prompt and tools, validated as every request will carry them (so a bad one fails now)."""

@@ -19,6 +19,7 @@ from turnkeep import (
 from turnkeep.core import rules
 from turnkeep.core.catalog import default_catalog
 from turnkeep.core.turn import CONTINUE_PROMPT
+from turnkeep.policies import Summarize
 from turnkeep.store import MemoryStore
 
 
@@ -504,3 +505,13 @@ def test_each_request_asks_why_the_cache_missed_compared_with_the_last_reply(api
     assert "diagnostics" not in api.requests[0]
     first_reply_id = conversation.ledger[0].message_id
     assert api.requests[1]["diagnostics"] == {"previous_message_id": first_reply_id}
+
+
+def test_a_conversation_whose_settings_are_refused_is_never_stored(api: FakeAPI) -> None:
+    store = MemoryStore()
+    with pytest.raises(UsageError, match="system must be"):
+        Conversation("claude-sonnet-4-6", client=api.client(), system="   ", store=store)
+    with pytest.raises(UsageError, match="unknown model 'claude-nope' for its own calls"):
+        Conversation("claude-sonnet-4-6", client=api.client(), policy=Summarize(model="claude-nope"), store=store)
+    assert store.count_conversations() == 0
+    assert api.requests == []

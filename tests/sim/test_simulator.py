@@ -9,7 +9,15 @@ from decimal import Decimal
 
 import pytest
 
-from turnkeep.core.policies import FullHistory, SlidingWindow, Summarize, TokenBudget, Window
+from turnkeep.core.policies import (
+    ClearToolUses,
+    FullHistory,
+    ServerCompaction,
+    SlidingWindow,
+    Summarize,
+    TokenBudget,
+    Window,
+)
 from turnkeep.errors import UsageError
 from turnkeep.sim import (
     SimulationResult,
@@ -115,6 +123,19 @@ def test_rows_come_in_strategy_by_model_order_and_progress_counts_every_turn() -
         ("token-budget(max_input_tokens=20_000)", TokenBudget(max_input_tokens=20_000)),
         ("sliding_window(messages=20, cache=False)", SlidingWindow(messages=20, cache=False)),
         ("summarize(trigger=20000, keep_last=4)", Summarize(trigger=20_000, keep_last=4)),
+        ("window(messages=20)", Window(messages=20)),
+        (
+            "summarize(inner=window(messages=40), model=claude-haiku-4-5)",
+            Summarize(inner=Window(messages=40), model="claude-haiku-4-5"),
+        ),
+        ("summarize(inner=TokenBudget)", Summarize(inner=TokenBudget())),
+        (
+            "server-compaction(fallback=window(turns=10), explicit=true)",
+            ServerCompaction(fallback=Window(turns=10), explicit=True),
+        ),
+        ("clear-tool-uses(exclude_tools=[read, 'grep'])", ClearToolUses(exclude_tools=("read", "grep"))),
+        ('server-compaction(instructions="Keep names, dates")', ServerCompaction(instructions="Keep names, dates")),
+        ("server-compaction(instructions='20000')", ServerCompaction(instructions="20000")),
     ],
 )
 def test_a_strategy_is_parsed_from_its_name_and_settings_and_its_label_reads_back(text: str, policy: object) -> None:
@@ -128,9 +149,21 @@ def test_a_strategy_is_parsed_from_its_name_and_settings_and_its_label_reads_bac
     [
         ("window(turn=20)", "unknown setting 'turn'"),
         ("no-such-policy", "unknown context policy 'no-such-policy'"),
-        ("window(20)", "expected key=value, got '20'"),
+        ("window(20)", "expected key=value at position 8"),
         ("window(turns=0)", "keep at least one turn"),
         ("(x)", "expected NAME or NAME(key=value, ...)"),
+        ("window(turns=5.5)", "turns must be a whole number, not 5.5"),
+        ("window(turns=nan)", "turns must be a whole number, not 'nan'"),
+        ("window(messages=)", "expected a value at position 17"),
+        ("window(cache=no)", "cache must be true or false, not 'no'"),
+        ("window(turns=2, turns=3)", "setting 'turns' given twice"),
+        ("window(turns=2", "expected ','"),
+        ("window(turns=2) extra", "unexpected text after the policy"),
+        ("full-history(ttl=2h)", "cache ttl must be one of 5m, 1h, auto, not '2h'"),
+        ("clear-tool-uses(keep=-1)", "keep must be at least 0, not -1"),
+        ("clear-tool-uses(exclude_tools=read_file)", "exclude_tools must be a list of names"),
+        ("clear-tool-uses(inner=clear-tool-uses)", "cannot hold another clear-tool-uses policy"),
+        ("summarize(inner=windw)", "inner must be a policy"),
     ],
 )
 def test_a_bad_strategy_is_a_usage_error_naming_it(text: str, message: str) -> None:
@@ -143,6 +176,8 @@ def test_an_unknown_model_or_an_empty_run_is_a_usage_error() -> None:
         simulate(chat_workload(9), ["full-history"], ["claude-nope"])
     with pytest.raises(UsageError, match="at least one strategy and one model"):
         simulate(chat_workload(9), [], [MODEL])
+    with pytest.raises(UsageError, match="strategy 'summarize\\(model=nope\\)': unknown model 'nope'"):
+        simulate(chat_workload(9), ["full-history", "summarize(model=nope)"], [MODEL])  # before any run
 
 
 def test_a_tool_loop_is_played_call_by_call_and_a_window_that_drops_the_first_task_forgets_its_facts() -> None:

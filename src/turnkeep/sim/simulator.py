@@ -26,7 +26,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.core.catalog import Catalog, ModelInfo
-from turnkeep.core.policies import Policy, policy_from_settings, policy_settings
+from turnkeep.core.policies import Policy, policy_from_settings, policy_models, policy_settings
 from turnkeep.core.pricing import TokenCounts, token_counts
 from turnkeep.errors import TurnkeepError, UsageError
 from turnkeep.sim.bounds import PrefixTracker
@@ -152,11 +152,82 @@ class SimulationResult:
 # Strategies by name
 
 
-_CALL = re.compile(r"^\s*([A-Za-z][\w-]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
+_NAME = re.compile(r"[A-Za-z][\w.-]*")
+_BARE = re.compile(r"[^\s,()\[\]'\"=]+")
 
 
 def _kebab(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", name).replace("_", "-").lower()
+
+
+class _Reader:
+    """A strategy spelled `name(key=value, ...)`: values are numbers, true/false/none, bare words (a model, a
+    TTL), quoted text (which may hold commas), lists `[a, b]`, or a nested policy `name(...)`."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.at = text, 0
+
+    def fail(self, what: str) -> UsageError:
+        return UsageError(f"strategy {self.text!r}: {what} at position {self.at + 1}")
+
+    def peek(self) -> str:
+        while self.at < len(self.text) and self.text[self.at].isspace():
+            self.at += 1
+        return self.text[self.at] if self.at < len(self.text) else ""
+
+    def take(self, char: str) -> None:
+        if self.peek() != char:
+            raise self.fail(f"expected {char!r}")
+        self.at += 1
+
+    def spec(self) -> dict[str, Any]:
+        self.peek()
+        match = _NAME.match(self.text, self.at)
+        if match is None:
+            raise self.fail("expected NAME or NAME(key=value, ...)")
+        self.at = match.end()
+        settings: dict[str, Any] = {"name": _kebab(match.group())}
+        if self.peek() != "(":
+            return settings
+        self.take("(")
+        while self.peek() != ")":
+            key = _NAME.match(self.text, self.at)
+            if key is None:
+                raise self.fail("expected key=value")
+            self.at = key.end()
+            self.take("=")
+            if key.group() in settings:
+                raise self.fail(f"setting {key.group()!r} given twice")
+            settings[key.group()] = self.value()
+            if self.peek() != ")":
+                self.take(",")
+        self.take(")")
+        return settings
+
+    def value(self) -> Any:
+        char = self.peek()
+        if char in ("'", '"'):
+            end = self.text.find(char, self.at + 1)
+            if end < 0:
+                raise self.fail("unclosed quote")
+            text, self.at = self.text[self.at + 1 : end], end + 1
+            return text
+        if char == "[":
+            self.take("[")
+            items = []
+            while self.peek() != "]":
+                items.append(self.value())
+                if self.peek() != "]":
+                    self.take(",")
+            self.take("]")
+            return items
+        match = _BARE.match(self.text, self.at)
+        if match is None:
+            raise self.fail("expected a value")
+        if _NAME.fullmatch(match.group()) and self.text[match.end() :].lstrip().startswith("("):
+            return self.spec()  # a nested policy with settings of its own
+        self.at = match.end()
+        return _value(match.group())
 
 
 def _value(text: str) -> Any:
@@ -165,42 +236,34 @@ def _value(text: str) -> Any:
         return lowered == "true"
     if lowered in ("none", "null"):
         return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text  # "nan", "inf": left as text, refused by the policy
 
 
 def parse_strategy(text: str) -> Policy:
     """A policy from its name and settings, as the command line takes it: `full-history`, `window(turns=20)`,
-    `token-budget(max_input_tokens=20000)`, `FullHistory(cache=false)`, `summarize(trigger=20000, keep_last=6)`.
+    `token-budget(max_input_tokens=20000)`, `FullHistory(cache=false)`, `summarize(trigger=20000, keep_last=6)`,
+    `summarize(inner=window(messages=40), model=claude-haiku-4-5)`, `clear-tool-uses(exclude_tools=[read, grep])`,
+    `server-compaction(instructions="Keep names, dates")`.
 
-    Names are the policies' stored names or their class names; values are numbers, true/false/none or strings.
-    `UsageError` for an unknown policy or setting.
+    Names are the policies' stored names or their class names; values are numbers, true/false/none, words,
+    quoted text, lists or nested policies. `UsageError` for anything it cannot read or a policy refuses.
     """
-    match = _CALL.match(text)
-    if match is None:
-        raise UsageError(f"strategy {text!r}: expected NAME or NAME(key=value, ...)")
-    settings: dict[str, Any] = {"name": _kebab(match.group(1))}
-    arguments = (match.group(2) or "").strip()
-    for part in arguments.split(",") if arguments else []:
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"strategy {text!r}: expected key=value, got {part.strip()!r}")
-        settings[key.strip()] = _value(value.strip())
+    reader = _Reader(text)
+    settings = reader.spec()
+    if reader.peek():
+        raise reader.fail("unexpected text after the policy")
     try:
-        policy = policy_from_settings(settings)
+        return policy_from_settings(settings)
     except UsageError as err:
         raise UsageError(f"strategy {text!r}: {err}") from err
-    known = {item.name for item in _fields(policy)}
-    unknown = sorted(set(settings) - known - {"name"})
-    if unknown:
-        raise UsageError(f"strategy {text!r}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    return policy
 
 
 def _fields(policy: object) -> tuple[dataclasses.Field[Any], ...]:
@@ -212,6 +275,10 @@ def _show(value: object) -> str:
         return strategy_label(cast(Policy, value))
     if isinstance(value, bool) or value is None:
         return str(value).lower()
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    if isinstance(value, str) and (not _BARE.fullmatch(value) or _value(value) != value):
+        return json.dumps(value)  # quoted: it has spaces, commas or brackets, or would read as a number
     return str(value)
 
 
@@ -259,6 +326,10 @@ def simulate(
         raise UsageError(f"workload {workload.name!r} has no turns")
     policies = [parse_strategy(s) if isinstance(s, str) else s for s in strategies]
     catalog = catalog or config.load_catalog()
+    for policy in policies:
+        for model in policy_models(policy):
+            if not catalog.get(model).known:
+                raise UsageError(f"strategy {strategy_label(policy)!r}: unknown model {model!r}")
     infos = []
     for model in models:
         info = catalog.get(model)

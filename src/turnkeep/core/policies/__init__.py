@@ -8,6 +8,7 @@ exact keyword arguments for `messages.create`, the new state, and an explanation
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal, Protocol, cast
@@ -142,6 +143,9 @@ class FullHistory:
     cache: bool = True
     automatic: bool = True
 
+    def __post_init__(self) -> None:
+        check_settings(self)
+
     def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
         """The next request: the whole transcript, normalised, with breakpoints."""
         return plan_full_history(
@@ -151,6 +155,77 @@ class FullHistory:
 
 # Policies a stored conversation can name; each is a dataclass whose fields are its settings.
 _POLICIES: dict[str, type[Any]] = {}  # filled in below, once the window policies are importable
+
+_TTLS = ("5m", "1h", "auto")
+
+
+def _nested_names(policy: object) -> set[str]:
+    """The names of `policy` and of every policy nested in its fields."""
+    names = {str(getattr(policy, "name", ""))}
+    if hasattr(policy, "__dataclass_fields__"):
+        for item in fields(cast(Any, policy)):
+            value = getattr(policy, item.name)
+            if hasattr(value, "plan") and hasattr(value, "name"):
+                names |= _nested_names(value)
+    return names
+
+
+def policy_models(policy: object) -> list[str]:
+    """The models a policy (or a policy nested in it) names for calls of its own, such as a cheaper summariser."""
+    found = [policy.model] if isinstance(getattr(policy, "model", None), str) else []  # type: ignore[attr-defined]
+    if hasattr(policy, "__dataclass_fields__"):
+        for item in fields(cast(Any, policy)):
+            value = getattr(policy, item.name)
+            if hasattr(value, "plan") and hasattr(value, "name"):
+                found += policy_models(value)
+    return found
+
+
+def check_settings(policy: object, **minimums: float) -> None:
+    """Raise `ConfigError` naming the policy and the setting when a setting has the wrong type (by the field's
+    annotation: int, float, bool, str, tuple of str, a policy, each possibly None), a number is not finite or
+    below its minimum in `minimums`, or a `ttl` is not one of "5m", "1h", "auto". Called by every policy's
+    `__post_init__`, so a policy built in Python, read from a store or spelled on the command line is checked
+    the same way."""
+    name = getattr(policy, "name", type(policy).__name__)
+    for item in fields(cast(Any, policy)):
+        if item.name == "name":
+            continue
+        value = getattr(policy, item.name)
+        annotation = str(item.type).replace(" ", "")
+        kinds = annotation.split("|")
+        if value is None:
+            if "None" not in kinds:
+                raise ConfigError(f"{name}: {item.name} must be set (got None)")
+            continue
+        kind = kinds[0]
+        where = f"{name}: {item.name}"
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where} must be a whole number, not {value!r}")
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"{where} must be a finite number, not {value!r}")
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, not {value!r}")
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} must be text, not {value!r}")
+        elif kind.startswith("tuple[str"):
+            if not isinstance(value, tuple) or not all(isinstance(part, str) for part in value):
+                raise ConfigError(f"{where} must be a list of names, not {value!r}")
+        elif kind == "Policy":
+            if not (hasattr(value, "plan") and hasattr(value, "name")):
+                raise ConfigError(f"{where} must be a policy, not {value!r}")
+            if name in _nested_names(value):
+                # The API takes each context-management edit once, and a summary of a summary has no meaning.
+                raise ConfigError(f"{where}: a {name} policy cannot hold another {name} policy")
+        minimum = minimums.get(item.name)
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{where} must be at least {minimum:g}, not {value!r}")
+        if item.name == "ttl" and value not in _TTLS:
+            raise ConfigError(f"{where}: cache ttl must be one of {', '.join(_TTLS)}, not {value!r}")
 
 
 def policy_settings(policy: Policy) -> dict[str, Any]:
@@ -181,11 +256,19 @@ def _holds_policy(item: Field[Any]) -> bool:
 
 
 def policy_from_settings(settings: Mapping[str, Any]) -> Policy:
-    """The policy described by `policy_settings` (FullHistory when nothing is stored)."""
+    """The policy described by `policy_settings` (FullHistory when nothing is stored). `ConfigError` for
+    anything else: not a mapping, an unknown policy or setting, a value the policy refuses."""
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"a context policy is described by its name and settings, not {settings!r}")
     name = settings.get("name", "full-history")
     cls = _POLICIES.get(str(name))
     if cls is None:
         raise ConfigError(f"unknown context policy {name!r}; known: {', '.join(sorted(_POLICIES))}")
+    known = {item.name for item in fields(cls)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        settable = ", ".join(sorted(known - {"name"}))
+        raise ConfigError(f"context policy {name!r}: unknown setting {unknown[0]!r} (known: {settable})")
     arguments: dict[str, Any] = {}
     for item in fields(cls):
         if item.name not in settings:
@@ -195,6 +278,8 @@ def policy_from_settings(settings: Mapping[str, Any]) -> Policy:
             value = policy_from_settings(value)
         elif isinstance(value, list):
             value = tuple(value)
+        if _holds_policy(item) and isinstance(value, str):
+            value = {cls.__name__: key for key, cls in _POLICIES.items()}.get(value, value)  # a class name
         if _holds_policy(item) and not _is_policy(value):
             if not (isinstance(value, str) and value in _POLICIES):
                 raise ConfigError(

@@ -18,7 +18,7 @@ from typing import Any
 
 from anthropic.types import MessageParam
 
-from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob
+from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob, check_settings
 from turnkeep.core.policies.caching import message_digest
 from turnkeep.core.policies.summarize import (
     Summarize,
@@ -79,12 +79,11 @@ class ServerCompaction:
     name: str = "server-compaction"
 
     def __post_init__(self) -> None:
+        check_settings(self, keep_last=1)
         if self.trigger < _MIN_COMPACTION_TRIGGER:
             raise ConfigError(
                 f"ServerCompaction trigger must be at least {_MIN_COMPACTION_TRIGGER:,} tokens (the API's)"
             )
-        if self.keep_last < 1:
-            raise ConfigError("ServerCompaction keep_last must be at least 1")
 
     def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
         if not settings.model.compaction:
@@ -295,6 +294,9 @@ class ClearToolUses:
     clear_tool_inputs: bool = False
     inner: Policy = field(default_factory=FullHistory)
     name: str = "clear-tool-uses"
+
+    def __post_init__(self) -> None:
+        check_settings(self, trigger=1, keep=0, clear_at_least=0)
 
     def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
         return self._with_edit(self.inner.plan(transcript, state.get("inner", {}), settings), settings)

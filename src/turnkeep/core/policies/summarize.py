@@ -27,11 +27,10 @@ from typing import Any, cast
 from anthropic.types import MessageParam
 
 from turnkeep.core.messages import as_blocks
-from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob
+from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob, check_settings
 from turnkeep.core.policies.caching import message_digest
 from turnkeep.core.policies.turns import in_tool_loop, turn_starts
 from turnkeep.core.tokens import estimate_request
-from turnkeep.errors import ConfigError
 
 __all__ = [
     "SUMMARY_MARKER",
@@ -71,8 +70,7 @@ class Summarize:
     name: str = "summarize"
 
     def __post_init__(self) -> None:
-        if self.trigger < 1 or self.keep_last < 1 or self.max_summary_tokens < 1:
-            raise ConfigError("Summarize needs trigger, keep_last and max_summary_tokens of at least 1")
+        check_settings(self, trigger=1, keep_last=1, max_summary_tokens=1)
 
     def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
         start, summary = _valid(state, transcript)

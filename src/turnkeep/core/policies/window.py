@@ -47,7 +47,7 @@ from anthropic.types import MessageParam
 
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import block_view as _view
-from turnkeep.core.policies import Plan, RequestSettings
+from turnkeep.core.policies import Plan, RequestSettings, check_settings
 from turnkeep.core.policies.caching import (
     choose_ttl,
     forecast_and_remember,
@@ -68,7 +68,6 @@ from turnkeep.errors import ConfigError, ContextWindowExceeded
 __all__ = ["SlidingWindow", "TokenBudget", "Window", "plan_full_history"]
 
 _THINKING = ("thinking", "redacted_thinking")
-_TTLS = ("5m", "1h", "auto")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -400,11 +399,6 @@ def _cold(state: Mapping[str, Any], settings: RequestSettings, ttl: str) -> bool
     return settings.now - settings.last_request_at > ttl_seconds(used)
 
 
-def _check_ttl(ttl: str) -> None:
-    if ttl not in _TTLS:
-        raise ConfigError(f"cache ttl must be one of {', '.join(_TTLS)}, not {ttl!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class _Ctx:
     """What a stepping decision looks at."""
@@ -562,6 +556,7 @@ class Window(_Stepper):
     name: str = "window"
 
     def __post_init__(self) -> None:
+        check_settings(self, high_water=1, low_water=1)
         if self.turns is not None and self.messages is not None:
             raise ConfigError(
                 f"Window(turns={self.turns}, messages={self.messages}): give the size in turns or in messages, not both"
@@ -573,7 +568,6 @@ class Window(_Stepper):
             raise ConfigError(f"Window({unit}={size}): keep at least one {unit[:-1]}")
         if self._low() >= self._high() and self._high() > 1:
             raise ConfigError(f"Window: low_water ({self._low()}) must be below high_water ({self._high()})")
-        _check_ttl(self.ttl)
 
     def _unit(self) -> tuple[str, int]:
         """("turns" or "messages", the size in that unit)."""
@@ -635,11 +629,9 @@ class TokenBudget(_Stepper):
     name: str = "token-budget"
 
     def __post_init__(self) -> None:
+        check_settings(self, max_input_tokens=1, reserve_output=0)
         if not 0 < self.low_water < self.high_water <= 1:
             raise ConfigError("TokenBudget: need 0 < low_water < high_water <= 1")
-        if self.max_input_tokens is not None and self.max_input_tokens < 1:
-            raise ConfigError("TokenBudget: max_input_tokens must be positive")
-        _check_ttl(self.ttl)
 
     def budget(self, settings: RequestSettings) -> int:
         """The input tokens a request may hold for these settings."""
@@ -687,9 +679,7 @@ class SlidingWindow:
     name: str = "sliding-window"
 
     def __post_init__(self) -> None:
-        if self.messages < 1:
-            raise ConfigError("SlidingWindow: keep at least one message")
-        _check_ttl(self.ttl)
+        check_settings(self, messages=1)
 
     def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
         """The next request: the last `messages` messages, from a turn start."""
@@ -731,7 +721,6 @@ def plan_full_history(
     automatic: bool,
 ) -> Plan:
     """FullHistory's plan: everything, append-only, with the incremental machinery of the windows."""
-    _check_ttl(ttl)
     memo = _Memo.load(state.get("memo"), transcript, 0)
     view = _View.build(transcript, memo, settings.model)
     return _finish(
