@@ -153,6 +153,20 @@ BAD_FILES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "head to a missing node": (lambda d: set_path(d, ("branches", "main"), "ghost"), "branches['main']"),
     "api key in settings": (lambda d: set_path(d, ("settings", "api_key"), "sk-ant-x"), "settings.api_key"),
     "no model": (lambda d: d["settings"].pop("model"), "settings.model"),
+    "unknown policy": (lambda d: set_path(d, ("settings", "policy"), {"name": "bogus"}), "settings.policy"),
+    "policy not an object": (lambda d: set_path(d, ("settings", "policy"), "window"), "settings.policy"),
+    "policy sized twice": (
+        lambda d: set_path(d, ("settings", "policy"), {"name": "window", "turns": 2, "messages": 4}),
+        "settings.policy",
+    ),
+    "policy setting misspelled": (
+        lambda d: set_path(d, ("settings", "policy"), {"name": "window", "mesages": 4}),
+        "settings.policy",
+    ),
+    "policy state of the wrong shape": (
+        lambda d: set_path(d, ("policy_state",), {"cache": {"tokens": "lots", "entries": [1, 2]}}),
+        "policy_state",
+    ),
     "ledger cost not a number": (
         lambda d: d.update(ledger=[{**LEDGER_ENTRY, "cost_usd": "lots"}]),
         "ledger[0].cost_usd",

@@ -24,6 +24,8 @@ from anthropic.types import MessageParam
 
 from turnkeep import config
 from turnkeep.core import rules
+from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.policies import RequestSettings, policy_from_settings
 from turnkeep.errors import HistoryError, UnknownConversation, UsageError
 from turnkeep.store.base import NODE_STATUSES, LedgerEntry, Node, NodeStatus, Store, check_no_secrets, ledger_dict
 
@@ -171,6 +173,10 @@ def _settings(value: object) -> dict[str, Any]:
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidExport("settings.max_tokens", f"expected a positive integer, got {max_tokens!r}")
     _json_ready(settings, "settings")
+    try:
+        policy_from_settings(settings.get("policy") or {})
+    except UsageError as err:
+        raise InvalidExport("settings.policy", str(err)) from err
     return dict(settings)
 
 
@@ -316,6 +322,28 @@ def _check_messages(checked: _Checked) -> None:
             raise InvalidExport(position, f"{err.detail} (rule: {err.rule}; branch {name!r})") from err
         except UsageError as err:
             raise InvalidExport("settings", f"{err} (branch {name!r})") from err
+        _check_policy_state(
+            checked,
+            model,
+            [m for i, m in zip(sendable, messages, strict=True) if checked.nodes[i].status == "ok"],
+            name,
+        )
+
+
+def _check_policy_state(checked: _Checked, model: ModelInfo, messages: list[MessageParam], branch: str) -> None:
+    """The policy must be able to plan the branch's next request from the imported state (a hand-edited state
+    of the wrong shape would otherwise fail every later turn)."""
+    if not messages:
+        return
+    settings = checked.settings
+    policy = policy_from_settings(settings.get("policy") or {})
+    request_settings = RequestSettings(model, settings["max_tokens"], settings.get("system"), settings.get("tools"))
+    try:
+        policy.plan(rules.normalize(messages), checked.policy_state, request_settings)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
+        raise InvalidExport(
+            "policy_state", f"{policy.name} cannot use it ({type(err).__name__}: {err}; branch {branch!r})"
+        ) from err
 
 
 def _position(err: HistoryError, sendable: Sequence[int], messages: Sequence[MessageParam], merged: bool) -> str:
