@@ -768,9 +768,15 @@ class ConversationCore:
                     pending.pending_ids[-1],
                 )
             )
-        if nodes:
-            self.store.append(self.id, self.branch, expected_head=self._head, nodes=nodes, ledger=pending.ledger)
+        # A summary written during the turn is kept (it covers committed turns only); the retry reuses it.
+        state = dict(pending.turn.plan.state) if pending.turn.summarized else None
+        if nodes or state is not None:
+            self.store.append(
+                self.id, self.branch, expected_head=self._head, nodes=nodes, ledger=pending.ledger, policy_state=state
+            )
             self._advance(nodes)
+            if state is not None:
+                self._policy_state = state
         elif pending.ledger:
             self.store.record(self.id, pending.ledger)
         pending.ledger = []

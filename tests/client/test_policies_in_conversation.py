@@ -288,3 +288,20 @@ def test_a_policy_with_nothing_to_drop_lets_the_prompt_too_long_error_stand() ->
         conversation.send("question 2")
     assert conversation.pending
     assert len(api.requests) == 3  # no second try: there was nothing to make smaller
+
+
+def test_a_summary_written_before_a_failed_reply_is_kept_and_the_retry_does_not_pay_for_it_again() -> None:
+    api, store = FakeAPI(), MemoryStore()
+    conversation = Conversation(
+        "claude-sonnet-4-6", client=api.client(), policy=Summarize(trigger=TRIGGER, keep_last=2), store=store
+    )
+    fill(conversation, api, 3)
+    api.reply("The user asked questions 0 and 1.").fail(529, "overloaded_error")
+    with pytest.raises(anthropic.APIStatusError):
+        conversation.send("question 3")
+    api.reply("answer 3")
+    assert conversation.retry().text == "answer 3"
+    assert [e.purpose for e in conversation.ledger][-3:] == ["summary", "reply", "reply"]
+    assert "The user asked questions 0 and 1." in api.requests[-1]["messages"][0]["content"][0]["text"]
+    reopened = Conversation.open(conversation.id, store=store, client=api.client())
+    assert "The user asked questions 0 and 1." in reopened.messages[0]["content"][0]["text"]

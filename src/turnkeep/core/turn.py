@@ -125,6 +125,9 @@ class Turn:
     _last_purpose: Purpose = field(default="reply", init=False)
     _summarising: bool = field(default=False, init=False)
     _first: Call | None = field(default=None, init=False)
+    summarized: bool = field(default=False, init=False)
+    """A summary (or compaction) call of this turn answered, and its result is in `plan.state`: worth keeping
+    even if the turn then fails, so a retry does not pay for it again."""
 
     def __post_init__(self) -> None:
         self._summarising = self.plan.summary is not None and self.replan is not None
@@ -226,6 +229,7 @@ class Turn:
     def _after_summary(self, result: str | dict[str, Any] | None) -> Call:
         assert self.replan is not None
         self._summarising = False
+        self.summarized = self.summarized or result is not None
         self._adopt(self.replan(self.plan, result))
         return self._emit("reply", self.request)
 
