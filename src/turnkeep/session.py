@@ -219,7 +219,7 @@ class ConversationCore:
     def policy_state(self) -> dict[str, Any]:
         """The context policy's state, as the last committed turn left it."""
         if self._policy_state is None:
-            self._policy_state = self.store.policy_state(self.id)
+            self._policy_state = self.store.policy_state(self.id, self.branch)
         return self._policy_state
 
     # -- settings and views ------------------------------------------------------------------------------------
@@ -874,6 +874,8 @@ class ConversationCore:
         elif name in existing:
             raise UsageError(f"branch {name!r} already exists")
         self.store.move_head(self.id, name, expected_head=None, new_head=self._head)
+        # The new branch starts from this one's policy state: it describes the same turns.
+        self.store.append(self.id, name, expected_head=self._head, policy_state=self.policy_state())
         return name
 
     @property

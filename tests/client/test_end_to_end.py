@@ -18,7 +18,7 @@ from turnkeep.core.messages import as_blocks
 from turnkeep.core.policies import FullHistory, Policy, ServerCompaction, Summarize, Window
 from turnkeep.emulator import EmulatorServer
 from turnkeep.errors import ContextWindowExceeded
-from turnkeep.store import MemoryStore
+from turnkeep.store import MemoryStore, SQLiteStore
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -406,3 +406,21 @@ def test_an_overflow_inside_a_tool_loop_recovers_on_a_model_that_binds_thinking(
     assert chat.send_tool_results(results, extra_headers=final, thinking={"type": "adaptive"}).text == "Final."
     # The smaller request drops the loop's thinking (bound to the old prefix); the next turn is accepted too.
     assert chat.send("Thanks.", extra_headers=_scripted({"text": "You are welcome."})).text == "You are welcome."
+
+
+def test_each_branch_keeps_its_own_summary(turnkeep_emulator: EmulatorServer, tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "t.db")
+    ok = _scripted({"text": "OK."})
+    client = turnkeep_emulator.client(max_retries=0)
+    chat = Conversation("claude-sonnet-4-6", client=client, policy=Summarize(trigger=1_200, keep_last=2), store=store)
+    chat.send("Hello.", extra_headers=ok)
+    side = chat.fork("side")
+    for number in range(4):
+        chat.send(f"The main code word {number} is apple-{number}. " + "filler " * 100, extra_headers=ok)
+    for number in range(5):
+        side.send(f"The side secret {number} is banana-{number}. " + "filler " * 300, extra_headers=ok)
+    assert any(entry.purpose == "summary" for entry in side.ledger)
+    for main in (Conversation.open(chat.id, store=SQLiteStore(tmp_path / "t.db"), client=client), side.switch("main")):
+        request = json.dumps(main.explain("What is the code word?").request)
+        assert "banana" not in request  # the side branch's summary stays on the side branch
+        assert "apple-0" in request  # main's own turns, verbatim or in its own summary

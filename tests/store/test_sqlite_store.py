@@ -36,11 +36,39 @@ def test_migrations_bring_a_new_file_to_the_latest_version_once(tmp_path: Path) 
     connection = sqlite3.connect(path)
     assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"conversations", "nodes", "branches", "ledger", "policy_state", "messages_fts"} <= tables
+    assert {"conversations", "nodes", "branches", "ledger", "branch_policy_state", "messages_fts"} <= tables
     connection.close()
     with SQLiteStore(path) as again:  # reopening applies nothing twice
         again.create("c1", SETTINGS)
         assert again.settings("c1") == SETTINGS
+
+
+def test_a_version_one_file_gives_its_one_policy_state_to_every_branch(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    connection = sqlite3.connect(path)
+    connection.executescript(MIGRATIONS[0])
+    connection.execute("PRAGMA user_version = 1")
+    connection.execute(
+        "INSERT INTO conversations (id, settings, created_at, updated_at, touched) VALUES ('c1', ?, 0, 0, 1)",
+        (json.dumps(SETTINGS),),
+    )
+    message = json.dumps({"role": "user", "content": "hi"})
+    connection.execute(
+        "INSERT INTO nodes (conversation_id, id, parent_id, role, message, status, meta) "
+        "VALUES ('c1', 'n1', NULL, 'user', ?, 'ok', '{}')",
+        (message,),
+    )
+    connection.executemany(
+        "INSERT INTO branches (conversation_id, name, head) VALUES ('c1', ?, 'n1')", [("main",), ("side",)]
+    )
+    connection.execute("INSERT INTO policy_state (conversation_id, state) VALUES ('c1', '{\"start\": 2}')")
+    connection.commit()
+    connection.close()
+    with SQLiteStore(path) as store:
+        assert store.policy_states("c1") == {"main": {"start": 2}, "side": {"start": 2}}
+        store.append("c1", "side", expected_head="n1", policy_state={"start": 4})
+        assert store.policy_state("c1", "main") == {"start": 2}  # each branch keeps its own from now on
+        assert store.policy_state("c1", "side") == {"start": 4}
 
 
 def test_a_file_from_a_newer_turnkeep_is_refused_untouched(tmp_path: Path) -> None:

@@ -421,13 +421,15 @@ def test_restore_writes_a_whole_tree_at_once(store: Store) -> None:
         nodes=[root, left, right],
         branches={"main": left.id, "other": right.id, "empty": None},
         ledger=[entry("0.3")],
-        policy_state={"k": [1, 2]},
+        policy_states={"main": {"k": [1, 2]}, "other": {"k": [3]}},
         created_at=1_700_000_000.5,
         updated_at=1_700_000_100.25,
     )
     assert store.nodes("r1") == [root, left, right]
     assert store.branches("r1") == {"main": left.id, "other": right.id, "empty": None}
     assert store.policy_state("r1") == {"k": [1, 2]}
+    assert store.policy_state("r1", "other") == {"k": [3]}
+    assert store.policy_state("r1", "empty") == {}
     info = store.info("r1")
     assert (info.created_at, info.updated_at, info.cost_usd, info.title) == (
         1_700_000_000.5,

@@ -52,7 +52,8 @@ def without_id(data: dict[str, Any]) -> dict[str, Any]:
 def test_export_then_import_then_export_is_lossless(store: Store, turnkeep_emulator: EmulatorServer) -> None:
     original = rich_conversation(store, turnkeep_emulator)
     exported = export_json(store, original)
-    assert (exported["format"], exported["version"]) == (FORMAT, 1)
+    assert (exported["format"], exported["version"]) == (FORMAT, 2)
+    assert set(exported["policy_states"]) == {"main", "alt"}  # each branch's own
     statuses = {node["status"] for node in exported["nodes"]}
     assert statuses == {"ok", "refused", "pending", "partial"}
     assert set(exported["branches"]) == {"main", "alt"}
@@ -68,6 +69,16 @@ def test_export_then_import_then_export_is_lossless(store: Store, turnkeep_emula
     assert json.dumps(without_id(export_json(store, copied)), ensure_ascii=False) == json.dumps(
         without_id(exported), ensure_ascii=False
     )
+
+
+def test_a_version_one_file_gives_its_policy_state_to_every_branch(store: Store) -> None:
+    data = good_export(store)
+    data["version"] = 1
+    data.pop("policy_states")
+    data["branches"]["side"] = data["branches"]["main"]
+    data["policy_state"] = {"length": 3}
+    copied = import_json(store, data)
+    assert store.policy_states(copied) == {"main": {"length": 3}, "side": {"length": 3}}
 
 
 def test_an_imported_conversation_continues_where_it_stopped(store: Store, turnkeep_emulator: EmulatorServer) -> None:
@@ -131,7 +142,9 @@ def set_path(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
 LEDGER_ENTRY = {"purpose": "turn", "model": "m", "usage": {}, "cost_usd": "0.1", "latency_ms": 1.0, "at": 1.0}
 BAD_FILES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "wrong format": (lambda d: set_path(d, ("format",), "something.else"), "format"),
-    "wrong version": (lambda d: set_path(d, ("version",), 2), "version"),
+    "wrong version": (lambda d: set_path(d, ("version",), 3), "version"),
+    "a version 1 field in version 2": (lambda d: set_path(d, ("policy_state",), {}), "policy_state"),
+    "a state for no branch": (lambda d: set_path(d, ("policy_states",), {"ghost": {}}), "policy_states['ghost']"),
     "unknown field": (lambda d: set_path(d, ("extra",), 1), "extra"),
     "missing nodes": (lambda d: d.pop("nodes"), "nodes"),
     "orphan parent": (lambda d: set_path(d, ("nodes", 2, "parent_id"), "nowhere"), "nodes[2].parent_id"),
@@ -164,8 +177,8 @@ BAD_FILES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "settings.policy",
     ),
     "policy state of the wrong shape": (
-        lambda d: set_path(d, ("policy_state",), {"cache": {"tokens": "lots", "entries": [1, 2]}}),
-        "policy_state",
+        lambda d: set_path(d, ("policy_states",), {"main": {"cache": {"tokens": "lots", "entries": [1, 2]}}}),
+        "policy_states['main']",
     ),
     "ledger cost not a number": (
         lambda d: d.update(ledger=[{**LEDGER_ENTRY, "cost_usd": "lots"}]),

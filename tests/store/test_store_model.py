@@ -29,7 +29,7 @@ class ModelConversation:
     nodes: dict[str, Node] = field(default_factory=dict)
     branches: dict[str, str | None] = field(default_factory=lambda: {"main": None})
     ledger: list[LedgerEntry] = field(default_factory=list)
-    policy_state: dict[str, Any] = field(default_factory=dict)
+    policy_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # by branch
 
     def path(self, head: str | None) -> list[Node]:
         path = []
@@ -131,7 +131,7 @@ class StoreMatchesModel(RuleBasedStateMachine):
             conversation.branches[branch] = nodes[-1].id
         conversation.ledger += ledger
         if state is not None:
-            conversation.policy_state = state
+            conversation.policy_states[branch] = state
 
     @rule(
         cid=st.sampled_from(IDS),
@@ -220,7 +220,9 @@ class StoreMatchesModel(RuleBasedStateMachine):
             assert self.store.branches(cid) == conversation.branches
             assert self.store.nodes(cid) == list(conversation.nodes.values())
             assert self.store.ledger(cid) == conversation.ledger
-            assert self.store.policy_state(cid) == conversation.policy_state
+            assert self.store.policy_states(cid) == conversation.policy_states
+            for branch in conversation.branches:
+                assert self.store.policy_state(cid, branch) == conversation.policy_states.get(branch, {})
             for head in conversation.branches.values():
                 assert self.store.path(cid, head) == conversation.path(head)
             info = self.store.info(cid)

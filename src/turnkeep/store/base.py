@@ -133,7 +133,8 @@ class Store(Protocol):
         policy_state: Mapping[str, Any] | None = None,
     ) -> None:
         """Atomically: add `nodes` (a chain), move the branch head to the last of them, change the status of the
-        nodes in `settle`, record `ledger` entries and the new policy state. ConflictError if the head moved."""
+        nodes in `settle`, record `ledger` entries and the branch's new policy state. ConflictError if the head
+        moved."""
         ...
 
     def move_head(self, conversation_id: str, branch: str, *, expected_head: str | None, new_head: str | None) -> None:
@@ -153,8 +154,13 @@ class Store(Protocol):
         """Every recorded request, oldest first."""
         ...
 
-    def policy_state(self, conversation_id: str) -> dict[str, Any]:
-        """The context policy's saved state ({} when none)."""
+    def policy_state(self, conversation_id: str, branch: str = "main") -> dict[str, Any]:
+        """The context policy's saved state on `branch` ({} when none): each branch has its own, written with
+        its turns (a summary of one branch's turns must never stand in for another's)."""
+        ...
+
+    def policy_states(self, conversation_id: str) -> dict[str, dict[str, Any]]:
+        """Every branch's saved policy state, by branch (for export)."""
         ...
 
     def nodes(self, conversation_id: str) -> list[Node]:
@@ -193,7 +199,7 @@ class Store(Protocol):
         nodes: Sequence[Node],
         branches: Mapping[str, str | None],
         ledger: Sequence[LedgerEntry] = (),
-        policy_state: Mapping[str, Any] | None = None,
+        policy_states: Mapping[str, Mapping[str, Any]] | None = None,
         created_at: float | None = None,
         updated_at: float | None = None,
     ) -> None:

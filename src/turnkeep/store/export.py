@@ -32,10 +32,11 @@ from turnkeep.store.base import NODE_STATUSES, LedgerEntry, Node, NodeStatus, St
 __all__ = ["FORMAT", "VERSION", "InvalidExport", "export_json", "export_markdown", "import_json"]
 
 FORMAT = "turnkeep.conversation"
-VERSION = 1
+VERSION = 2
+_READS = (1, 2)  # version 1 kept one policy state for the whole conversation ("policy_state")
 
 _TOP_LEVEL = {"format", "version", "id", "created_at", "updated_at", "settings", "nodes", "branches"}
-_OPTIONAL_TOP_LEVEL = {"policy_state", "ledger", "id", "created_at", "updated_at"}
+_OPTIONAL_TOP_LEVEL = {"policy_states", "policy_state", "ledger", "id", "created_at", "updated_at"}
 _NODE_KEYS = {"id", "parent_id", "message", "status", "meta"}
 _LEDGER_OPTIONAL_TEXT = ("request_id", "message_id", "stop_reason", "error", "cache_miss_reason", "node_id")
 _ROLES = ("user", "assistant", "system")
@@ -76,7 +77,7 @@ def export_json(store: Store, conversation_id: str) -> dict[str, Any]:
         "settings": store.settings(conversation_id),
         "nodes": [_node_dict(node) for node in store.nodes(conversation_id)],
         "branches": store.branches(conversation_id),
-        "policy_state": store.policy_state(conversation_id),
+        "policy_states": store.policy_states(conversation_id),
         "ledger": [ledger_dict(entry) for entry in store.ledger(conversation_id)],
     }
 
@@ -93,7 +94,7 @@ def import_json(store: Store, data: object, *, conversation_id: str | None = Non
         nodes=checked.nodes,
         branches=checked.branches,
         ledger=checked.ledger,
-        policy_state=checked.policy_state,
+        policy_states=checked.policy_states,
         created_at=checked.created_at,
         updated_at=checked.updated_at,
     )
@@ -106,7 +107,7 @@ class _Checked:
         self.nodes: list[Node] = []
         self.branches: dict[str, str | None] = {}
         self.ledger: list[LedgerEntry] = []
-        self.policy_state: dict[str, Any] = {}
+        self.policy_states: dict[str, dict[str, Any]] = {}
         self.created_at: float | None = None
         self.updated_at: float | None = None
 
@@ -133,8 +134,10 @@ def _check(data: object) -> _Checked:
     if top.get("format") != FORMAT:
         raise InvalidExport("format", f"expected {FORMAT!r}, got {top.get('format')!r}")
     version = top.get("version")
-    if version != VERSION or isinstance(version, bool):
-        raise InvalidExport("version", f"unsupported version {version!r} (this turnkeep reads version {VERSION})")
+    if version not in _READS or isinstance(version, bool):
+        raise InvalidExport("version", f"unsupported version {version!r} (this turnkeep reads versions 1 and 2)")
+    if "policy_state" in top and version != 1:
+        raise InvalidExport("policy_state", "version 2 keeps one state per branch, in `policy_states`")
     for key in top:
         if key not in _TOP_LEVEL | _OPTIONAL_TOP_LEVEL:
             raise InvalidExport(key, "unknown field")
@@ -152,9 +155,16 @@ def _check(data: object) -> _Checked:
     checked.settings = _settings(top["settings"])
     checked.nodes = _nodes(top["nodes"])
     checked.branches = _branches(top["branches"], {node.id for node in checked.nodes})
-    state = _object(top.get("policy_state", {}), "policy_state")
-    _json_ready(state, "policy_state")
-    checked.policy_state = dict(state)
+    if "policy_state" in top:  # version 1: the conversation's one state, for each of its branches
+        state = dict(_object(top["policy_state"], "policy_state"))
+        _json_ready(state, "policy_state")
+        checked.policy_states = dict.fromkeys(checked.branches, state) if state else {}
+    states = _object(top.get("policy_states", {}), "policy_states")
+    for name, state in states.items():
+        if name not in checked.branches:
+            raise InvalidExport(f"policy_states[{name!r}]", "not a branch of this conversation")
+        _json_ready(_object(state, f"policy_states[{name!r}]"), f"policy_states[{name!r}]")
+        checked.policy_states[name] = dict(state)
     checked.ledger = _ledger(top.get("ledger", []))
     _check_messages(checked)
     return checked
@@ -338,11 +348,12 @@ def _check_policy_state(checked: _Checked, model: ModelInfo, messages: list[Mess
     settings = checked.settings
     policy = policy_from_settings(settings.get("policy") or {})
     request_settings = RequestSettings(model, settings["max_tokens"], settings.get("system"), settings.get("tools"))
+    state = checked.policy_states.get(branch, {})
     try:
-        policy.plan(rules.normalize(messages), checked.policy_state, request_settings)
+        policy.plan(rules.normalize(messages), state, request_settings)
     except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
         raise InvalidExport(
-            "policy_state", f"{policy.name} cannot use it ({type(err).__name__}: {err}; branch {branch!r})"
+            f"policy_states[{branch!r}]", f"{policy.name} cannot use it ({type(err).__name__}: {err})"
         ) from err
 
 

@@ -46,7 +46,7 @@ class _Conversation:
     encoded: dict[str, tuple[str, str]] = field(default_factory=dict)
     branches: dict[str, str | None] = field(default_factory=lambda: {"main": None})
     ledger: list[LedgerEntry] = field(default_factory=list)
-    policy_state: dict[str, Any] = field(default_factory=dict)
+    policy_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # by branch
     title: str | None = None
     cost: Decimal = Decimal(0)
 
@@ -166,7 +166,7 @@ class MemoryStore:
             conversation.ledger.extend(ledger)
             conversation.cost += sum((Decimal(e.cost_usd) for e in ledger), Decimal(0))
             if new_state is not None:
-                conversation.policy_state = new_state
+                conversation.policy_states[branch] = new_state
             self._touch(conversation)
 
     def move_head(self, conversation_id: str, branch: str, *, expected_head: str | None, new_head: str | None) -> None:
@@ -217,9 +217,13 @@ class MemoryStore:
         with self._lock:
             return list(self._get(conversation_id).ledger)
 
-    def policy_state(self, conversation_id: str) -> dict[str, Any]:
+    def policy_state(self, conversation_id: str, branch: str = "main") -> dict[str, Any]:
         with self._lock:
-            return copy.deepcopy(self._get(conversation_id).policy_state)
+            return copy.deepcopy(self._get(conversation_id).policy_states.get(branch, {}))
+
+    def policy_states(self, conversation_id: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._get(conversation_id).policy_states)
 
     def nodes(self, conversation_id: str) -> list[Node]:
         with self._lock:
@@ -291,7 +295,7 @@ class MemoryStore:
         nodes: Sequence[Node],
         branches: Mapping[str, str | None],
         ledger: Sequence[LedgerEntry] = (),
-        policy_state: Mapping[str, Any] | None = None,
+        policy_states: Mapping[str, Mapping[str, Any]] | None = None,
         created_at: float | None = None,
         updated_at: float | None = None,
     ) -> None:
@@ -304,7 +308,10 @@ class MemoryStore:
         for name, head in branches.items():
             if head is not None and head not in ids:
                 raise UsageError(f"head {head!r} of branch {name!r} is not a node")
-        state = _copy(policy_state or {}, "policy state")
+        states = {name: _copy(state, "policy state") for name, state in (policy_states or {}).items()}
+        unknown = sorted(set(states) - set(branches))
+        if unknown:
+            raise UsageError(f"policy state for {unknown[0]!r}, which is not a branch")
         now = time.time()
         conversation = _Conversation(
             stored_settings,
@@ -315,7 +322,7 @@ class MemoryStore:
             encoded={node.id: text for node, text in encoded},
             branches=dict(branches),
             ledger=list(ledger),
-            policy_state=state,
+            policy_states=states,
             title=next((t for t in (title_of(n.message) for n in new_nodes) if t is not None), None),
             cost=sum((Decimal(e.cost_usd) for e in ledger), Decimal(0)),
         )

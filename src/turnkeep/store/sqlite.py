@@ -2,7 +2,8 @@
 
 - **Schema** (see `MIGRATIONS`): `conversations` (settings JSON, title, times, running cost), `nodes` (the message
   tree: message JSON exactly as given, status, meta JSON; `seq` orders writes), `branches` (name -> head),
-  `ledger`, `policy_state`, and `messages_fts`, an FTS5 index over message text that every write keeps in step.
+  `ledger`, `branch_policy_state` (one per branch), and `messages_fts`, an FTS5 index over message text that
+  every write keeps in step.
 - **Migrations** run when the store opens: `MIGRATIONS[i]` takes the file from `PRAGMA user_version` i to i+1,
   inside one `BEGIN IMMEDIATE` transaction, so two processes opening a new file at once migrate it once.
 - **Atomic writes**: each write is one `BEGIN IMMEDIATE` transaction; the expected-head check runs inside it, so
@@ -106,6 +107,20 @@ MIGRATIONS: tuple[str, ...] = (
         text, conversation_id UNINDEXED, node_id UNINDEXED, role UNINDEXED,
         tokenize = 'unicode61 remove_diacritics 2'
     );
+    """,
+    # 2: the policy state is kept per branch (a summary of one branch's turns must not stand in for another's);
+    # a conversation's one state goes to each of its branches, where the policies check it against the turns.
+    """
+    CREATE TABLE branch_policy_state (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        branch TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, branch)
+    );
+    INSERT INTO branch_policy_state (conversation_id, branch, state)
+        SELECT policy_state.conversation_id, branches.name, policy_state.state
+        FROM policy_state JOIN branches ON branches.conversation_id = policy_state.conversation_id;
+    DROP TABLE policy_state;
     """,
 )
 
@@ -485,9 +500,9 @@ class SQLiteStore:
             self._insert_ledger(db, conversation_id, ledger)
             if state is not None:
                 db.execute(
-                    "INSERT INTO policy_state (conversation_id, state) VALUES (?, ?) "
-                    "ON CONFLICT (conversation_id) DO UPDATE SET state = excluded.state",
-                    (conversation_id, state),
+                    "INSERT INTO branch_policy_state (conversation_id, branch, state) VALUES (?, ?, ?) "
+                    "ON CONFLICT (conversation_id, branch) DO UPDATE SET state = excluded.state",
+                    (conversation_id, branch, state),
                 )
             self._touch(db, conversation_id)
 
@@ -563,12 +578,22 @@ class SQLiteStore:
         )
         return [_entry(row) for row in rows]
 
-    def policy_state(self, conversation_id: str) -> dict[str, Any]:
+    def policy_state(self, conversation_id: str, branch: str = "main") -> dict[str, Any]:
         rows = self._read_existing(
-            conversation_id, "SELECT state FROM policy_state WHERE conversation_id = ?", (conversation_id,)
+            conversation_id,
+            "SELECT state FROM branch_policy_state WHERE conversation_id = ? AND branch = ?",
+            (conversation_id, branch),
         )
         state: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
         return state
+
+    def policy_states(self, conversation_id: str) -> dict[str, dict[str, Any]]:
+        rows = self._read_existing(
+            conversation_id,
+            "SELECT branch, state FROM branch_policy_state WHERE conversation_id = ? ORDER BY branch",
+            (conversation_id,),
+        )
+        return {branch: json.loads(state) for branch, state in rows}
 
     def nodes(self, conversation_id: str) -> list[Node]:
         rows = self._read_existing(
@@ -632,7 +657,7 @@ class SQLiteStore:
         nodes: Sequence[Node],
         branches: Mapping[str, str | None],
         ledger: Sequence[LedgerEntry] = (),
-        policy_state: Mapping[str, Any] | None = None,
+        policy_states: Mapping[str, Mapping[str, Any]] | None = None,
         created_at: float | None = None,
         updated_at: float | None = None,
     ) -> None:
@@ -645,7 +670,10 @@ class SQLiteStore:
                 raise UsageError(f"head {head!r} of branch {name!r} is not a node")
             if not isinstance(name, str) or not name:
                 raise UsageError(f"a branch name is a non-empty string, not {name!r}")
-        state = dumps(dict(policy_state or {}), "policy state")
+        states = [(name, dumps(dict(state), "policy state")) for name, state in (policy_states or {}).items()]
+        unknown = sorted({name for name, _ in states} - set(branches))
+        if unknown:
+            raise UsageError(f"policy state for {unknown[0]!r}, which is not a branch")
         now = time.time()
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone():
@@ -667,4 +695,7 @@ class SQLiteStore:
                 [(conversation_id, name, head) for name, head in branches.items()],
             )
             self._insert_ledger(db, conversation_id, ledger)
-            db.execute("INSERT INTO policy_state (conversation_id, state) VALUES (?, ?)", (conversation_id, state))
+            db.executemany(
+                "INSERT INTO branch_policy_state (conversation_id, branch, state) VALUES (?, ?, ?)",
+                [(conversation_id, name, state) for name, state in states],
+            )
