@@ -59,6 +59,14 @@ def test_simulate_draws_a_plot(transcript: Path, tmp_path: Path) -> None:
     assert "full-history" in result.output
 
 
+def test_a_plot_path_in_no_directory_is_refused_before_simulating(transcript: Path, tmp_path: Path) -> None:
+    result = invoke("simulate", "--transcript", str(transcript), "--plot", str(tmp_path / "missing" / "x.png"))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: --plot {str(tmp_path / 'missing' / 'x.png')!r}: expected a file in an existing directory"
+    ]
+
+
 def test_recommend_explains_its_choice_in_numbers(transcript: Path) -> None:
     result = invoke(
         "recommend",

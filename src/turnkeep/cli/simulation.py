@@ -99,20 +99,22 @@ def simulate(
     from turnkeep.sim import simulate as run
 
     chosen = _workload(workload_name, transcript)
+    if plot:
+        _check_plot_path(Path(plot))  # before a run of minutes, not after it
     picked = list(strategies) or ["full-history", "window(turns=20)", "summarize(trigger=20000)"]
     result = _run_with_progress(run, workload=chosen, strategies=picked, models=list(models) or ["claude-sonnet-4-6"])
-    if plot:
-        _plot(result, Path(plot))
     if as_json:
         click.echo(render.to_json(result.to_dict()))
-        return
-    console = make_console()
-    console.print(render.simulation_table(result))
-    console.out(
-        f"{chosen.name}: {result.turns} turns, simulated in {result.seconds:.1f} s. Bounds: (a) every input "
-        "token written once then read, no expiry; (b) each TTL chosen knowing the next gap.",
-        highlight=False,
-    )
+    else:
+        console = make_console()
+        console.print(render.simulation_table(result))
+        console.out(
+            f"{chosen.name}: {result.turns} turns, simulated in {result.seconds:.1f} s. Bounds: (a) every input "
+            "token written once then read, no expiry; (b) each TTL chosen knowing the next gap.",
+            highlight=False,
+        )
+    if plot:
+        _plot(result, Path(plot))  # after the results are out: a failure here loses nothing
 
 
 @click.command()
@@ -162,6 +164,13 @@ def recommend(
     console.print(render.recommendation_table(result))
 
 
+def _check_plot_path(path: Path) -> None:
+    from turnkeep.errors import UsageError
+
+    if path.is_dir() or not path.parent.is_dir():
+        raise UsageError(f"--plot {str(path)!r}: expected a file in an existing directory")
+
+
 def _plot(result: Any, path: Path) -> None:
     from turnkeep.errors import UsageError
 
@@ -188,5 +197,9 @@ def _plot(result: Any, path: Path) -> None:
     per_turn.legend(fontsize="small")
     per_turn.set_title(f"{result.workload}: cost per turn and cumulative cost")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=120)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--plot {str(path)!r}: {err}") from err
+    finally:
+        plt.close(figure)
