@@ -127,12 +127,19 @@ class LedgerFacts:
     """When it sent its answered requests: policies weigh the gaps (cache expiry, TTL choice)."""
     last_reply_id: str | None
     """The reply the next request's cache is compared with (cache diagnostics)."""
+    calibrator: Calibrator
+    """The token calibration, learned again from what each recorded request measured."""
 
     @classmethod
     def read(cls, ledger: Sequence[LedgerEntry]) -> LedgerFacts:
         answered = [entry for entry in ledger if entry.error is None]
         replies = [entry.message_id for entry in answered if entry.message_id and entry.purpose != "summary"]
-        return cls(budget_core.spent(ledger), [entry.at for entry in answered], replies[-1] if replies else None)
+        calibrator = Calibrator()
+        for entry in answered:
+            if entry.calibration is not None:
+                calibrator.observe(*entry.calibration)
+        times = [entry.at for entry in answered]
+        return cls(budget_core.spent(ledger), times, replies[-1] if replies else None, calibrator)
 
 
 class ConversationCore:
@@ -183,7 +190,6 @@ class ConversationCore:
         self.threads = threads and self.model_info.threads
         # The last answered request: threads continue from it, forecasts are exact up to it.
         self._anchor: Anchor | None = None
-        self._calibrator = Calibrator()
         self._checkpoint: rules.Checkpoint | None = None  # what validating the last request settled
         self._sizes = Sizes({})
         self._queued_instructions: list[str] = []
@@ -522,14 +528,14 @@ class ConversationCore:
         if plan.summary is not None:
             job = plan.summary.request
             summarizer = self._catalog.get(str(job["model"]))
-            prelude_tokens, _ = input_forecast(job, None, summarizer, calibration=self._calibrator.factor)
+            prelude_tokens, _ = input_forecast(job, None, summarizer, calibration=self.facts.calibrator.factor)
             counts = TokenCounts(input=prelude_tokens, output=int(job["max_tokens"]) // 2)
             prelude = usage_cost(counts, summarizer).total
         if exact_input_tokens is not None:
             total, known = exact_input_tokens, exact_input_tokens
         else:
             total, estimated = input_forecast(
-                request, self._anchor, self.model_info, calibration=self._calibrator.factor, sizes=self._sizes
+                request, self._anchor, self.model_info, calibration=self.facts.calibrator.factor, sizes=self._sizes
             )
             known = total - estimated
         return budget_core.forecast(
@@ -564,7 +570,7 @@ class ConversationCore:
             now=now,
             last_request_at=times[-1] if times else None,
             gaps=tuple(later - earlier for earlier, later in itertools.pairwise(times)),
-            calibration=self._calibrator.factor,
+            calibration=self.facts.calibrator.factor,
         )
 
     def _node(
@@ -637,8 +643,8 @@ class ConversationCore:
     ) -> Call | None:
         """A call was answered: record it, and return the turn's next call (None: the turn is over).
         `may_resend` is False once its text reached the caller (an overflow is then not sent again smaller)."""
-        pending.ledger.append(self.entry(call, message, latency, None, request_id=request_id))
-        self.sent(call, message)
+        entry = self.entry(call, message, latency, None, request_id=request_id)
+        pending.ledger.append(replace(entry, calibration=self.sent(call, message)))
         try:
             return pending.turn.receive(message, may_resend=may_resend)
         except Exception:
@@ -720,21 +726,27 @@ class ConversationCore:
             wire["diagnostics"] = {"previous_message_id": last_reply}
         return wire
 
-    def sent(self, call: Call, message: Message) -> None:
-        """A call was answered: calibrate the estimates on what it really measured, and anchor on it."""
+    def sent(self, call: Call, message: Message) -> tuple[int, int] | None:
+        """A call was answered: calibrate the estimates on what it really measured, and anchor on it. Returns
+        what the calibration learned, (estimated, measured) tokens, for the ledger (None: nothing)."""
         if call.purpose == "summary" or call.request.get("model") != self.model_info.id:
-            return
+            return None
         predicted, estimated = input_forecast(call.request, self._anchor, self.model_info, sizes=self._sizes)
         actual = token_counts(message.usage.model_dump(exclude_none=True)).total_input
+        observation = None
         if estimated > 0:
             # Only the estimated part carries error; the anchored part is exact. Observations are weighed by their
             # size (a decayed ratio of sums), so a run of one-line questions, where per-message overhead
             # dominates, does not skew the estimate of the next pasted document.
-            self._calibrator.observe(estimated, actual - (predicted - estimated))
+            observation = (estimated, max(actual - (predicted - estimated), 0))
+            self.facts.calibrator.observe(*observation)
         # After calibrating: what is learned from this request (the fixed part's size) uses what it taught.
-        self._sizes.learn(call.request, self._anchor, message, self.model_info, calibration=self._calibrator.factor)
+        self._sizes.learn(
+            call.request, self._anchor, message, self.model_info, calibration=self.facts.calibrator.factor
+        )
         self._anchor = anchor_after(call.request, message, self.model_info)
         self.facts.last_reply_id = message.id
+        return observation
 
     def thread_failed(self, error: BaseException) -> bool:
         """Whether a failed call should simply be sent again because only its thread was the problem."""

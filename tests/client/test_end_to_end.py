@@ -15,7 +15,8 @@ import pytest
 
 from turnkeep import AsyncConversation, Conversation, refresh_catalog
 from turnkeep.core.messages import as_blocks
-from turnkeep.core.policies import FullHistory, Policy, ServerCompaction, Summarize, Window
+from turnkeep.core.policies import FullHistory, Policy, ServerCompaction, Summarize, TokenBudget, Window
+from turnkeep.core.tokens import estimate_request
 from turnkeep.emulator import EmulatorServer
 from turnkeep.errors import ContextWindowExceeded
 from turnkeep.store import MemoryStore, SQLiteStore
@@ -424,3 +425,21 @@ def test_each_branch_keeps_its_own_summary(turnkeep_emulator: EmulatorServer, tm
         request = json.dumps(main.explain("What is the code word?").request)
         assert "banana" not in request  # the side branch's summary stays on the side branch
         assert "apple-0" in request  # main's own turns, verbatim or in its own summary
+
+
+def test_a_reopened_conversation_plans_with_the_calibration_the_live_one_learned(
+    turnkeep_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "t.db"
+    client = turnkeep_emulator.client()
+    chat = Conversation(
+        "claude-sonnet-4-6", client=client, policy=TokenBudget(max_input_tokens=20_000), store=SQLiteStore(path)
+    )
+    for number in range(4):
+        chat.send(f"Box {number} holds " + "papers and notes, " * 60)
+    question = "What do the boxes hold?"
+    plan = chat.explain(question)
+    live = plan.explanation["estimated_input_tokens"]
+    assert live != estimate_request(plan.request, chat.model_info)  # it learned a calibration (not 1.0)
+    reopened = Conversation.open(chat.id, store=SQLiteStore(path), client=client)
+    assert reopened.explain(question).explanation["estimated_input_tokens"] == live

@@ -67,6 +67,9 @@ class LedgerEntry:
     error: str | None = None
     cache_miss_reason: str | None = None
     node_id: str | None = None
+    calibration: tuple[int, int] | None = None
+    """(estimated, measured) tokens of the part of the request that was estimated: what the conversation learned
+    its token calibration from, so a reopened conversation learns the same again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,4 +316,5 @@ def ledger_dict(entry: LedgerEntry) -> dict[str, Any]:
         "error": entry.error,
         "cache_miss_reason": entry.cache_miss_reason,
         "node_id": entry.node_id,
+        "calibration": list(entry.calibration) if entry.calibration is not None else None,
     }

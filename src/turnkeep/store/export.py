@@ -280,6 +280,11 @@ def _ledger(value: object) -> list[LedgerEntry]:
                 raise InvalidExport(f"{position}.{key}", f"expected a string or null, got {raw.get(key)!r}")
         usage = _object(raw.get("usage"), f"{position}.usage")
         _json_ready(usage, f"{position}.usage")
+        pair = raw.get("calibration")
+        if pair is not None and not (
+            isinstance(pair, list) and len(pair) == 2 and all(type(n) is int and n >= 0 for n in pair)
+        ):
+            raise InvalidExport(f"{position}.calibration", f"expected [estimated, measured] token counts, got {pair!r}")
         entries.append(
             LedgerEntry(
                 purpose=raw["purpose"],
@@ -294,6 +299,7 @@ def _ledger(value: object) -> list[LedgerEntry]:
                 error=raw.get("error"),
                 cache_miss_reason=raw.get("cache_miss_reason"),
                 node_id=raw.get("node_id"),
+                calibration=(pair[0], pair[1]) if pair is not None else None,
             )
         )
     return entries

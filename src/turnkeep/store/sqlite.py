@@ -122,12 +122,16 @@ MIGRATIONS: tuple[str, ...] = (
         FROM policy_state JOIN branches ON branches.conversation_id = policy_state.conversation_id;
     DROP TABLE policy_state;
     """,
+    # 3: each answered request records what it taught the token calibration ("[estimated, measured]").
+    """
+    ALTER TABLE ledger ADD COLUMN calibration TEXT;
+    """,
 )
 
 _NODE_COLUMNS = "id, parent_id, message, status, meta"
 _LEDGER_COLUMNS = (
     "purpose, model, request_id, message_id, stop_reason, usage, cost_usd, latency_ms, at, error, "
-    "cache_miss_reason, node_id"
+    "cache_miss_reason, node_id, calibration"
 )
 _PATH = """
 WITH RECURSIVE path (seq, parent_id, depth) AS (
@@ -190,7 +194,15 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
         error=row[9],
         cache_miss_reason=row[10],
         node_id=row[11],
+        calibration=_pair(row[12]),
     )
+
+
+def _pair(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    first, second = json.loads(text)
+    return int(first), int(second)
 
 
 def _info(row: Sequence[Any]) -> ConversationInfo:
@@ -382,7 +394,7 @@ class SQLiteStore:
         if not ledger:
             return
         db.executemany(
-            f"INSERT INTO ledger (conversation_id, {_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO ledger (conversation_id, {_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 14)})",
             [
                 (
                     conversation_id,
@@ -398,6 +410,7 @@ class SQLiteStore:
                     e.error,
                     e.cache_miss_reason,
                     e.node_id,
+                    json.dumps(list(e.calibration)) if e.calibration is not None else None,
                 )
                 for e in ledger
             ],
