@@ -707,7 +707,7 @@ class ConversationCore:
             expected_head=self._head,
             nodes=[reply_node],
             settle=settle,
-            ledger=pending.ledger,
+            ledger=[replace(entry, node_id=reply_node.id) for entry in pending.ledger],  # the reply they led to
             policy_state=pending.turn.plan.state,
         )
         self._policy_state = dict(pending.turn.plan.state)

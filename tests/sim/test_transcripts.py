@@ -75,6 +75,25 @@ def test_an_exported_conversation_replays_its_user_turns_and_replies_with_the_le
     assert loaded.turns[1].gap == pytest.approx(90.0)
 
 
+def test_an_export_after_an_undo_replays_the_gaps_of_the_turns_that_stayed(tmp_path: Path) -> None:
+    store = MemoryStore()
+    with EmulatorServer(clock="virtual") as server:
+        chat = Conversation("claude-sonnet-4-6", client=server.client(max_retries=0), store=store, clock=server.now)
+        chat.send("Turn A.")
+        server.advance(100)
+        chat.send("Turn B.")
+        server.advance(100)
+        chat.send("Turn C, undone.")
+        server.advance(3_000)
+        chat.undo()
+        chat.send("Turn C again.")
+        server.advance(100)
+        chat.send("Turn D.")
+    loaded = load_transcript(write(tmp_path, export_json(store, chat.id), "export.json"))
+    assert [turn.user for turn in loaded.turns] == ["Turn A.", "Turn B.", "Turn C again.", "Turn D."]
+    assert [turn.gap for turn in loaded.turns] == pytest.approx([0, 100, 3_100, 100])
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

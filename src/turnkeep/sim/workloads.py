@@ -36,7 +36,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from turnkeep.errors import UsageError
 
@@ -417,6 +417,7 @@ def parse_transcript(data: object, *, name: str = "transcript") -> Workload:
 class _Raw:
     turn: Turn
     timestamp: float | None = None
+    reply_node: str | None = None  # in an export: the stored reply, whose ledger entries say when it was sent
 
 
 def _kind(value: object) -> str:
@@ -572,9 +573,18 @@ def _from_export(data: Mapping[str, Any], name: str) -> Workload:
         elif role == "assistant" and raws and raws[-1].turn.reply_text is None and text.strip():
             last = raws[-1].turn
             raws[-1].turn = Turn(last.user, None, 0.0, _reply(text, f"nodes[{node.id}].message.content"))
+            raws[-1].reply_node = node.id
     if not raws:
         raise UsageError("nodes: the main branch has no user message to replay")
-    times = [entry.at for entry in store.ledger(conversation) if entry.purpose == "reply" and entry.error is None]
+    answered = [e for e in store.ledger(conversation) if e.purpose in ("reply", "overflow") and e.error is None]
+    sent_at: dict[str, float] = {}
+    for entry in answered:
+        if entry.node_id is not None:
+            sent_at.setdefault(entry.node_id, entry.at)  # a turn's first answered request
+    if all(raw.reply_node in sent_at for raw in raws):
+        times = [sent_at[cast(str, raw.reply_node)] for raw in raws]  # this branch's own turns, in its order
+    else:  # a ledger from before entries named their reply: by position
+        times = [entry.at for entry in answered if entry.purpose == "reply"]
     turns: list[Turn] = []
     for index, raw in enumerate(raws):
         gap = times[index] - times[index - 1] if 0 < index < len(times) else 0.0
