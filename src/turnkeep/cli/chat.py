@@ -29,7 +29,11 @@ def conversation_options(function: F) -> F:
         click.option(
             "--policy",
             metavar="POLICY",
-            help="Context policy of a new conversation: full-history (default), window:TURNS or token-budget:TOKENS.",
+            help=(
+                "Context policy of a new conversation: full-history (default), window:TURNS, token-budget:TOKENS, "
+                "or any policy with its settings, e.g. 'window(messages=20)' or "
+                "'summarize(trigger=20000, model=claude-haiku-4-5)' (docs/policies.md)."
+            ),
         ),
     ]
     for option in reversed(options):
