@@ -124,7 +124,8 @@ class LedgerFacts:
 
     spent: budget_core.Spent
     request_times: list[float]
-    """When it sent its answered requests: policies weigh the gaps (cache expiry, TTL choice)."""
+    """When it sent its answered requests on its own prefix (not summary calls, which have theirs): policies
+    weigh the gaps (cache expiry, TTL choice)."""
     last_reply_id: str | None
     """The reply the next request's cache is compared with (cache diagnostics)."""
     calibrator: Calibrator
@@ -138,7 +139,7 @@ class LedgerFacts:
         for entry in answered:
             if entry.calibration is not None:
                 calibrator.observe(*entry.calibration)
-        times = [entry.at for entry in answered]
+        times = [entry.at for entry in answered if entry.purpose != "summary"]
         return cls(budget_core.spent(ledger), times, replies[-1] if replies else None, calibrator)
 
 
@@ -613,7 +614,7 @@ class ConversationCore:
         if message is not None and message.diagnostics and message.diagnostics.cache_miss_reason:
             miss = message.diagnostics.cache_miss_reason.type
         at = self.clock()
-        if error is None:
+        if error is None and call.purpose != "summary":
             self.facts.request_times.append(at)
         entry = LedgerEntry(
             purpose=call.purpose,

@@ -13,7 +13,8 @@ from turnkeep.core.messages import text_of
 from turnkeep.core.policies import ClearToolUses, FullHistory, ServerCompaction, Summarize, Window
 from turnkeep.core.policies.summarize import SUMMARY_MARKER
 from turnkeep.errors import ConfigError, ContextWindowExceeded
-from turnkeep.store import MemoryStore
+from turnkeep.session import LedgerFacts
+from turnkeep.store import LedgerEntry, MemoryStore
 
 LONG = "word " * 400  # about 500 estimated tokens per message
 # Three such turns estimate at ~2,535 tokens; with a fourth question ~3,050: the summary falls due on turn four.
@@ -305,3 +306,12 @@ def test_a_summary_written_before_a_failed_reply_is_kept_and_the_retry_does_not_
     assert "The user asked questions 0 and 1." in api.requests[-1]["messages"][0]["content"][0]["text"]
     reopened = Conversation.open(conversation.id, store=store, client=api.client())
     assert "The user asked questions 0 and 1." in reopened.messages[0]["content"][0]["text"]
+
+
+def test_summary_calls_do_not_count_as_gaps_of_the_conversations_own_requests() -> None:
+    def entry(purpose: str, at: float) -> LedgerEntry:
+        return LedgerEntry(purpose, "claude-sonnet-4-6", None, None, "end_turn", {}, "0", 1.0, at)
+
+    # A summary call and the reply it leads to are a second apart; the reply is 600 s after the previous turn.
+    ledger = [entry("reply", 1_000.0), entry("reply", 1_600.0), entry("summary", 2_200.0), entry("reply", 2_201.0)]
+    assert LedgerFacts.read(ledger).request_times == [1_000.0, 1_600.0, 2_201.0]
