@@ -735,7 +735,8 @@ class ConversationCore:
         predicted, estimated = input_forecast(call.request, self._anchor, self.model_info, sizes=self._sizes)
         actual = token_counts(message.usage.model_dump(exclude_none=True)).total_input
         observation = None
-        if estimated > 0:
+        compacted = any(block["type"] == "compaction" for block in as_blocks(message.content))
+        if estimated > 0 and not compacted:  # a compaction replaced what was estimated: nothing to compare
             # Only the estimated part carries error; the anchored part is exact. Observations are weighed by their
             # size (a decayed ratio of sums), so a run of one-line questions, where per-message overhead
             # dominates, does not skew the estimate of the next pasted document.

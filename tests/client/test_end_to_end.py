@@ -16,6 +16,7 @@ import pytest
 from turnkeep import AsyncConversation, Conversation, refresh_catalog
 from turnkeep.core.messages import as_blocks
 from turnkeep.core.policies import FullHistory, Policy, ServerCompaction, Summarize, TokenBudget, Window
+from turnkeep.core.pricing import token_counts, usage_cost
 from turnkeep.core.tokens import estimate_request
 from turnkeep.emulator import EmulatorServer
 from turnkeep.errors import ContextWindowExceeded
@@ -443,3 +444,25 @@ def test_a_reopened_conversation_plans_with_the_calibration_the_live_one_learned
     assert live != estimate_request(plan.request, chat.model_info)  # it learned a calibration (not 1.0)
     reopened = Conversation.open(chat.id, store=SQLiteStore(path), client=client)
     assert reopened.explain(question).explanation["estimated_input_tokens"] == live
+
+
+def test_the_forecast_after_a_server_compaction_counts_only_what_the_api_still_reads(
+    turnkeep_emulator: EmulatorServer,
+) -> None:
+    chat = Conversation("claude-sonnet-4-6", client=turnkeep_emulator.client(), policy=ServerCompaction(trigger=50_000))
+    for number in range(12):
+        reply = chat.send(f"Box {number} holds " + "paper " * 9_000)
+        if any(block["type"] == "compaction" for block in reply.content):
+            break
+    else:
+        pytest.fail("the emulator never compacted")
+    for number in (100, 101):  # the turn right after the compaction, and the one after it
+        question = f"Box {number} holds " + "paper " * 9_000
+        forecast = chat.forecast(question)
+        chat.send(question)
+        billed = chat.ledger[-1]
+        assert forecast.input_tokens == pytest.approx(token_counts(billed.usage).total_input, rel=0.1)
+        assert forecast.cost.total - forecast.cost.output == pytest.approx(
+            Decimal(billed.cost_usd) - usage_cost(token_counts(billed.usage), chat.model_info).output,
+            rel=Decimal("0.1"),
+        )

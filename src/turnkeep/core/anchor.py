@@ -19,8 +19,8 @@ from typing import Any
 from anthropic.types import Message, MessageParam
 
 from turnkeep.core.catalog import ModelInfo
-from turnkeep.core.messages import as_blocks, reply_param
-from turnkeep.core.pricing import token_counts
+from turnkeep.core.messages import as_blocks, compaction_start, reply_param
+from turnkeep.core.pricing import context_counts, token_counts
 from turnkeep.core.rules import normalize
 from turnkeep.core.tokens import estimate_block, estimate_message, estimate_request
 
@@ -75,7 +75,7 @@ def fixed_digest(request: Mapping[str, Any]) -> str:
 def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo) -> Anchor:
     """The anchor once `message` answered the (full) `request`."""
     messages = normalize([*request["messages"], reply_param(message)])
-    counts = token_counts(message.usage.model_dump(exclude_none=True))
+    counts = context_counts(message.usage.model_dump(exclude_none=True))  # a compaction's reading left out
     # Earlier thinking is not counted as input when sent back (reference §5), though it was billed as output.
     thinking = sum(
         estimate_block(block, model)
@@ -148,6 +148,11 @@ def input_forecast(
     """(predicted input tokens, of which estimated) for `request`: exact for an anchored prefix and for every
     message whose size usage has measured, calibrated estimates for the rest. After a switch to a model with
     another tokenizer the anchored size is rescaled (newer tokenizers count ~30% more) and counts as estimated."""
+    messages = request["messages"]
+    compacted = compaction_start(messages)
+    if compacted and anchor is not None and compacted >= anchor.count - 1:
+        # The anchored reply brought the compaction block: its measured size counts what the API now drops.
+        anchor = None
     if extends(request, anchor, same_model=False):
         assert anchor is not None
         new = round(sum(estimate_message(m, model) for m in request["messages"][anchor.count :]) * calibration)
@@ -155,6 +160,9 @@ def input_forecast(
             return anchor.tokens + new, new
         rescaled = round(anchor.tokens * _TOKENIZER_FACTOR ** (model.tokenizer - anchor.tokenizer))
         return rescaled + new, rescaled + new
+    if compacted:
+        # The API drops everything before a compaction block (reference §7): only the rest is billed.
+        request = {**request, "messages": messages[compacted:]}
     if sizes is not None and sizes.base is not None and (anchor is None or anchor.tokenizer == model.tokenizer):
         # A changed prefix (a window step, a new summary): add up what is known message by message.
         known = 0

@@ -22,6 +22,7 @@ __all__ = [
     "block_param",
     "block_texts",
     "block_view",
+    "compaction_start",
     "merge_assistant_content",
     "reply_param",
     "text_of",
@@ -156,3 +157,16 @@ def merge_assistant_content(earlier: Sequence[Block], later: Sequence[Block], *,
     if merged and rest and merged[-1]["type"] == "text" and rest[0]["type"] == "text":
         merged[-1]["text"] = merged[-1]["text"] + rest.pop(0)["text"]
     return merged + rest
+
+
+def compaction_start(messages: Sequence[Any]) -> int:
+    """The index of the last message after the first that holds a compaction block with content, or 0: the API
+    drops everything before such a block (reference §7), so billing and caching start there."""
+    for index in range(len(messages) - 1, 0, -1):
+        content = messages[index].get("content") if isinstance(messages[index], Mapping) else None
+        if isinstance(content, list | tuple) and any(
+            (block_view(block) or {}).get("type") == "compaction" and (block_view(block) or {}).get("content")
+            for block in content
+        ):
+            return index
+    return 0

@@ -22,7 +22,13 @@ from anthropic.types import Usage
 
 from turnkeep.core.catalog import ModelInfo
 
-__all__ = ["Cost", "TokenCounts", "token_counts", "usage_cost"]
+__all__ = [
+    "Cost",
+    "TokenCounts",
+    "context_counts",
+    "token_counts",
+    "usage_cost",
+]
 
 _MILLION = Decimal(1_000_000)
 _ZERO = Decimal(0)
@@ -104,6 +110,17 @@ def token_counts(usage: Usage | Mapping[str, Any]) -> TokenCounts:
         cache_read=int(data.get("cache_read_input_tokens") or 0),
         output=int(data.get("output_tokens") or 0),
     )
+
+
+def context_counts(usage: Usage | Mapping[str, Any]) -> TokenCounts:
+    """The counts of the model's own reading and writing: a server-side compaction's iteration left out. It is
+    billed (see `token_counts`), but what it read is what the conversation no longer carries."""
+    data: Mapping[str, Any] = usage.model_dump() if isinstance(usage, Usage) else usage
+    iterations = data.get("iterations")
+    if iterations:
+        kept = [item for item in iterations if isinstance(item, Mapping) and item.get("type") != "compaction"]
+        return sum((token_counts(item) for item in kept), TokenCounts())
+    return token_counts(data)
 
 
 def usage_cost(

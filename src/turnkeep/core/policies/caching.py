@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import block_view as _view
+from turnkeep.core.messages import compaction_start
 from turnkeep.core.pricing import TokenCounts, usage_cost
 from turnkeep.core.rules import is_prefill
 from turnkeep.core.tokens import _COMPACT_JSON as _JSON
@@ -420,10 +421,15 @@ def _analyze(
     system_blocks = _blocks({"content": request.get("system")})
     prefix = estimate_prefix(request, model)
     in_messages = sum(estimates)
-    total = prefix + in_messages + current_turn_thinking(messages, model)
+    # The API drops what precedes a compaction block (reference §7): it is neither billed nor cached.
+    dropped = compaction_start(messages)
+    gone = sum(estimates[:dropped]) if dropped else 0
+    total = prefix + in_messages - gone + current_turn_thinking(messages, model)
 
-    def before(index: int) -> int:  # tokens of the messages before `index`, summing the shorter side
-        return sum(estimates[:index]) if index < len(estimates) // 2 else in_messages - sum(estimates[index:])
+    def before(index: int) -> int:  # tokens of the kept messages before `index`, summing the shorter side
+        if index <= dropped:
+            return 0
+        return (sum(estimates[:index]) if index < len(estimates) // 2 else in_messages - sum(estimates[index:])) - gone
 
     existing = _existing(request, messages, clean_before)
     resolved: list[tuple[_Key, str, int]] = []
@@ -527,9 +533,10 @@ def _forecast(
         same_head = previous.get("head") == _head_digest(request)
         same_first = bool(messages) and previous.get("first") == message_digest(messages[0])
         at = previous.get("at")
+        dropped = compaction_start(messages)  # what the API drops before a compaction block is not read either
         for entry in entries:
             key = cast(_Key, tuple(entry["key"]))
-            if not same_head or (key[0] == 2 and not same_first):
+            if not same_head or (key[0] == 2 and (not same_first or key[1] < dropped)):
                 continue
             if key[0] == 2 and (
                 key[1] >= len(messages)
