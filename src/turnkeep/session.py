@@ -143,6 +143,10 @@ class LedgerFacts:
         return cls(budget_core.spent(ledger), times, replies[-1] if replies else None, calibrator)
 
 
+_COMPACTION_SUMMARY_TOKENS = 1_024
+"""The length a server-side compaction's summary is forecast at (a guess: it is not known before it exists)."""
+
+
 class ConversationCore:
     """The logic `Conversation` and `AsyncConversation` share. It calls the store but never the API."""
 
@@ -539,6 +543,13 @@ class ConversationCore:
                 request, self._anchor, self.model_info, calibration=self.facts.calibrator.factor, sizes=self._sizes
             )
             known = total - estimated
+        compaction = explanation.get("server_compaction")
+        if isinstance(compaction, Mapping) and compaction.get("expected"):
+            # The API compacts first: a call that reads the whole input uncached and writes a summary (its length
+            # is a guess until it exists). The reply after it reads less; its forecast stays on the safe side.
+            counts = TokenCounts(input=total, output=_COMPACTION_SUMMARY_TOKENS)
+            prelude += usage_cost(counts, self.model_info).total
+            prelude_tokens += total
         return budget_core.forecast(
             explanation,
             self.model_info,

@@ -136,7 +136,11 @@ class ServerCompaction:
         if self.pause_after_compaction:
             edit["pause_after_compaction"] = True
         request = _with_edit(inner.request, edit, COMPACTION_BETA)
-        explanation = {**inner.explanation, "policy": self.name, "server_compaction": {"trigger": self.trigger}}
+        # Whether the API will compact within this request (its input reaches the trigger): a call of its own,
+        # billed on top of the reply (`usage.iterations`), which forecasts and budgets must count.
+        estimated = int(inner.explanation.get("estimated_input_tokens") or 0)
+        compaction = {"trigger": self.trigger, "expected": estimated >= self.trigger}
+        explanation = {**inner.explanation, "policy": self.name, "server_compaction": compaction}
         return Plan(request, {"inner": dict(inner.state)}, explanation)
 
     def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
