@@ -12,9 +12,11 @@ How it works, per turn:
 - If the summary call fails, the turn is sent with the plan's fallback request, which keeps everything that still
   fits the model's window (and drops the oldest turns only when it does not): the turn is never lost, and the
   summary is tried again on the next turn.
-- On models that bind thinking blocks to their prefix, the thinking of retained turns is stripped once a summary
-  replaces the start of the conversation (the blocks would no longer verify); the current tool loop keeps it, so
-  a summary that falls due inside a tool loop waits for the next user turn (unless the request would not fit).
+- On models that bind thinking blocks to their prefix, once a summary replaces the start of the conversation the
+  thinking of every message produced before it is stripped (those blocks would no longer verify), and the thinking
+  of the messages produced after it is kept (the state's `thinking_from` says where they begin). A summary that
+  falls due inside a tool loop waits for the next user turn, so that the loop keeps its thinking, unless the
+  request would not fit.
 """
 
 from __future__ import annotations
