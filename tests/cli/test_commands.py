@@ -234,6 +234,17 @@ def test_explain_plans_the_next_request_without_sending_it(run_offline: Run) -> 
     assert json.loads(run("cost", "--json").stdout)["requests"] == before
 
 
+def test_explain_can_plan_the_request_of_a_given_next_message(run_offline: Run) -> None:
+    run = run_offline
+    run("ask", "--policy", "window(messages=2)", "My name is Ada.")
+    data = json.loads(run("explain", "--message", "What is my name?", "--json").stdout)
+    messages = data["request"]["messages"]
+    assert len(messages) == 1  # three messages would pass the window's two: it steps back to the new one
+    assert messages[0]["content"][0]["text"] == "What is my name?"
+    assert data["explanation"]["step"]["reason"] == "high_water"
+    assert json.loads(run("explain", "--json").stdout)["explanation"]["kept"] == [0, 2]  # as it stands
+
+
 def test_a_window_policy_drops_old_turns_and_explain_says_so(run: Run) -> None:
     run("ask", "--policy", "window:2", "My name is Ada.")
     for question in ("What is the capital of France?", "What is its population?", "What is the capital of Japan?"):

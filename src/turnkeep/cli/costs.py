@@ -36,14 +36,21 @@ def cost(runtime: Runtime, conversation_id: str | None, as_json: bool) -> None:
 @click.command()
 @click.argument("conversation_id", metavar="[ID]", required=False)
 @click.option("--branch", "-b", default="main", show_default=True, help="Branch whose next request to plan.")
+@click.option(
+    "--message",
+    metavar="TEXT",
+    help="Plan the request that would send TEXT next (default: the history as it stands, which every next "
+    "request begins with).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation and the exact request as JSON.")
 @pass_runtime
-def explain(runtime: Runtime, conversation_id: str | None, branch: str, as_json: bool) -> None:
+def explain(runtime: Runtime, conversation_id: str | None, branch: str, message: str | None, as_json: bool) -> None:
     """Plan the next request of a conversation (default: the latest) without sending it: what the context policy
     keeps and drops, where the cache breakpoints go, the estimated tokens and cost.
 
     \b
         turnkeep explain
+        turnkeep explain --message "And the next step?"
         turnkeep explain 3f2a9c... --json | jq .explanation.forecast
     """
     from turnkeep.cli import render
@@ -57,7 +64,7 @@ def explain(runtime: Runtime, conversation_id: str | None, branch: str, as_json:
         branch=branch,
         sending=False,
     )
-    plan = chat.explain()
+    plan = chat.explain(message)
     if as_json:
         click.echo(
             render.to_json({"conversation_id": chat.id, "explanation": plan.explanation, "request": plan.request})
