@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from turnkeep.core.catalog import default_catalog
@@ -24,14 +25,28 @@ def test_the_ranges_of_an_inner_window_are_given_in_transcript_indices() -> None
     policy = Summarize(trigger=1, keep_last=4, inner=Window(turns=3))
     first = policy.plan(transcript, {}, SETTINGS)
     assert first.summary is not None
-    assert first.explanation["summary_due"] == [0, 10]
-    state = policy.absorb_summary(first.state, first.summary, "Boxes 0 to 4 are red.")
+    # The trigger wants turns 0..4 summarised (keep_last=4); the inner window left out even more: those too.
+    assert first.explanation["summary_due"] == [0, 16]
+    # As if an earlier summary had covered turns 0..4 (messages 0..9):
+    earlier = replace(first.summary, covers=(0, 10), context={"anchor": message_digest(transcript[9]), "length": 17})
+    state = policy.absorb_summary(first.state, earlier, "Boxes 0 to 4 are red.")
     explanation = policy.plan(transcript, state, SETTINGS).explanation
     assert explanation["summarized"] == [[0, 10]]
-    # The inner window saw 4 turns (10..16), over its 3: it stepped to its low water, 1 turn.
+    # The inner window saw 4 turns (10..16), over its 3: it stepped to its low water, 1 turn ...
     assert explanation["kept"] == [16, 17]
     assert explanation["dropped"] == [[10, 16]]
     assert (explanation["step"]["from"], explanation["step"]["to"]) == (10, 16)
+    assert explanation["summary_due"] == [10, 16]  # ... and what it left out is summarised next
+
+
+def test_turns_an_inner_window_leaves_out_are_summarised_not_lost() -> None:
+    policy = Summarize(trigger=1_000_000, keep_last=4, inner=Window(turns=3))  # the trigger is never reached
+    transcript = chat(3)  # turn starts 0, 2, 4, 6: four turns, over the window's three
+    plan = policy.plan(transcript, {}, SETTINGS)
+    assert plan.explanation["dropped"] == [[0, 6]]
+    assert plan.summary is not None
+    assert plan.summary.covers == (0, 6)
+    assert "Box 0 is red." in plan.summary.request["messages"][0]["content"]
 
 
 def test_a_summary_due_says_so_also_when_the_request_falls_back_to_the_window() -> None:

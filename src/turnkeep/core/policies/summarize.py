@@ -61,7 +61,8 @@ class Summarize:
 
     `trigger`: estimated input tokens of a request above which old turns are summarised. `model`: the model that
     writes summaries (None: the conversation's). `inner`: the policy that plans the summarised transcript (caching,
-    and a token budget as a safety net if it is a TokenBudget).
+    and a token budget as a safety net if it is a TokenBudget); turns it leaves out (a window's step) are
+    summarised too, whatever the trigger, so nothing leaves the context without entering the summary.
     """
 
     trigger: int = 50_000
@@ -84,6 +85,12 @@ class Summarize:
         )
         cut = self._cut(transcript)
         if estimated <= self.trigger or cut is None or cut <= start:
+            cut = None
+        # Turns an inner window left out are summarised too, so that they are not simply lost.
+        left_out = max((end for _, end in plan.explanation.get("dropped") or []), default=start)
+        if left_out > start and left_out in turn_starts(transcript):
+            cut = max(cut or start, left_out)
+        if cut is None:
             return plan
         room = settings.model.context_window - settings.max_tokens
         if estimated <= room and settings.model.thinking_binding and in_tool_loop(transcript):
