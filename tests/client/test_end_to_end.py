@@ -240,6 +240,14 @@ def test_a_window_that_dropped_the_fact_cannot_answer(turnkeep_emulator: Emulato
     assert "don't know" in reply.text
 
 
+def test_a_window_inside_a_summary_keeps_the_fact_it_dropped(turnkeep_emulator: EmulatorServer) -> None:
+    policy = Summarize(trigger=1_000_000, inner=Window(turns=4))  # the trigger is never reached: the window steps
+    chat = Conversation("claude-sonnet-4-6", client=turnkeep_emulator.client(), policy=policy)
+    _talk(chat, 12)
+    assert "My name is Ada" not in str(chat.messages[1:])
+    assert chat.send("What is my name?").text == "Your name is Ada."
+
+
 def test_server_compaction_keeps_the_fact_through_the_apis_own_summary(turnkeep_emulator: EmulatorServer) -> None:
     chat = Conversation("claude-opus-5", client=turnkeep_emulator.client(), policy=ServerCompaction(trigger=50_000))
     chat.send("My name is Ada.")
