@@ -10,7 +10,7 @@ from fake_api import FakeAPI
 
 from turnkeep import Conversation
 from turnkeep.core.messages import text_of
-from turnkeep.core.policies import ClearToolUses, FullHistory, ServerCompaction, Summarize, Window
+from turnkeep.core.policies import ClearToolUses, FullHistory, Policy, ServerCompaction, Summarize, Window
 from turnkeep.core.policies.summarize import SUMMARY_MARKER
 from turnkeep.errors import ConfigError, ContextWindowExceeded
 from turnkeep.session import LedgerFacts
@@ -315,3 +315,24 @@ def test_summary_calls_do_not_count_as_gaps_of_the_conversations_own_requests() 
     # A summary call and the reply it leads to are a second apart; the reply is 600 s after the previous turn.
     ledger = [entry("reply", 1_000.0), entry("reply", 1_600.0), entry("summary", 2_200.0), entry("reply", 2_201.0)]
     assert LedgerFacts.read(ledger).request_times == [1_000.0, 1_600.0, 2_201.0]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        ClearToolUses(inner=Summarize(trigger=TRIGGER, keep_last=2)),
+        ServerCompaction(inner=Summarize(trigger=TRIGGER, keep_last=2)),
+    ],
+    ids=["clear-tool-uses", "server-compaction"],
+)
+def test_a_summarize_inside_a_server_side_policy_makes_and_keeps_its_summaries(policy: Policy) -> None:
+    api = FakeAPI()
+    conversation = Conversation("claude-sonnet-4-6", client=api.client(), policy=policy, store=MemoryStore())
+    fill(conversation, api, 3)
+    api.reply("The user asked questions 0 and 1.").reply("answer 3").reply("answer 4")
+    conversation.send("question 3")
+    conversation.send("short question 4")
+    assert [e.purpose for e in conversation.ledger].count("summary") == 1
+    sent = api.requests[-1]
+    assert "The user asked questions 0 and 1." in sent["messages"][0]["content"][0]["text"]
+    assert sent["context_management"]["edits"]  # the server-side edit is still sent

@@ -13,7 +13,7 @@ editing it plans with its inner policy alone.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anthropic.types import MessageParam
@@ -45,6 +45,28 @@ COMPACTION_BETA = "compact-2026-01-12"
 EXPLICIT_COMPACTION_BETA = "compact-2026-09-04"
 CONTEXT_EDITING_BETA = "context-management-2025-06-27"
 _MIN_COMPACTION_TRIGGER = 50_000
+
+
+_ROUTE = "route"  # a summary job's context key: which nested policies it came through, innermost first
+
+
+def _routed(job: SummaryJob | None, hop: str) -> SummaryJob | None:
+    """A nested policy's summary job, marked as having come through this wrapper's `hop` field."""
+    if job is None:
+        return None
+    return replace(job, context={**job.context, _ROUTE: [*job.context.get(_ROUTE, []), hop]})
+
+
+def _absorb_nested(policy: object, hop: str, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
+    """The wrapper's state after the nested policy in its `hop` field absorbed `result` for `job`."""
+    route = list(job.context.get(_ROUTE, []))
+    route.pop()
+    context = {key: value for key, value in job.context.items() if key != _ROUTE}
+    if route:
+        context[_ROUTE] = route
+    nested = getattr(policy, hop)
+    absorb = getattr(nested, "absorb_summary")  # noqa: B009 - only policies with summary jobs have it
+    return {**state, hop: absorb(state.get(hop, {}), replace(job, context=context), result)}
 
 
 def _with_edit(request: Mapping[str, Any], edit: Mapping[str, Any], beta: str) -> dict[str, Any]:
@@ -124,7 +146,9 @@ class ServerCompaction:
 
     def _from_fallback(self, plan: Plan) -> Plan:
         explanation = {**plan.explanation, "policy": self.name, "fallback": plan.explanation.get("policy")}
-        return Plan(plan.request, {"fallback": dict(plan.state)}, explanation, summary=plan.summary)
+        return Plan(
+            plan.request, {"fallback": dict(plan.state)}, explanation, summary=_routed(plan.summary, "fallback")
+        )
 
     def _with_edit(self, inner: Plan) -> Plan:
         edit: dict[str, Any] = {
@@ -141,19 +165,19 @@ class ServerCompaction:
         estimated = int(inner.explanation.get("estimated_input_tokens") or 0)
         compaction = {"trigger": self.trigger, "expected": estimated >= self.trigger}
         explanation = {**inner.explanation, "policy": self.name, "server_compaction": compaction}
-        return Plan(request, {"inner": dict(inner.state)}, explanation)
+        return Plan(request, {"inner": dict(inner.state)}, explanation, summary=_routed(inner.summary, "inner"))
 
     def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
-        """A compaction block from the explicit request, or a summary from the fallback policy."""
-        if job.kind == "compaction":
-            return {
-                "block": dict(result),
-                "start": job.covers[1],
-                "anchor": job.context.get("anchor"),
-                "thinking_from": job.context.get("length"),
-            }
-        absorb = getattr(self.fallback, "absorb_summary")  # noqa: B009 - the fallback's optional method
-        return {"fallback": absorb(state.get("fallback", {}), job, result)}
+        """A compaction block from the explicit request, or a summary from the inner or fallback policy."""
+        route = job.context.get(_ROUTE)
+        if route:
+            return _absorb_nested(self, route[-1], state, job, result)
+        return {
+            "block": dict(result),
+            "start": job.covers[1],
+            "anchor": job.context.get("anchor"),
+            "thinking_from": job.context.get("length"),
+        }
 
     def _cut(self, transcript: Sequence[MessageParam]) -> int | None:
         """Where the kept turns begin once compacted (None: not enough turns to compact any)."""
@@ -266,7 +290,7 @@ class ServerCompaction:
             "compacted": [[0, start]] if block else [],
             **in_transcript(inner.explanation, start),
         }
-        return Plan(inner.request, new_state, explanation)
+        return Plan(inner.request, new_state, explanation, summary=_routed(inner.summary, "inner"))
 
 
 def _inner_state(state: Mapping[str, Any], start: int) -> Mapping[str, Any]:
@@ -317,7 +341,8 @@ class ClearToolUses:
         new_state = {"inner": dict(inner.state)}
         if not settings.model.context_editing:
             note = f"{settings.model.id} has no context editing: full history sent"
-            return Plan(inner.request, new_state, {**inner.explanation, "policy": self.name, "note": note})
+            explanation = {**inner.explanation, "policy": self.name, "note": note}
+            return Plan(inner.request, new_state, explanation, summary=_routed(inner.summary, "inner"))
         edit: dict[str, Any] = {
             "type": "clear_tool_uses_20250919",
             "trigger": {"type": "input_tokens", "value": self.trigger},
@@ -330,4 +355,9 @@ class ClearToolUses:
         if self.clear_tool_inputs:
             edit["clear_tool_inputs"] = True
         request = _with_edit(inner.request, edit, CONTEXT_EDITING_BETA)
-        return Plan(request, new_state, {**inner.explanation, "policy": self.name, "context_editing": edit})
+        explanation = {**inner.explanation, "policy": self.name, "context_editing": edit}
+        return Plan(request, new_state, explanation, summary=_routed(inner.summary, "inner"))
+
+    def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
+        """A summary from the inner policy (a Summarize inside)."""
+        return _absorb_nested(self, "inner", state, job, result)
