@@ -43,7 +43,7 @@ def test_migrations_bring_a_new_file_to_the_latest_version_once(tmp_path: Path) 
         assert again.settings("c1") == SETTINGS
 
 
-def test_a_version_one_file_gives_its_one_policy_state_to_every_branch(tmp_path: Path) -> None:
+def test_a_version_one_file_gives_its_one_policy_state_to_the_branches_at_the_latest_head(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     connection = sqlite3.connect(path)
     connection.executescript(MIGRATIONS[0])
@@ -52,23 +52,23 @@ def test_a_version_one_file_gives_its_one_policy_state_to_every_branch(tmp_path:
         "INSERT INTO conversations (id, settings, created_at, updated_at, touched) VALUES ('c1', ?, 0, 0, 1)",
         (json.dumps(SETTINGS),),
     )
-    message = json.dumps({"role": "user", "content": "hi"})
-    connection.execute(
-        "INSERT INTO nodes (conversation_id, id, parent_id, role, message, status, meta) "
-        "VALUES ('c1', 'n1', NULL, 'user', ?, 'ok', '{}')",
-        (message,),
-    )
-    connection.executemany(
-        "INSERT INTO branches (conversation_id, name, head) VALUES ('c1', ?, 'n1')", [("main",), ("side",)]
-    )
+    for node_id, parent, role in (("n1", None, "user"), ("n2", "n1", "assistant"), ("n3", "n1", "assistant")):
+        connection.execute(
+            "INSERT INTO nodes (conversation_id, id, parent_id, role, message, status, meta) "
+            "VALUES ('c1', ?, ?, ?, ?, 'ok', '{}')",
+            (node_id, parent, role, json.dumps({"role": role, "content": "hi"})),
+        )
+    # main and its copy at n2; side at n3, written last: the one state was side's.
+    heads = [("main", "n2"), ("copy", "n2"), ("side", "n3")]
+    connection.executemany("INSERT INTO branches (conversation_id, name, head) VALUES ('c1', ?, ?)", heads)
     connection.execute("INSERT INTO policy_state (conversation_id, state) VALUES ('c1', '{\"start\": 2}')")
     connection.commit()
     connection.close()
     with SQLiteStore(path) as store:
-        assert store.policy_states("c1") == {"main": {"start": 2}, "side": {"start": 2}}
-        store.append("c1", "side", expected_head="n1", policy_state={"start": 4})
-        assert store.policy_state("c1", "main") == {"start": 2}  # each branch keeps its own from now on
-        assert store.policy_state("c1", "side") == {"start": 4}
+        assert store.policy_states("c1") == {"side": {"start": 2}}  # the others plan afresh
+        store.append("c1", "main", expected_head="n2", policy_state={"start": 4})
+        assert store.policy_state("c1", "main") == {"start": 4}  # each branch keeps its own from now on
+        assert store.policy_state("c1", "side") == {"start": 2}
 
 
 def test_a_file_from_a_newer_turnkeep_is_refused_untouched(tmp_path: Path) -> None:

@@ -71,14 +71,15 @@ def test_export_then_import_then_export_is_lossless(store: Store, turnkeep_emula
     )
 
 
-def test_a_version_one_file_gives_its_policy_state_to_every_branch(store: Store) -> None:
+def test_a_version_one_file_gives_its_policy_state_to_the_branches_at_the_latest_head(store: Store) -> None:
     data = good_export(store)
     data["version"] = 1
     data.pop("policy_states")
-    data["branches"]["side"] = data["branches"]["main"]
+    data["branches"]["copy"] = data["branches"]["main"]  # the last node written
+    data["branches"]["old"] = data["nodes"][1]["id"]  # an earlier one
     data["policy_state"] = {"length": 3}
     copied = import_json(store, data)
-    assert store.policy_states(copied) == {"main": {"length": 3}, "side": {"length": 3}}
+    assert store.policy_states(copied) == {"main": {"length": 3}, "copy": {"length": 3}}
 
 
 def test_an_imported_conversation_continues_where_it_stopped(store: Store, turnkeep_emulator: EmulatorServer) -> None:

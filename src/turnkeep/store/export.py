@@ -155,10 +155,10 @@ def _check(data: object) -> _Checked:
     checked.settings = _settings(top["settings"])
     checked.nodes = _nodes(top["nodes"])
     checked.branches = _branches(top["branches"], {node.id for node in checked.nodes})
-    if "policy_state" in top:  # version 1: the conversation's one state, for each of its branches
+    if "policy_state" in top:  # version 1: the conversation's one state, written by its last turn
         state = dict(_object(top["policy_state"], "policy_state"))
         _json_ready(state, "policy_state")
-        checked.policy_states = dict.fromkeys(checked.branches, state) if state else {}
+        checked.policy_states = dict.fromkeys(_latest_branches(checked), state) if state else {}
     states = _object(top.get("policy_states", {}), "policy_states")
     for name, state in states.items():
         if name not in checked.branches:
@@ -168,6 +168,15 @@ def _check(data: object) -> _Checked:
     checked.ledger = _ledger(top.get("ledger", []))
     _check_messages(checked)
     return checked
+
+
+def _latest_branches(checked: _Checked) -> list[str]:
+    """The branches at the most recently written head (nodes are listed in write order): where a version-1
+    file's one policy state was written."""
+    order = {node.id: index for index, node in enumerate(checked.nodes)}
+    heads = {name: order.get(head, -1) if head is not None else -1 for name, head in checked.branches.items()}
+    latest = max(heads.values(), default=-1)
+    return [name for name, index in heads.items() if index == latest and index >= 0]
 
 
 def _settings(value: object) -> dict[str, Any]:

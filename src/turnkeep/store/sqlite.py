@@ -108,8 +108,9 @@ MIGRATIONS: tuple[str, ...] = (
         tokenize = 'unicode61 remove_diacritics 2'
     );
     """,
-    # 2: the policy state is kept per branch (a summary of one branch's turns must not stand in for another's);
-    # a conversation's one state goes to each of its branches, where the policies check it against the turns.
+    # 2: the policy state is kept per branch (a summary of one branch's turns must not stand in for another's).
+    # The conversation's one state was written by its last turn: it goes to the branch (or branches) at the most
+    # recently written head; the others plan afresh.
     """
     CREATE TABLE branch_policy_state (
         conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
@@ -119,7 +120,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO branch_policy_state (conversation_id, branch, state)
         SELECT policy_state.conversation_id, branches.name, policy_state.state
-        FROM policy_state JOIN branches ON branches.conversation_id = policy_state.conversation_id;
+        FROM policy_state
+        JOIN branches ON branches.conversation_id = policy_state.conversation_id
+        JOIN nodes ON nodes.conversation_id = branches.conversation_id AND nodes.id = branches.head
+        WHERE nodes.seq = (
+            SELECT max(latest.seq) FROM branches AS other
+            JOIN nodes AS latest ON latest.conversation_id = other.conversation_id AND latest.id = other.head
+            WHERE other.conversation_id = policy_state.conversation_id
+        );
     DROP TABLE policy_state;
     """,
     # 3: each answered request records what it taught the token calibration ("[estimated, measured]").
