@@ -200,7 +200,8 @@ class ConversationCore:
         self._queued_instructions: list[str] = []
         # Everything the settings can get wrong is found before anything is stored.
         self._check_fixed_part()
-        self._check_policy_models(self.policy)
+        if conversation_id is None:  # a stored one opens as it is (to be read, exported, or changed)
+            self._check_policy_models(self.policy)
         if conversation_id is None:
             self.id = uuid.uuid4().hex
             self.store.create(self.id, self._settings())

@@ -515,3 +515,13 @@ def test_a_conversation_whose_settings_are_refused_is_never_stored(api: FakeAPI)
         Conversation("claude-sonnet-4-6", client=api.client(), policy=Summarize(model="claude-nope"), store=store)
     assert store.count_conversations() == 0
     assert api.requests == []
+
+
+def test_a_stored_conversation_opens_even_if_its_summariser_is_no_longer_known(api: FakeAPI) -> None:
+    store = MemoryStore()
+    chat = Conversation(
+        "claude-sonnet-4-6", client=api.client(), policy=Summarize(model="claude-haiku-4-5"), store=store
+    )
+    store.update_settings(chat.id, {"policy": {"name": "summarize", "model": "claude-gone", "trigger": 20000.0}})
+    reopened = Conversation.open(chat.id, store=store, client=api.client())  # to be read, exported or changed
+    assert reopened.explain("hi").explanation["policy"] == "summarize"

@@ -98,3 +98,24 @@ def test_explicit_compaction_keeps_its_inner_windows_state_before_any_compaction
             kept[index].append(plan.explanation["kept"])
         transcript.append({"role": "assistant", "content": "Noted."})
     assert kept[0] == kept[1]  # the same cache-stable steps, not a start moved on every turn
+
+
+def test_inside_a_tool_loop_a_compaction_waits_for_the_next_turn_unless_the_request_would_not_fit() -> None:
+    binding = RequestSettings(default_catalog().get("claude-sonnet-5-5"), 1024)
+    call = {"type": "tool_use", "id": "toolu_1", "name": "look", "input": {}}
+
+    def loop(result: str) -> list[dict[str, Any]]:
+        answer = {"type": "tool_result", "tool_use_id": "toolu_1", "content": result}
+        return [
+            *chat(3)[:-1],
+            {"role": "user", "content": "Look."},
+            {"role": "assistant", "content": [call]},
+            {"role": "user", "content": [answer]},
+        ]
+
+    policy = ServerCompaction(explicit=True, trigger=50_000, keep_last=1)
+    waiting = policy.plan(loop("word " * 60_000), {}, binding)  # over the trigger, within the window
+    assert waiting.summary is None
+    forced = policy.plan(loop("word " * 1_100_000), {}, binding)  # over the model's window: it cannot wait
+    assert forced.summary is not None
+    assert forced.explanation["note"] == "compaction failed: cut"

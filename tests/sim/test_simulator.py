@@ -136,6 +136,9 @@ def test_rows_come_in_strategy_by_model_order_and_progress_counts_every_turn() -
         ("clear-tool-uses(exclude_tools=[read, 'grep'])", ClearToolUses(exclude_tools=("read", "grep"))),
         ('server-compaction(instructions="Keep names, dates")', ServerCompaction(instructions="Keep names, dates")),
         ("server-compaction(instructions='20000')", ServerCompaction(instructions="20000")),
+        ("server-compaction(instructions=Keep it short)", ServerCompaction(instructions="Keep it short")),
+        ("summarize(trigger=2e4)", Summarize(trigger=20_000)),  # a whole number, however written
+        ("summarize(inner=server-compaction)", Summarize(inner=ServerCompaction())),  # its fallback is not inside
     ],
 )
 def test_a_strategy_is_parsed_from_its_name_and_settings_and_its_label_reads_back(text: str, policy: object) -> None:

@@ -153,7 +153,7 @@ class SimulationResult:
 
 
 _NAME = re.compile(r"[A-Za-z][\w.-]*")
-_BARE = re.compile(r"[^\s,()\[\]'\"=]+")
+_BARE = re.compile(r"[^\s,()\[\]'\"=](?:[^,()\[\]'\"=]*[^\s,()\[\]'\"=])?")  # inner spaces allowed
 
 
 def _kebab(name: str) -> str:

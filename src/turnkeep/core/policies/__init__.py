@@ -159,14 +159,13 @@ _POLICIES: dict[str, type[Any]] = {}  # filled in below, once the window policie
 _TTLS = ("5m", "1h", "auto")
 
 
-def _nested_names(policy: object) -> set[str]:
-    """The names of `policy` and of every policy nested in its fields."""
+def _inner_names(policy: object) -> set[str]:
+    """The names of `policy` and of the policies it plans through (`inner`, all the way down): the ones whose
+    requests it sends. A fallback is used instead, not inside, so it does not count."""
     names = {str(getattr(policy, "name", ""))}
-    if hasattr(policy, "__dataclass_fields__"):
-        for item in fields(cast(Any, policy)):
-            value = getattr(policy, item.name)
-            if hasattr(value, "plan") and hasattr(value, "name"):
-                names |= _nested_names(value)
+    inner = getattr(policy, "inner", None)
+    if hasattr(inner, "plan") and hasattr(inner, "name"):
+        names |= _inner_names(inner)
     return names
 
 
@@ -201,6 +200,9 @@ def check_settings(policy: object, **minimums: float) -> None:
         kind = kinds[0]
         where = f"{name}: {item.name}"
         if kind == "int":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # 20000.0, as JSON or an older turnkeep may have written 2e4
+                object.__setattr__(policy, item.name, value)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{where} must be a whole number, not {value!r}")
         elif kind == "float":
@@ -218,7 +220,7 @@ def check_settings(policy: object, **minimums: float) -> None:
         elif kind == "Policy":
             if not (hasattr(value, "plan") and hasattr(value, "name")):
                 raise ConfigError(f"{where} must be a policy, not {value!r}")
-            if name in _nested_names(value):
+            if item.name == "inner" and name in _inner_names(value):
                 # The API takes each context-management edit once, and a summary of a summary has no meaning.
                 raise ConfigError(f"{where}: a {name} policy cannot hold another {name} policy")
         minimum = minimums.get(item.name)

@@ -195,10 +195,11 @@ class ServerCompaction:
         cut = self._cut(transcript)
         if estimated <= self.trigger or cut is None or cut <= start:
             return plan
-        if settings.model.thinking_binding and in_tool_loop(transcript):
+        room = settings.model.context_window - settings.max_tokens
+        if estimated <= room and settings.model.thinking_binding and in_tool_loop(transcript):
             return plan  # the loop's thinking is bound to this prefix: compact at the next user turn
         return self._compaction_due(
-            transcript, start, block, cut, plan, settings, fits=True, inner_state=inner_state, fresh=fresh
+            transcript, start, block, cut, plan, settings, fits=estimated <= room, inner_state=inner_state, fresh=fresh
         )
 
     def _compaction_due(
