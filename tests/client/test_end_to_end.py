@@ -480,3 +480,36 @@ def test_the_forecast_after_a_server_compaction_counts_only_what_the_api_still_r
             Decimal(billed.cost_usd) - usage_cost(token_counts(billed.usage), chat.model_info).output,
             rel=Decimal("0.1"),
         )
+
+
+def test_a_conversation_goes_on_through_several_server_compactions(turnkeep_emulator: EmulatorServer) -> None:
+    sent: list[dict[str, Any]] = []
+    client = turnkeep_emulator.client()
+    original = client.beta.messages.create
+
+    def spy(**request: Any) -> Any:
+        sent.append(request)
+        return original(**request)
+
+    client.beta.messages.create = spy  # type: ignore[method-assign]
+    chat = Conversation("claude-sonnet-4-6", client=client, policy=ServerCompaction(trigger=50_000))
+    chat.send("My name is Ada.")
+    compactions = 0
+    for number in range(30):
+        reply = chat.send(f"Box {number} holds " + "paper " * 9_000)
+        compactions += any(block["type"] == "compaction" for block in reply.content)
+        if compactions == 3:
+            break
+    assert compactions == 3
+    blocks = [
+        sum(
+            1
+            for m in request["messages"]
+            if isinstance(m["content"], list)
+            for b in m["content"]
+            if b["type"] == "compaction"
+        )
+        for request in sent
+    ]
+    assert max(blocks) == 1  # only the latest block is sent: the API takes one
+    assert chat.send("What is my name?").text == "Your name is Ada."  # carried through every summary

@@ -18,6 +18,7 @@ from typing import Any
 
 from anthropic.types import MessageParam
 
+from turnkeep.core.messages import compaction_start
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob, check_settings
 from turnkeep.core.policies.caching import message_digest
 from turnkeep.core.policies.summarize import (
@@ -29,7 +30,7 @@ from turnkeep.core.policies.summarize import (
     thinking_from,
     with_summary,
 )
-from turnkeep.core.policies.turns import in_tool_loop, turn_starts
+from turnkeep.core.policies.turns import in_tool_loop, last_turn_start, turn_starts
 from turnkeep.core.rules import normalize
 from turnkeep.errors import ConfigError
 
@@ -112,7 +113,9 @@ class ServerCompaction:
             return self._from_fallback(self.fallback.plan(transcript, state.get("fallback", {}), settings))
         if self.explicit:
             return self._explicit(transcript, state, settings)
-        return self._with_edit(self.inner.plan(transcript, state.get("inner", {}), settings))
+        cut, fresh, inner_state = self._edit_start(transcript, state)
+        messages = self._edit_messages(transcript, cut, fresh, settings)
+        return self._with_edit(self.inner.plan(messages, inner_state, settings), cut, fresh)
 
     def shrink(
         self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
@@ -141,8 +144,33 @@ class ServerCompaction:
             smaller = shrink_inner(messages, inner_state, settings)
             return self._wrapped(smaller, transcript, start, block, fresh) if smaller is not None else None
         shrink_inner = getattr(self.inner, "shrink", None)
-        smaller = shrink_inner(transcript, state.get("inner", {}), settings) if shrink_inner else None
-        return self._with_edit(smaller) if smaller is not None else None
+        cut, fresh, inner_state = self._edit_start(transcript, state)
+        messages = self._edit_messages(transcript, cut, fresh, settings)
+        smaller = shrink_inner(messages, inner_state, settings) if shrink_inner else None
+        return self._with_edit(smaller, cut, fresh) if smaller is not None else None
+
+    def _edit_start(
+        self, transcript: Sequence[MessageParam], state: Mapping[str, Any]
+    ) -> tuple[int, int, Mapping[str, Any]]:
+        """With the compaction edit: (where requests start, where the messages produced since they start there
+        begin, the inner policy's state if it planned from the same start)."""
+        cut = _since_latest_compaction(transcript)
+        if cut != state.get("cut", 0):
+            return cut, len(transcript), {}  # a new compaction: every message so far was made before the cut
+        fresh = state.get("thinking_from")
+        if not (isinstance(fresh, int) and cut <= fresh <= len(transcript)):
+            fresh = len(transcript)
+        return cut, fresh, state.get("inner", {})
+
+    def _edit_messages(
+        self, transcript: Sequence[MessageParam], cut: int, fresh: int, settings: RequestSettings
+    ) -> list[MessageParam]:
+        """The transcript from `cut`; on models that bind thinking to its prefix, the messages made before the cut
+        lose their thinking (it was bound to what the cut left out)."""
+        kept = list(transcript[cut:])
+        if cut and settings.model.thinking_binding:
+            kept = strip_retained_thinking(kept, before=fresh - cut)
+        return kept
 
     def _from_fallback(self, plan: Plan) -> Plan:
         explanation = {**plan.explanation, "policy": self.name, "fallback": plan.explanation.get("policy")}
@@ -150,7 +178,8 @@ class ServerCompaction:
             plan.request, {"fallback": dict(plan.state)}, explanation, summary=_routed(plan.summary, "fallback")
         )
 
-    def _with_edit(self, inner: Plan) -> Plan:
+    def _with_edit(self, inner: Plan, cut: int, fresh: int) -> Plan:
+        """The inner plan (of the transcript from `cut` on) with the compaction edit."""
         edit: dict[str, Any] = {
             "type": "compact_20260112",
             "trigger": {"type": "input_tokens", "value": self.trigger},
@@ -164,8 +193,16 @@ class ServerCompaction:
         # billed on top of the reply (`usage.iterations`), which forecasts and budgets must count.
         estimated = int(inner.explanation.get("estimated_input_tokens") or 0)
         compaction = {"trigger": self.trigger, "expected": estimated >= self.trigger}
-        explanation = {**inner.explanation, "policy": self.name, "server_compaction": compaction}
-        return Plan(request, {"inner": dict(inner.state)}, explanation, summary=_routed(inner.summary, "inner"))
+        explanation = {
+            **inner.explanation,
+            "policy": self.name,
+            "server_compaction": compaction,
+            **in_transcript(inner.explanation, cut),
+        }
+        state: dict[str, Any] = {"inner": dict(inner.state)}
+        if cut:
+            state.update(cut=cut, thinking_from=fresh)
+        return Plan(request, state, explanation, summary=_routed(inner.summary, "inner"))
 
     def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
         """A compaction block from the explicit request, or a summary from the inner or fallback policy."""
@@ -292,6 +329,17 @@ class ServerCompaction:
             **in_transcript(inner.explanation, start),
         }
         return Plan(inner.request, new_state, explanation, summary=_routed(inner.summary, "inner"))
+
+
+def _since_latest_compaction(transcript: Sequence[MessageParam]) -> int:
+    """Where requests start once the API compacted: the turn holding the latest compaction block. Each compaction
+    comes back in its reply; the API takes one block with content per request and drops everything before it
+    anyway, so what precedes that turn is left out of the request (a cut at a turn start, like a window's)."""
+    latest = compaction_start(transcript)
+    if latest == 0:
+        return 0
+    start = last_turn_start(transcript, before=latest)
+    return start if start is not None else 0
 
 
 def _inner_state(state: Mapping[str, Any], start: int) -> Mapping[str, Any]:
