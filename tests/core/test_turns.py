@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from strategies import histories
 
 from turnkeep.core.catalog import default_catalog
-from turnkeep.core.policies.turns import in_tool_loop, is_turn_start, last_turn_start, turn_starts
+from turnkeep.core.policies.turns import in_tool_loop, is_turn_start, keep_last_cut, last_turn_start, turn_starts
 from turnkeep.core.rules import unanswered_tool_calls, validate
 
 MODEL = default_catalog().get("claude-opus-5")  # accepts role 'system' messages
@@ -68,3 +68,22 @@ def test_a_tool_loop_is_an_answered_assistant_message_after_the_last_turn_start_
     assert not in_tool_loop([question])
     assert not in_tool_loop([question, {"role": "assistant", "content": "Sure:"}])  # a prefill
     assert in_tool_loop([question, call, result, {"role": "assistant", "content": "Sure:"}])  # a prefill in a loop
+
+
+def test_the_cut_that_keeps_the_last_turns_walks_back_only_over_them() -> None:
+    import random
+
+    rng = random.Random(3)
+    for _ in range(300):
+        messages: list[dict[str, Any]] = []
+        for _ in range(rng.randint(0, 12)):
+            messages.append({"role": "user", "content": "q"})
+            for step in range(rng.randint(0, 2)):
+                call = {"type": "tool_use", "id": f"t{step}", "name": "f", "input": {}}
+                messages.append({"role": "assistant", "content": [call]})
+                result = {"type": "tool_result", "tool_use_id": f"t{step}", "content": "r"}
+                messages.append({"role": "user", "content": [result]})
+            messages.append({"role": "assistant", "content": "a"})
+        keep = rng.randint(1, 5)
+        starts = turn_starts(messages)
+        assert keep_last_cut(messages, keep) == (starts[-keep] if len(starts) > keep else None)

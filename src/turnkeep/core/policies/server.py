@@ -30,7 +30,7 @@ from turnkeep.core.policies.summarize import (
     thinking_from,
     with_summary,
 )
-from turnkeep.core.policies.turns import in_tool_loop, last_turn_start, turn_starts
+from turnkeep.core.policies.turns import in_tool_loop, is_turn_start, keep_last_cut, last_turn_start
 from turnkeep.core.rules import normalize
 from turnkeep.errors import ConfigError
 
@@ -218,8 +218,7 @@ class ServerCompaction:
 
     def _cut(self, transcript: Sequence[MessageParam]) -> int | None:
         """Where the kept turns begin once compacted (None: not enough turns to compact any)."""
-        starts = turn_starts(transcript)
-        return starts[-self.keep_last] if len(starts) > self.keep_last else None
+        return keep_last_cut(transcript, self.keep_last)
 
     def _explicit(
         self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
@@ -353,7 +352,7 @@ def _compacted(state: Mapping[str, Any], transcript: Sequence[MessageParam]) -> 
     start, block = state.get("start", 0), state.get("block")
     if not isinstance(start, int) or start <= 0 or not isinstance(block, Mapping):
         return 0, None
-    if start >= len(transcript) or start not in turn_starts(transcript):
+    if start >= len(transcript) or not is_turn_start(transcript[start]):
         return 0, None
     if state.get("anchor") != message_digest(transcript[start - 1]):
         return 0, None

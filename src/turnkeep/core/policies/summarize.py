@@ -31,7 +31,7 @@ from anthropic.types import MessageParam
 from turnkeep.core.messages import as_blocks
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob, check_settings
 from turnkeep.core.policies.caching import message_digest
-from turnkeep.core.policies.turns import in_tool_loop, turn_starts
+from turnkeep.core.policies.turns import in_tool_loop, is_turn_start, keep_last_cut, turn_starts
 from turnkeep.core.tokens import estimate_request
 
 __all__ = [
@@ -88,7 +88,7 @@ class Summarize:
             cut = None
         # Turns an inner window left out are summarised too, so that they are not simply lost.
         left_out = max((end for _, end in plan.explanation.get("dropped") or []), default=start)
-        if left_out > start and left_out in turn_starts(transcript):
+        if start < left_out < len(transcript) and is_turn_start(transcript[left_out]):
             cut = max(cut or start, left_out)
         if cut is None:
             return plan
@@ -123,8 +123,7 @@ class Summarize:
 
     def _cut(self, transcript: Sequence[MessageParam]) -> int | None:
         """Where the kept turns begin once a summary is written (None: not enough turns to summarise any)."""
-        starts = turn_starts(transcript)
-        return starts[-self.keep_last] if len(starts) > self.keep_last else None
+        return keep_last_cut(transcript, self.keep_last)
 
     def _summary_due(
         self,
@@ -311,7 +310,7 @@ def _valid(state: Mapping[str, Any], transcript: Sequence[MessageParam]) -> tupl
     summary = state.get("summary")
     if not isinstance(start, int) or start <= 0 or not summary:
         return 0, None
-    if start >= len(transcript) or start not in turn_starts(transcript):
+    if start >= len(transcript) or not is_turn_start(transcript[start]):
         return 0, None
     if state.get("anchor") != message_digest(transcript[start - 1]):
         return 0, None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["in_tool_loop", "is_turn_start", "last_turn_start", "turn_starts"]
+__all__ = ["in_tool_loop", "is_turn_start", "keep_last_cut", "last_turn_start", "turn_starts"]
 
 
 def _block_type(block: object) -> object:
@@ -57,3 +57,17 @@ def in_tool_loop(messages: Sequence[Any], last_start: int | None = None) -> bool
             return False
     answered = messages[last_start + 1 : len(messages) - 1]
     return any(isinstance(message, Mapping) and message.get("role") == "assistant" for message in answered)
+
+
+def keep_last_cut(messages: Sequence[Any], keep: int) -> int | None:
+    """Where the last `keep` turns begin, when there is at least one turn more before them (None otherwise): the
+    cut of a summary or compaction that keeps them. Walks back only over those turns."""
+    found, cut = 0, 0
+    for index in range(len(messages) - 1, -1, -1):
+        if is_turn_start(messages[index]):
+            found += 1
+            if found == keep:
+                cut = index
+            elif found > keep:
+                return cut
+    return None
