@@ -19,7 +19,7 @@ from typing import Any
 from anthropic.types import Message, MessageParam
 
 from turnkeep.core.catalog import ModelInfo
-from turnkeep.core.messages import as_blocks, compaction_start, reply_param
+from turnkeep.core.messages import THINKING_TYPES, as_blocks, compaction_start, reply_param
 from turnkeep.core.pricing import context_counts, token_counts
 from turnkeep.core.rules import normalize
 from turnkeep.core.tokens import estimate_block, estimate_message, estimate_request
@@ -78,9 +78,7 @@ def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo)
     counts = context_counts(message.usage.model_dump(exclude_none=True))  # a compaction's reading left out
     # Earlier thinking is not counted as input when sent back (reference §5), though it was billed as output.
     thinking = sum(
-        estimate_block(block, model)
-        for block in as_blocks(message.content)
-        if block["type"] in ("thinking", "redacted_thinking")
+        estimate_block(block, model) for block in as_blocks(message.content) if block["type"] in THINKING_TYPES
     )
     size = counts.total_input + max(counts.output - thinking, 0)
     model_id = str(request["model"])
@@ -130,9 +128,7 @@ class Sizes:
             self.base = max(counts.total_input - known - estimated, 0)
         reply = reply_param(message)
         thinking = sum(
-            estimate_block(block, model)
-            for block in as_blocks(reply["content"])
-            if block["type"] in ("thinking", "redacted_thinking")
+            estimate_block(block, model) for block in as_blocks(reply["content"]) if block["type"] in THINKING_TYPES
         )
         self.messages[digest(reply)] = max(counts.output - thinking, 0)
 

@@ -17,6 +17,7 @@ from anthropic.types import Message, MessageParam
 from turnkeep.errors import UsageError
 
 __all__ = [
+    "THINKING_TYPES",
     "Block",
     "as_blocks",
     "block_param",
@@ -29,9 +30,13 @@ __all__ = [
     "tool_calls",
     "tool_result_block",
     "user_content",
+    "without_thinking",
 ]
 
 Block = dict[str, Any]
+
+THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
+"""The block types of a model's reasoning."""
 
 
 def block_view(block: object) -> Mapping[str, Any] | None:
@@ -153,7 +158,7 @@ def merge_assistant_content(earlier: Sequence[Block], later: Sequence[Block], *,
     text block of `earlier`. Thinking blocks of a continuation are dropped unless `keep_thinking` (they are
     bound to a request that will never be sent again)."""
     merged = [dict(block) for block in earlier]
-    rest = [dict(b) for b in later if keep_thinking or b["type"] not in ("thinking", "redacted_thinking")]
+    rest = [dict(b) for b in later if keep_thinking or b["type"] not in THINKING_TYPES]
     if merged and rest and merged[-1]["type"] == "text" and rest[0]["type"] == "text":
         merged[-1]["text"] = merged[-1]["text"] + rest.pop(0)["text"]
     return merged + rest
@@ -170,3 +175,14 @@ def compaction_start(messages: Sequence[Any]) -> int:
         ):
             return index
     return 0
+
+
+def without_thinking(message: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`message` without its thinking blocks: the same object when it has none (or string content)."""
+    content = message.get("content")
+    if not isinstance(content, list | tuple):
+        return message
+    kept = [block for block in content if (block_view(block) or {}).get("type") not in THINKING_TYPES]
+    if len(kept) == len(content):
+        return message
+    return {**message, "content": kept}

@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from anthropic.types import MessageParam
 
-from turnkeep.core.messages import as_blocks
+from turnkeep.core.messages import as_blocks, without_thinking
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob, check_settings
 from turnkeep.core.policies.caching import message_digest
 from turnkeep.core.policies.turns import in_tool_loop, is_turn_start, keep_last_cut, turn_starts
@@ -46,7 +46,6 @@ __all__ = [
 
 SUMMARY_MARKER = "[Summary of the earlier conversation]"
 _SUMMARY_END = "[End of summary; the conversation continues below.]"
-_THINKING = ("thinking", "redacted_thinking")
 
 SUMMARY_SYSTEM = (
     "You maintain a running summary of a conversation between a user and an assistant, for the assistant's own "
@@ -324,13 +323,10 @@ def strip_retained_thinking(messages: Sequence[MessageParam], *, before: int | N
     if before is None:
         starts = turn_starts(messages)
         before = starts[-1] if starts else 0
-    stripped: list[MessageParam] = []
-    for index, message in enumerate(messages):
-        if message["role"] == "assistant" and index < before and not isinstance(message["content"], str):
-            blocks = [b for b in as_blocks(message["content"]) if b["type"] not in _THINKING]
-            message = cast(MessageParam, {"role": "assistant", "content": blocks})
-        stripped.append(message)
-    return stripped
+    return [
+        cast(MessageParam, without_thinking(message)) if message["role"] == "assistant" and index < before else message
+        for index, message in enumerate(messages)
+    ]
 
 
 def thinking_from(state: Mapping[str, Any], start: int, transcript: Sequence[MessageParam]) -> int | None:

@@ -46,6 +46,7 @@ from typing import Any, cast
 from anthropic.types import MessageParam
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.messages import THINKING_TYPES, without_thinking
 from turnkeep.core.messages import block_view as _view
 from turnkeep.core.policies import Plan, RequestSettings, check_settings
 from turnkeep.core.policies.caching import (
@@ -66,8 +67,6 @@ from turnkeep.core.tokens import (
 from turnkeep.errors import ConfigError, ContextWindowExceeded
 
 __all__ = ["SlidingWindow", "TokenBudget", "Window", "plan_full_history"]
-
-_THINKING = ("thinking", "redacted_thinking")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -227,18 +226,8 @@ def _thinking_blocks(messages: Sequence[Any]) -> int:
         for message in messages
         if isinstance(message.get("content"), list | tuple)
         for block in message["content"]
-        if (_view(block) or {}).get("type") in _THINKING
+        if (_view(block) or {}).get("type") in THINKING_TYPES
     )
-
-
-def _strip_thinking(message: Mapping[str, Any]) -> Mapping[str, Any]:
-    content = message.get("content")
-    if not isinstance(content, list | tuple):
-        return message
-    kept = [block for block in content if (_view(block) or {}).get("type") not in _THINKING]
-    if len(kept) == len(content):
-        return message
-    return {**message, "content": kept}
 
 
 def _messages_for(
@@ -293,7 +282,7 @@ def _messages_for(
         for index in range(zone):
             message = messages[index]
             if isinstance(message, Mapping) and message.get("role") == "assistant":
-                stripped = _strip_thinking(message)
+                stripped = without_thinking(message)
                 if stripped is not message:
                     messages[index] = stripped
                     emptied = emptied or not stripped.get("content")
