@@ -398,6 +398,19 @@ class SQLiteStore:
         return title
 
     @staticmethod
+    def _insert_conversation(
+        db: sqlite3.Connection, conversation_id: str, settings: str, created_at: float, updated_at: float
+    ) -> None:
+        """The conversation's own row (ConflictError if the id is taken), most recently touched."""
+        if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone():
+            raise ConflictError(f"conversation {conversation_id!r} already exists")
+        db.execute(
+            "INSERT INTO conversations (id, settings, created_at, updated_at, touched) "
+            "VALUES (?, ?, ?, ?, (SELECT coalesce(max(touched), 0) + 1 FROM conversations))",
+            (conversation_id, settings, created_at, updated_at),
+        )
+
+    @staticmethod
     def _insert_ledger(db: sqlite3.Connection, conversation_id: str, ledger: Sequence[LedgerEntry]) -> None:
         if not ledger:
             return
@@ -434,13 +447,7 @@ class SQLiteStore:
         encoded = dumps(dict(settings), "settings")
         now = time.time()
         with self._transaction() as db:
-            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone():
-                raise ConflictError(f"conversation {conversation_id!r} already exists")
-            db.execute(
-                "INSERT INTO conversations (id, settings, created_at, updated_at, touched) "
-                "VALUES (?, ?, ?, ?, (SELECT coalesce(max(touched), 0) + 1 FROM conversations))",
-                (conversation_id, encoded, now, now),
-            )
+            self._insert_conversation(db, conversation_id, encoded, now, now)
             db.execute(
                 "INSERT INTO branches (conversation_id, name, head) VALUES (?, 'main', NULL)", (conversation_id,)
             )
@@ -697,17 +704,9 @@ class SQLiteStore:
             raise UsageError(f"policy state for {unknown[0]!r}, which is not a branch")
         now = time.time()
         with self._transaction() as db:
-            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone():
-                raise ConflictError(f"conversation {conversation_id!r} already exists")
-            db.execute(
-                "INSERT INTO conversations (id, settings, created_at, updated_at, touched) "
-                "VALUES (?, ?, ?, ?, (SELECT coalesce(max(touched), 0) + 1 FROM conversations))",
-                (
-                    conversation_id,
-                    encoded,
-                    created_at if created_at is not None else now,
-                    updated_at if updated_at is not None else now,
-                ),
+            created = created_at if created_at is not None else now
+            self._insert_conversation(
+                db, conversation_id, encoded, created, updated_at if updated_at is not None else now
             )
             title = self._insert_nodes(db, conversation_id, nodes)
             db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
