@@ -59,9 +59,17 @@ class _Facade:
     def _bound(cls, core: ConversationCore, client: Any) -> Self:
         """A driver over an existing core (another branch of the same conversation, a reopened one)."""
         self = cls.__new__(cls)
-        self._core = core
-        self.client = client
+        self._attach(core, client)
         return self
+
+    def _attach(self, core: ConversationCore, client: Any | None) -> None:
+        """Drive `core` with `client`, or with the SDK client the environment configures."""
+        self._core = core
+        self.client = client if client is not None else self._default_client()
+
+    @staticmethod
+    def _default_client() -> Any:
+        raise NotImplementedError
 
     def fork(self, name: str | None = None) -> Self:
         """A new branch at the current head, sharing this conversation's store and client."""
@@ -180,6 +188,12 @@ class Conversation(_Facade):
 
     client: anthropic.Anthropic
 
+    @staticmethod
+    def _default_client() -> anthropic.Anthropic:
+        import anthropic
+
+        return anthropic.Anthropic()
+
     def __init__(
         self,
         model: str | None = None,
@@ -198,7 +212,7 @@ class Conversation(_Facade):
         threads: bool = False,
         budget: Budget | None = None,
     ) -> None:
-        self._core = ConversationCore(
+        core = ConversationCore(
             model,
             system=system,
             max_tokens=max_tokens,
@@ -213,11 +227,7 @@ class Conversation(_Facade):
             threads=threads,
             budget=budget,
         )
-        if client is None:
-            import anthropic
-
-            client = anthropic.Anthropic()
-        self.client = client
+        self._attach(core, client)
 
     def send(
         self,
@@ -280,10 +290,6 @@ class Conversation(_Facade):
         core = ConversationCore.open(
             store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
         )
-        if client is None:
-            import anthropic
-
-            client = anthropic.Anthropic()
         return cls._bound(core, client)
 
     def forecast(self, content: object | None = None, *, exact: bool = False, **request_overrides: Any) -> Forecast:
@@ -458,6 +464,12 @@ class AsyncConversation(_Facade):
 
     client: anthropic.AsyncAnthropic
 
+    @staticmethod
+    def _default_client() -> anthropic.AsyncAnthropic:
+        import anthropic
+
+        return anthropic.AsyncAnthropic()
+
     def __init__(
         self,
         model: str | None = None,
@@ -476,7 +488,7 @@ class AsyncConversation(_Facade):
         threads: bool = False,
         budget: Budget | None = None,
     ) -> None:
-        self._core = ConversationCore(
+        core = ConversationCore(
             model,
             system=system,
             max_tokens=max_tokens,
@@ -491,11 +503,7 @@ class AsyncConversation(_Facade):
             threads=threads,
             budget=budget,
         )
-        if client is None:
-            import anthropic
-
-            client = anthropic.AsyncAnthropic()
-        self.client = client
+        self._attach(core, client)
 
     async def send(
         self,
@@ -556,10 +564,6 @@ class AsyncConversation(_Facade):
         core = ConversationCore.open(
             store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
         )
-        if client is None:
-            import anthropic
-
-            client = anthropic.AsyncAnthropic()
         return cls._bound(core, client)
 
     async def forecast(
