@@ -40,8 +40,8 @@ from turnkeep.core.policies import (
     Policy,
     RequestSettings,
     policy_from_settings,
-    policy_models,
     policy_settings,
+    unknown_models,
 )
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
 from turnkeep.core.tokens import Calibrator
@@ -200,9 +200,11 @@ class ConversationCore:
         self._queued_instructions: list[str] = []
         # Everything the settings can get wrong is found before anything is stored.
         self._check_fixed_part()
-        if conversation_id is None:  # a stored one opens as it is (to be read, exported, or changed)
-            self._check_policy_models(self.policy)
         if conversation_id is None:
+            # A stored conversation opens as it is (to be read, exported or changed); a new one must be sound.
+            unknown = unknown_models(self.policy, self._catalog)
+            if unknown:
+                raise UsageError(f"context policy {self.policy.name!r}: unknown model {unknown[0]!r} for its own calls")
             self.id = uuid.uuid4().hex
             self.store.create(self.id, self._settings())
         else:
@@ -213,13 +215,6 @@ class ConversationCore:
         self._head: str | None = self.store.branches(self.id).get(branch)
         self._path: list[Node] = self.store.path(self.id, self._head)
         self._policy_state: dict[str, Any] | None = None  # read when first needed, then kept by commits
-
-    def _check_policy_models(self, policy: Policy) -> None:
-        """A model a policy names for its own calls (a cheaper summariser) must be one the catalog knows: an
-        unknown one would make every summary call fail."""
-        for model in policy_models(policy):
-            if not self._catalog.get(model).known:
-                raise UsageError(f"context policy {policy.name!r}: unknown model {model!r} for its own calls")
 
     def _check_fixed_part(self) -> None:
         """The system prompt and tools, validated as every request will carry them (so a bad one fails now)."""

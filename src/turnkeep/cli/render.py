@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from turnkeep.core.explain import explanation_rows
+from turnkeep.core.explain import explanation_rows, usd_text
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -37,10 +37,6 @@ def to_json(data: object) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
-def _usd(value: Decimal | str) -> str:
-    return f"${Decimal(value):.6f}"
-
-
 def _text(value: str) -> Text:
     """A table cell shown as is: model text like "[Ada]" must not be read as rich markup."""
     from rich.text import Text
@@ -61,7 +57,7 @@ def status_line(reply: Reply, conversation_usd: Decimal) -> str:
     written = f", {usage.cache_write:,} cache-written" if usage.cache_write else ""
     return (
         f"[{usage.total_input:,} in ({usage.cache_read:,} cached{written}) · {usage.output:,} out · "
-        f"{_usd(reply.cost.total)} · conversation {_usd(conversation_usd)}]"
+        f"{usd_text(reply.cost.total)} · conversation {usd_text(conversation_usd)}]"
     )
 
 
@@ -137,13 +133,13 @@ def cost_table(data: Mapping[str, Any]) -> Table:
     }
     for column, heading in headings.items():
         table.add_column(heading, footer=f"{totals[column]:,}", justify="right", no_wrap=True)
-    table.add_column("USD", footer=_usd(totals["usd"]), justify="right", no_wrap=True)
+    table.add_column("USD", footer=usd_text(totals["usd"]), justify="right", no_wrap=True)
     for row in data["requests"]:
         purpose = row["purpose"] + (" (failed)" if row["error"] else "")
         cells: list[RenderableType] = [str(row["n"]), _text(purpose)]
         if several_models:
             cells.append(_text(row["model"]))
-        table.add_row(*cells, *(f"{row[column]:,}" for column in headings), _usd(row["usd"]))
+        table.add_row(*cells, *(f"{row[column]:,}" for column in headings), usd_text(row["usd"]))
     return table
 
 
@@ -156,8 +152,8 @@ def cost_summary(data: Mapping[str, Any]) -> str:
     saved = f" ({1 - spent / plain:.0%} saved)" if plain > 0 and spent < plain else ""
     return (
         f"{requests} request{'s' if requests != 1 else ''} to {', '.join(models) or 'no model'} · "
-        f"{_usd(data['totals']['usd'])} · cache reads {share:.1f}% of input tokens · "
-        f"without caching {_usd(data['without_caching_usd'])}{saved}"
+        f"{usd_text(data['totals']['usd'])} · cache reads {share:.1f}% of input tokens · "
+        f"without caching {usd_text(data['without_caching_usd'])}{saved}"
     )
 
 
@@ -217,7 +213,7 @@ def conversations_table(rows: Sequence[Mapping[str, Any]]) -> Table:
             _text(row["id"]),
             _when(row["updated_at"]),
             str(row["messages"]),
-            _usd(row["cost_usd"]),
+            usd_text(row["cost_usd"]),
             _text(row["model"] or "—"),
             _text(row["title"] or "(empty)"),
         )
@@ -262,13 +258,13 @@ def simulation_table(result: Any) -> Table:
         table.add_row(
             _text(row.strategy),
             row.model,
-            _usd(row.cost_usd),
-            _usd(row.usd_per_turn),
+            usd_text(row.cost_usd),
+            usd_text(row.usd_per_turn),
             f"{row.cache_read_share:.1%}",
             f"{row.peak_context:,}",
             f"{row.facts_retained}/{len(row.facts)}",
-            _usd(row.bound_no_expiry_usd),
-            _usd(row.bound_clairvoyant_usd),
+            usd_text(row.bound_no_expiry_usd),
+            usd_text(row.bound_clairvoyant_usd),
         )
     return table
 
@@ -297,7 +293,7 @@ def recommendation_table(result: Any) -> Table:
             row.model,
             _text(row.strategy),
             f"${candidate.monthly_usd:,.2f}",
-            _usd(row.cost_usd),
+            usd_text(row.cost_usd),
             candidate.facts,
             f"{row.peak_context:,}",
             f"{row.cache_read_share:.0%}",

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
-__all__ = ["explanation_rows", "explanation_text"]
+__all__ = ["explanation_rows", "explanation_text", "usd_text"]
 
 
 def explanation_rows(explanation: Mapping[str, object]) -> list[tuple[str, str]]:
@@ -41,7 +41,8 @@ def explanation_text(explanation: Mapping[str, object]) -> str:
     return "\n".join(f"{what.ljust(width)}  {value}" for what, value in rows)
 
 
-def _usd(value: object) -> str:
+def usd_text(value: object) -> str:
+    """An amount of US dollars as shown to people: `$0.001234`."""
     return f"${Decimal(str(value)):.6f}"
 
 
@@ -94,5 +95,5 @@ def _forecast(value: object) -> str:
         text += f" (cache {value['cache']})"
     usd = value.get("usd")
     if isinstance(usd, Mapping) and "input_total" in usd:
-        text += f"; input {_usd(usd['input_total'])}"
+        text += f"; input {usd_text(usd['input_total'])}"
     return text

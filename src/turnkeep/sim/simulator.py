@@ -26,7 +26,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.core.catalog import Catalog, ModelInfo
-from turnkeep.core.policies import Policy, policy_from_settings, policy_models, policy_settings
+from turnkeep.core.policies import Policy, policy_from_settings, policy_settings, unknown_models
 from turnkeep.core.pricing import TokenCounts, token_counts
 from turnkeep.errors import TurnkeepError, UsageError
 from turnkeep.sim.bounds import PrefixTracker
@@ -327,9 +327,9 @@ def simulate(
     policies = [parse_strategy(s) if isinstance(s, str) else s for s in strategies]
     catalog = catalog or config.load_catalog()
     for policy in policies:
-        for model in policy_models(policy):
-            if not catalog.get(model).known:
-                raise UsageError(f"strategy {strategy_label(policy)!r}: unknown model {model!r}")
+        unknown = unknown_models(policy, catalog)
+        if unknown:
+            raise UsageError(f"strategy {strategy_label(policy)!r}: unknown model {unknown[0]!r}")
     infos = []
     for model in models:
         info = catalog.get(model)

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, cast
 
 from anthropic.types import Message, MessageParam
 
-from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.explain import explanation_text
 from turnkeep.core.messages import block_param
 from turnkeep.errors import ConfigError
@@ -169,14 +169,16 @@ def _inner_names(policy: object) -> set[str]:
     return names
 
 
-def policy_models(policy: object) -> list[str]:
-    """The models a policy (or a policy nested in it) names for calls of its own, such as a cheaper summariser."""
-    found = [policy.model] if isinstance(getattr(policy, "model", None), str) else []  # type: ignore[attr-defined]
+def unknown_models(policy: object, catalog: Catalog) -> list[str]:
+    """The models a policy (or a policy nested in it) names for calls of its own, such as a cheaper summariser,
+    that `catalog` does not know: every such call would fail."""
+    model = getattr(policy, "model", None)
+    found = [model] if isinstance(model, str) and not catalog.get(model).known else []
     if hasattr(policy, "__dataclass_fields__"):
         for item in fields(cast(Any, policy)):
             value = getattr(policy, item.name)
-            if hasattr(value, "plan") and hasattr(value, "name"):
-                found += policy_models(value)
+            if _is_policy(value):
+                found += unknown_models(value, catalog)
     return found
 
 
