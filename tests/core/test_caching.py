@@ -323,16 +323,18 @@ def test_breakpoints_nested_in_a_tool_result_count_too() -> None:
 
 
 def test_what_precedes_a_compaction_block_is_neither_counted_nor_read_from_the_cache() -> None:
+    # As turnkeep sends it after the API compacted: the turn whose reply holds the block, then the new turn.
     history = _chat(20)
     block = {"type": "compaction", "content": "Summary of questions 0 to 19.", "encrypted_content": "x"}
-    compacted = [*history[:-1], {"role": "assistant", "content": [block, {"type": "text", "text": "ok"}]}]
+    reply = {"role": "assistant", "content": [block, {"type": "text", "text": "ok"}]}
+
+    def compacted(question: str) -> dict[str, Any]:
+        messages = [{"role": "user", "content": question}, reply, {"role": "user", "content": "next"}]
+        return place_breakpoints(_request(messages, system=BIG_SYSTEM), MODEL)[0]
+
     first, _ = place_breakpoints(_request(history, system=BIG_SYSTEM), MODEL)
     state = remember(first, {}, _settings(0.0))
-    after, _ = place_breakpoints(_request([*compacted, {"role": "user", "content": "next"}], system=BIG_SYSTEM), MODEL)
-    predicted = forecast(after, state, MODEL, _settings(10.0, 0.0))
-    whole = forecast(
-        _request([*compacted, {"role": "user", "content": "next"}], system=BIG_SYSTEM), {}, MODEL, _settings(0.0)
-    )
-    assert predicted["input_tokens"] < 0.5 * forecast(first, {}, MODEL, _settings(0.0))["input_tokens"]
-    assert predicted["input_tokens"] == whole["input_tokens"]
+    short, long = compacted("Go on."), compacted("Go on. " * 500)
+    predicted = forecast(long, state, MODEL, _settings(10.0, 0.0))
+    assert predicted["input_tokens"] == forecast(short, state, MODEL, _settings(10.0, 0.0))["input_tokens"]
     assert predicted["cache_read"] == state["cache"]["entries"][0]["tokens"]  # the system prompt, nothing after

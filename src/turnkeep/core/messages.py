@@ -165,15 +165,24 @@ def merge_assistant_content(earlier: Sequence[Block], later: Sequence[Block], *,
 
 
 def compaction_start(messages: Sequence[Any]) -> int:
-    """The index of the last message after the first that holds a compaction block with content, or 0: the API
-    drops everything before such a block (reference §7), so billing and caching start there."""
-    for index in range(len(messages) - 1, 0, -1):
-        content = messages[index].get("content") if isinstance(messages[index], Mapping) else None
-        if isinstance(content, list | tuple) and any(
-            (block_view(block) or {}).get("type") == "compaction" and (block_view(block) or {}).get("content")
-            for block in content
-        ):
+    """The index of the message after the first that holds a compaction block with content, or 0: the API drops
+    everything before such a block (reference §7), so billing and caching start there.
+
+    Only the first turn is searched (up to the next user message that is not a tool result): a request that
+    follows an API compaction starts at the turn holding the block (`ServerCompaction`), and this runs on every
+    plan, so a long history without compaction costs nothing."""
+    for index in range(1, len(messages)):
+        message = messages[index]
+        content = message.get("content") if isinstance(message, Mapping) else None
+        blocks = [block_view(block) or {} for block in content] if isinstance(content, list | tuple) else []
+        if any(view.get("type") == "compaction" and view.get("content") for view in blocks):
             return index
+        if (
+            isinstance(message, Mapping)
+            and message.get("role") == "user"
+            and not any(view.get("type") == "tool_result" for view in blocks)
+        ):
+            return 0  # the second turn began: the first held no block
     return 0
 
 

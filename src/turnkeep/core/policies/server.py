@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from anthropic.types import MessageParam
 
-from turnkeep.core.messages import compaction_start
+from turnkeep.core.messages import block_view, compaction_start
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob, check_settings
 from turnkeep.core.policies.caching import message_digest
 from turnkeep.core.policies.summarize import (
@@ -115,7 +115,7 @@ class ServerCompaction:
             return self._explicit(transcript, state, settings)
         cut, fresh, inner_state = self._edit_start(transcript, state)
         messages = self._edit_messages(transcript, cut, fresh, settings)
-        return self._with_edit(self.inner.plan(messages, inner_state, settings), cut, fresh)
+        return self._with_edit(self.inner.plan(messages, inner_state, settings), cut, fresh, len(transcript))
 
     def shrink(
         self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
@@ -147,14 +147,14 @@ class ServerCompaction:
         cut, fresh, inner_state = self._edit_start(transcript, state)
         messages = self._edit_messages(transcript, cut, fresh, settings)
         smaller = shrink_inner(messages, inner_state, settings) if shrink_inner else None
-        return self._with_edit(smaller, cut, fresh) if smaller is not None else None
+        return self._with_edit(smaller, cut, fresh, len(transcript)) if smaller is not None else None
 
     def _edit_start(
         self, transcript: Sequence[MessageParam], state: Mapping[str, Any]
     ) -> tuple[int, int, Mapping[str, Any]]:
         """With the compaction edit: (where requests start, where the messages produced since they start there
         begin, the inner policy's state if it planned from the same start)."""
-        cut = _since_latest_compaction(transcript)
+        cut = _since_latest_compaction(transcript, state.get("cut", 0), state.get("scanned"))
         if cut != state.get("cut", 0):
             return cut, len(transcript), {}  # a new compaction: every message so far was made before the cut
         fresh = state.get("thinking_from")
@@ -178,8 +178,8 @@ class ServerCompaction:
             plan.request, {"fallback": dict(plan.state)}, explanation, summary=_routed(plan.summary, "fallback")
         )
 
-    def _with_edit(self, inner: Plan, cut: int, fresh: int) -> Plan:
-        """The inner plan (of the transcript from `cut` on) with the compaction edit."""
+    def _with_edit(self, inner: Plan, cut: int, fresh: int, scanned: int) -> Plan:
+        """The inner plan (of the transcript from `cut` on, `scanned` messages long) with the compaction edit."""
         edit: dict[str, Any] = {
             "type": "compact_20260112",
             "trigger": {"type": "input_tokens", "value": self.trigger},
@@ -199,7 +199,7 @@ class ServerCompaction:
             "server_compaction": compaction,
             **in_transcript(inner.explanation, cut),
         }
-        state: dict[str, Any] = {"inner": dict(inner.state)}
+        state: dict[str, Any] = {"inner": dict(inner.state), "scanned": scanned}
         if cut:
             state.update(cut=cut, thinking_from=fresh)
         return Plan(request, state, explanation, summary=_routed(inner.summary, "inner"))
@@ -330,15 +330,36 @@ class ServerCompaction:
         return Plan(inner.request, new_state, explanation, summary=_routed(inner.summary, "inner"))
 
 
-def _since_latest_compaction(transcript: Sequence[MessageParam]) -> int:
+def _since_latest_compaction(transcript: Sequence[MessageParam], previous: object = 0, scanned: object = None) -> int:
     """Where requests start once the API compacted: the turn holding the latest compaction block. Each compaction
     comes back in its reply; the API takes one block with content per request and drops everything before it
-    anyway, so what precedes that turn is left out of the request (a cut at a turn start, like a window's)."""
-    latest = compaction_start(transcript)
-    if latest == 0:
-        return 0
-    start = last_turn_start(transcript, before=latest)
-    return start if start is not None else 0
+    anyway, so what precedes that turn is left out of the request (a cut at a turn start, like a window's).
+
+    `previous` is the cut planned last and `scanned` how many messages that plan had seen: a newer block can only
+    be in a later message, so only those are searched (the whole transcript when they no longer fit it: another
+    branch, an undo). This runs on every turn."""
+    n = len(transcript)
+    valid = (
+        isinstance(previous, int)
+        and isinstance(scanned, int)
+        and 0 <= previous < n
+        and 0 < scanned <= n
+        and (previous == 0 or (is_turn_start(transcript[previous]) and bool(compaction_start(transcript[previous:]))))
+    )
+    lower = max(cast(int, scanned) - 1, cast(int, previous) + 1, 1) if valid else 1
+    for index in range(n - 1, lower - 1, -1):
+        if _holds_compaction(transcript[index]):
+            start = last_turn_start(transcript, before=index)
+            return start if start is not None else 0
+    return cast(int, previous) if valid else 0
+
+
+def _holds_compaction(message: object) -> bool:
+    content = message.get("content") if isinstance(message, Mapping) else None
+    return isinstance(content, list | tuple) and any(
+        (view := block_view(block)) is not None and view.get("type") == "compaction" and bool(view.get("content"))
+        for block in content
+    )
 
 
 def _inner_state(state: Mapping[str, Any], start: int) -> Mapping[str, Any]:
