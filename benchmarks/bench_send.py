@@ -1,0 +1,433 @@
+"""What a user pays per turn: the whole `send`, through the real `anthropic` SDK, minus what the SDK itself costs.
+
+Run: `.venv/bin/python -m benchmarks send` (part of `make bench`); `BENCH_SEND_FULL=1` runs the whole matrix
+(every driver on every store, 50 measured turns each) instead of the default's few minutes;
+`BENCH_SEND_TURNS` and `BENCH_SEND_SIZES` (e.g. `100,1000`) narrow a run.
+
+For each policy (`FullHistory()`, `Window(turns=20)`, `TokenBudget(max_input_tokens=20_000)`,
+`Summarize(trigger=20_000)`) and each conversation length (100, 1,000 and 10,000 turns) it writes a conversation
+of that many turns directly into the store (one `append`, with a ledger entry per turn a minute apart, as a
+conversation that really ran would have), reopens it with `Conversation.open`, sends one unmeasured turn (the
+first plan of a reopened conversation builds the policy's memo), then measures `TURNS` turns. The SDK talks to an
+`httpx2.MockTransport` that answers every request with the same canned reply (JSON, or SSE for streams).
+
+CPU time per turn (`time.process_time`) is measured twice: the whole `send` / `stream` / `AsyncConversation.send`,
+and the SDK alone sending the very same request bodies on the same transport (`messages.create(**body)` or
+`messages.stream(**body)` consumed). turnkeep's overhead is the difference of the medians. Turns during which
+Summarize made a summary call are reported apart (they send two requests and are not held to the target).
+
+Memory: the Python heap a reopened 10,000-turn conversation holds after its measured turns (`tracemalloc`, on a
+SQLiteStore, so the store's own copy of the messages is on disk, not counted), against the size of its messages
+as compact JSON. Targets (issue 10): overhead <= 1 ms per turn at 1,000 turns and <= 5 ms at 10,000 for every
+policy; memory <= 3x the raw JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx2
+
+from benchmarks._record import write_section
+from turnkeep import AsyncConversation, Conversation
+from turnkeep.core.policies import FullHistory, Policy, Summarize, TokenBudget, Window
+from turnkeep.sim import filler_text, strategy_label
+from turnkeep.store import LedgerEntry, MemoryStore, Node, SQLiteStore, Store
+
+MODEL = "claude-sonnet-4-6"
+SYSTEM = "You help with daily plans. Be brief and kind."
+SIZES = tuple(int(n) for n in os.environ.get("BENCH_SEND_SIZES", "100,1000,10000").split(","))
+FULL = os.environ.get("BENCH_SEND_FULL") == "1"
+TURNS = 50 if FULL else int(os.environ.get("BENCH_SEND_TURNS", "12"))
+GAP = 60.0  # seconds between turns, in the built history and in the measured turns (a virtual clock)
+TARGET_MS = {1_000: 1.0, 10_000: 5.0}
+REPLY_TEXT = "Sure. Take the bus at nine, lunch at noon, and leave the last hour for the review."
+
+
+def policies() -> list[Policy]:
+    return [
+        FullHistory(),
+        Window(turns=20),
+        TokenBudget(max_input_tokens=20_000),
+        Summarize(trigger=20_000, inner=TokenBudget(max_input_tokens=40_000)),
+    ]
+
+
+def machine() -> str:
+    return (
+        f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"anthropic {anthropic.__version__}, {datetime.date.today().isoformat()}"
+    )
+
+
+# -- the canned API ------------------------------------------------------------------------------------------
+
+
+def _message(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", MODEL),
+        "content": [{"type": "text", "text": REPLY_TEXT}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 900, "output_tokens": 24, "cache_read_input_tokens": 0},
+    }
+
+
+def _sse(message: dict[str, Any]) -> bytes:
+    def event(name: str, data: dict[str, Any]) -> str:
+        return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+    start = {**message, "content": [], "stop_reason": None}
+    parts = [
+        event("message_start", {"message": start}),
+        event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+    ]
+    for word in REPLY_TEXT.split(" "):
+        parts.append(event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word + " "}}))
+    parts += [
+        event("content_block_stop", {"index": 0}),
+        event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {}}),
+        event("message_stop", {}),
+    ]
+    return "".join(parts).encode()
+
+
+@dataclass
+class CannedAPI:
+    """Answers every request with the same reply; remembers the bodies so the SDK alone can send them again."""
+
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    keep: bool = True
+
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        if self.keep:
+            self.bodies.append(body)
+        message = _message(body)
+        if body.get("stream"):
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(message))
+        return httpx2.Response(200, json=message, headers={"request-id": "req_bench"})
+
+    def client(self) -> anthropic.Anthropic:
+        transport = httpx2.MockTransport(self.handle)
+        return anthropic.Anthropic(api_key="bench", http_client=httpx2.Client(transport=transport), max_retries=0)
+
+    def async_client(self) -> anthropic.AsyncAnthropic:
+        transport = httpx2.MockTransport(self.handle)
+        return anthropic.AsyncAnthropic(
+            api_key="bench", http_client=httpx2.AsyncClient(transport=transport), max_retries=0
+        )
+
+
+# -- building a history directly in the store ----------------------------------------------------------------
+
+
+class Clock:
+    """The conversation's virtual clock: a minute per turn."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def build(store: Store, policy: Policy, size: int, clock: Clock) -> tuple[str, int]:
+    """A conversation of `size` answered turns written in one append; returns its id and its messages' JSON size."""
+    creator = Conversation(MODEL, system=SYSTEM, policy=policy, store=store, client=CannedAPI().client())
+    rng = random.Random(f"send:{size}")
+    nodes: list[Node] = []
+    ledger: list[LedgerEntry] = []
+    parent: str | None = None
+    raw = 0
+    for turn in range(size):
+        at = clock.now - (size - turn) * GAP
+        user = {"role": "user", "content": filler_text(15, rng)}
+        reply = {"role": "assistant", "content": [{"type": "text", "text": filler_text(30, rng)}]}
+        user_id, reply_id = uuid.uuid4().hex, uuid.uuid4().hex
+        nodes.append(Node(user_id, parent, user, "ok", {"kind": "turn"}))
+        nodes.append(Node(reply_id, user_id, reply, "ok", {"kind": "reply", "stop_reason": "end_turn"}))
+        parent = reply_id
+        raw += len(json.dumps(user, separators=(",", ":"))) + len(json.dumps(reply, separators=(",", ":")))
+        ledger.append(
+            LedgerEntry(
+                purpose="reply",
+                model=MODEL,
+                request_id=None,
+                message_id=f"msg_hist_{turn}",
+                stop_reason="end_turn",
+                usage={"input_tokens": 900, "output_tokens": 24},
+                cost_usd=str(Decimal("0.003")),
+                latency_ms=1.0,
+                at=at,
+                node_id=reply_id,
+            )
+        )
+    store.append(creator.id, "main", expected_head=None, nodes=nodes, ledger=ledger)
+    return creator.id, raw
+
+
+# -- measuring -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    driver: str
+    store: str
+    policy: str
+    turns: int
+    whole_ms: float
+    sdk_ms: float
+    summary_turns: int
+    sent: int
+
+    @property
+    def overhead_ms(self) -> float:
+        return max(self.whole_ms - self.sdk_ms, 0.0)
+
+
+def _cpu(action: Callable[[], object]) -> float:
+    started = time.process_time()
+    action()
+    return (time.process_time() - started) * 1000
+
+
+def _user_texts(size: int) -> Iterator[str]:
+    rng = random.Random(f"measured:{size}")
+    while True:
+        yield filler_text(15, rng)
+
+
+def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Path) -> Row:
+    clock = Clock(1_900_000_000.0)
+    store: Store = MemoryStore() if store_kind == "memory" else SQLiteStore(workdir / f"{uuid.uuid4().hex}.db")
+    conversation_id, _ = build(store, policy, size, clock)
+    api = CannedAPI()
+    texts = _user_texts(size)
+    whole: list[float] = []
+    summary_turns = 0
+    normal_bodies: list[dict[str, Any]] = []
+    if driver == "async":
+        whole, summary_turns, normal_bodies = asyncio.run(_measure_async(api, store, conversation_id, clock, texts))
+    else:
+        chat = Conversation.open(conversation_id, store=store, client=api.client(), clock=clock)
+        for turn in range(TURNS + 1):
+            clock.now += GAP
+            text = next(texts)
+            before = len(api.bodies)
+            if driver == "stream":
+
+                def action(text: str = text) -> None:
+                    with chat.stream(text) as stream:
+                        for _ in stream:
+                            pass
+
+                spent = _cpu(action)
+            else:
+                spent = _cpu(lambda text=text: chat.send(text))
+            if turn == 0:
+                continue  # the reopened conversation's first plan: not a per-turn cost
+            if len(api.bodies) - before > 1:
+                summary_turns += 1
+                continue
+            whole.append(spent)
+            normal_bodies.append(api.bodies[-1])
+        sent = len(chat.messages)
+    if driver == "async":
+        sent = len(normal_bodies[-1]["messages"]) if normal_bodies else 0
+    else:
+        sent = len(normal_bodies[-1]["messages"]) if normal_bodies else sent
+    sdk = sdk_cost(driver, normal_bodies)
+    if isinstance(store, SQLiteStore):
+        store.close()
+    return Row(
+        driver,
+        store_kind,
+        strategy_label(policy),
+        size,
+        statistics.median(whole) if whole else float("nan"),
+        sdk,
+        summary_turns,
+        sent,
+    )
+
+
+async def _measure_async(
+    api: CannedAPI, store: Store, conversation_id: str, clock: Clock, texts: Iterator[str]
+) -> tuple[list[float], int, list[dict[str, Any]]]:
+    chat = AsyncConversation.open(conversation_id, store=store, client=api.async_client(), clock=clock)
+    whole: list[float] = []
+    bodies: list[dict[str, Any]] = []
+    summary_turns = 0
+    for turn in range(TURNS + 1):
+        clock.now += GAP
+        before = len(api.bodies)
+        started = time.process_time()
+        await chat.send(next(texts))
+        spent = (time.process_time() - started) * 1000
+        if turn == 0:
+            continue
+        if len(api.bodies) - before > 1:
+            summary_turns += 1
+            continue
+        whole.append(spent)
+        bodies.append(api.bodies[-1])
+    return whole, summary_turns, bodies
+
+
+def sdk_cost(driver: str, bodies: list[dict[str, Any]]) -> float:
+    """Median CPU ms of the SDK alone sending `bodies` on the same canned transport."""
+    if not bodies:
+        return float("nan")
+    api = CannedAPI(keep=False)
+    timings: list[float] = []
+    if driver == "async":
+
+        async def run() -> None:
+            client = api.async_client()
+            for body in bodies:
+                started = time.process_time()
+                await client.messages.create(**{k: v for k, v in body.items() if k != "stream"})
+                timings.append((time.process_time() - started) * 1000)
+
+        asyncio.run(run())
+        return statistics.median(timings)
+    client = api.client()
+    for body in bodies:
+        request = {k: v for k, v in body.items() if k != "stream"}
+        if driver == "stream":
+
+            def action(request: dict[str, Any] = request) -> None:
+                with client.messages.stream(**request) as stream:
+                    for _ in stream:
+                        pass
+                    stream.get_final_message()
+
+            timings.append(_cpu(action))
+        else:
+            timings.append(_cpu(lambda request=request: client.messages.create(**request)))
+    return statistics.median(timings)
+
+
+def memory(policy: Policy, size: int, workdir: Path) -> tuple[int, int]:
+    """(heap bytes a reopened `size`-turn conversation holds after a few turns, its messages' raw JSON bytes)."""
+    clock = Clock(1_900_000_000.0)
+    store = SQLiteStore(workdir / f"mem-{uuid.uuid4().hex}.db")
+    conversation_id, raw = build(store, policy, size, clock)
+    api = CannedAPI(keep=False)
+    client = api.client()
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    chat = Conversation.open(conversation_id, store=store, client=client, clock=clock)
+    for _ in range(3):
+        clock.now += GAP
+        chat.send("One more question about the plan, please.")
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    del chat
+    store.close()
+    return held, raw
+
+
+def matrix() -> list[tuple[str, str, Policy, int]]:
+    """(driver, store, policy, size): everything in the full run; by default every policy through `send` on
+    both stores, and `stream` / async `send` for FullHistory on MemoryStore."""
+    runs: list[tuple[str, str, Policy, int]] = []
+    for size in SIZES:
+        for policy in policies():
+            for store in ("memory", "sqlite"):
+                runs.append(("send", store, policy, size))
+                for driver in ("stream", "async"):
+                    if FULL or (store == "memory" and isinstance(policy, FullHistory)):
+                        runs.append((driver, store, policy, size))
+    return runs
+
+
+def report(rows: list[Row], memory_rows: list[tuple[str, int, int]]) -> str:
+    lines = [
+        "## The whole send (`benchmarks/bench_send.py`)",
+        "",
+        f"Machine: {machine()}. Command: `.venv/bin/python -m benchmarks send`"
+        f"{' with BENCH_SEND_FULL=1' if FULL else ''}.",
+        f"Model `{MODEL}`; a history of N turns (about 50 tokens each) written directly into the store and "
+        f"reopened; one unmeasured turn, then {TURNS} measured turns. CPU time per turn (median): the whole call, "
+        "the SDK alone sending the same request bodies on the same `httpx2.MockTransport`, and turnkeep's "
+        "overhead (the difference). Summarize's turns with a summary call are counted apart, not timed.",
+        "",
+        "| driver | store | policy | turns | messages sent | whole | SDK alone | overhead | target | |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        target = TARGET_MS.get(row.turns)
+        verdict = "" if target is None else ("**PASS**" if row.overhead_ms <= target else "**FAIL**")
+        summaries = f" ({row.summary_turns} summary turns)" if row.summary_turns else ""
+        lines.append(
+            f"| {row.driver} | {row.store} | `{row.policy}`{summaries} | {row.turns:,} | {row.sent:,} "
+            f"| {row.whole_ms:.2f} ms | {row.sdk_ms:.2f} ms | {row.overhead_ms:.2f} ms "
+            f"| {'<= ' + format(target, 'g') + ' ms' if target else ''} | {verdict} |"
+        )
+    lines += [
+        "",
+        "Memory held by a reopened conversation after 3 turns (SQLiteStore, Python heap by `tracemalloc`):",
+        "",
+        "| policy | turns | heap | messages as JSON | ratio | target |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for label, held, raw in memory_rows:
+        ratio = held / raw
+        verdict = "**PASS**" if ratio <= 3 else "**FAIL**"
+        lines.append(
+            f"| `{label}` | {SIZES[-1]:,} | {held / 2**20:.1f} MiB | {raw / 2**20:.1f} MiB | {ratio:.2f}x "
+            f"| <= 3x {verdict} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Measure the matrix, print the table and record it in docs/benchmarks.md."""
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for driver, store, policy, size in matrix():
+            print(f"{driver} / {store} / {strategy_label(policy)} at {size:,} turns ...", flush=True)
+            rows.append(measure(driver, store, policy, size, workdir))
+            print(
+                f"   whole {rows[-1].whole_ms:.2f} ms, SDK {rows[-1].sdk_ms:.2f} ms, "
+                f"overhead {rows[-1].overhead_ms:.2f} ms",
+                flush=True,
+            )
+        memory_rows = []
+        for policy in policies()[:3] if not FULL else policies():
+            print(f"memory / {strategy_label(policy)} at {SIZES[-1]:,} turns ...", flush=True)
+            held, raw = memory(policy, SIZES[-1], workdir)
+            memory_rows.append((strategy_label(policy), held, raw))
+    section = report(rows, memory_rows)
+    print(section)
+    write_section("send", section)
+
+
+if __name__ == "__main__":
+    main()
