@@ -20,6 +20,7 @@ from anthropic.types import Message, MessageParam, ToolUseBlock
 from anthropic.types.refusal_stop_details import RefusalStopDetails
 
 from turnkeep import config
+from turnkeep.branch import BranchPath
 from turnkeep.core import budget as budget_core
 from turnkeep.core import rules
 from turnkeep.core import threads as threads_core
@@ -39,10 +40,12 @@ from turnkeep.core.policies import (
     Plan,
     Policy,
     RequestSettings,
+    persisted_state,
     policy_from_settings,
     policy_settings,
     unknown_models,
 )
+from turnkeep.core.policies.caching import Gaps
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
 from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
@@ -126,6 +129,8 @@ class LedgerFacts:
     request_times: list[float]
     """When it sent its answered requests on its own prefix (not summary calls, which have theirs): policies
     weigh the gaps (cache expiry, TTL choice)."""
+    gaps: Gaps
+    """The gaps between those requests, as running counts (see `record_request`)."""
     last_reply_id: str | None
     """The reply the next request's cache is compared with (cache diagnostics)."""
     calibrator: Calibrator
@@ -140,7 +145,14 @@ class LedgerFacts:
             if entry.calibration is not None:
                 calibrator.observe(*entry.calibration)
         times = [entry.at for entry in answered if entry.purpose != "summary"]
-        return cls(budget_core.spent(ledger), times, replies[-1] if replies else None, calibrator)
+        gaps = Gaps.of([later - earlier for earlier, later in itertools.pairwise(times)])
+        return cls(budget_core.spent(ledger), times, gaps, replies[-1] if replies else None, calibrator)
+
+    def record_request(self, at: float) -> None:
+        """An answered request on the conversation's own prefix was sent at `at`."""
+        if self.request_times:
+            self.gaps = self.gaps.add(at - self.request_times[-1])
+        self.request_times.append(at)
 
 
 _COMPACTION_SUMMARY_TOKENS = 1_024
@@ -212,8 +224,7 @@ class ConversationCore:
         # What the ledger says (spending, request times, the last reply), read when first needed: opening a long
         # conversation to look at it should not pay for reading every request it ever sent.
         self._facts: LedgerFacts | None = None
-        self._head: str | None = self.store.branches(self.id).get(branch)
-        self._path: list[Node] = self.store.path(self.id, self._head)
+        self.path = BranchPath(self.store.path(self.id, self.store.branches(self.id).get(branch)))
         self._policy_state: dict[str, Any] | None = None  # read when first needed, then kept by commits
 
     def _check_fixed_part(self) -> None:
@@ -293,42 +304,22 @@ class ConversationCore:
     @property
     def transcript(self) -> list[Node]:
         """Every node from the root to the head of this branch, refused and partial ones included."""
-        return list(self._path)
-
-    def _sendable(self, path: Sequence[Node]) -> list[MessageParam]:
-        """The messages of `path` that later requests carry."""
-        return [cast(MessageParam, dict(n.message)) for n in path if n.status in ("ok", "pending")]
+        return list(self.path.nodes)
 
     @property
     def messages(self) -> list[MessageParam]:
         """Exactly the messages the next request will carry before the new user message."""
-        ok = [n for n in self._path if n.status == "ok"]
-        plan = self.policy.plan(self._sendable(ok), self.policy_state(), self._request_settings({}, now=None))
+        plan = self.policy.plan(self.path.ok_messages(), self.policy_state(), self._request_settings({}, now=None))
         return cast(list[MessageParam], plan.request["messages"])
-
-    def _pending_index(self) -> int | None:
-        for index in range(len(self._path) - 1, -1, -1):
-            status = self._path[index].status
-            if status == "pending":
-                while index > 0 and self._path[index - 1].status == "pending":
-                    index -= 1
-                return index
-            if status in ("ok", "refused"):
-                return None
-        return None
 
     @property
     def pending(self) -> bool:
         """A user message is waiting for its reply (the last call failed or was cut off)."""
-        return self._pending_index() is not None
+        return self.path.pending_index() is not None
 
     def _check_idle(self) -> None:
         if self.pending:
             raise UsageError("the last turn has no reply yet: call retry() to resend it or rollback() to drop it")
-
-    def _unanswered(self) -> list[str]:
-        ok = [n for n in self._path if n.status == "ok"]
-        return rules.unanswered_tool_calls(self._sendable(ok))
 
     # -- building a turn ---------------------------------------------------------------------------------------
 
@@ -343,7 +334,7 @@ class ConversationCore:
     ) -> PendingTurn:
         """Plan the turn, validate it, then store the pending user message. Nothing is stored if it is invalid."""
         self._check_idle()
-        unanswered = self._unanswered()
+        unanswered = self.path.unanswered()
         if unanswered and kind != "tool_results":
             raise UsageError(
                 f"the last reply is waiting for tool results ({', '.join(unanswered)}): "
@@ -378,33 +369,35 @@ class ConversationCore:
                     {"role": "system", "content": instruction}, "pending", {"kind": "instruction"}, new_nodes[-1].id
                 )
             )
-        turn, plan = self._plan_turn(self._path, new_nodes, prefill, prefill_mode, overrides)
-        self.store.append(self.id, self.branch, expected_head=self._head, nodes=new_nodes)
-        self._advance(new_nodes)
+        turn, plan = self._plan_turn(len(self.path), new_nodes, prefill, prefill_mode, overrides)
+        self.store.append(self.id, self.branch, expected_head=self.path.head, nodes=new_nodes)
+        self.path.advance(new_nodes)
         self._queued_instructions.clear()
         return PendingTurn(turn, plan, [n.id for n in new_nodes])
 
     def begin_retry(self, overrides: Mapping[str, Any]) -> PendingTurn:
         """Plan the resend of the pending user message."""
-        index = self._pending_index()
+        index = self.path.pending_index()
         if index is None:
             raise UsageError("there is no pending turn to retry")
-        pending = [n for n in self._path[index:] if n.status == "pending"]
+        pending = [n for n in self.path.nodes[index:] if n.status == "pending"]
         meta = pending[0].meta
         prefill = meta.get("prefill")
-        turn, plan = self._plan_turn(self._path[:index], pending, prefill, meta.get("prefill_mode"), overrides)
+        turn, plan = self._plan_turn(index, pending, prefill, meta.get("prefill_mode"), overrides)
         return PendingTurn(turn, plan, [n.id for n in pending])
 
     def _plan_turn(
         self,
-        before: Sequence[Node],
+        before: int,
         new_nodes: Sequence[Node],
         prefill: str | None,
         prefill_mode: Literal["native", "instruct"] | None,
         overrides: Mapping[str, Any],
     ) -> tuple[Turn, Plan]:
         settings = self._request_settings(overrides, now=self.clock())
-        transcript = [*self._sendable([n for n in before if n.status == "ok"]), *self._sendable(new_nodes)]
+        # The committed messages before the turn, then the turn's own (pending) ones.
+        transcript = self.path.ok_messages(before)
+        transcript += [cast(MessageParam, n.message) for n in new_nodes]
         if prefill_mode == "native" and prefill is not None:
             transcript.append(cast(MessageParam, {"role": "assistant", "content": prefill}))
         state = self.policy_state()
@@ -457,7 +450,7 @@ class ConversationCore:
 
     def explain(self, content: object | None, overrides: Mapping[str, Any]) -> Plan:
         """The plan of the next request (with `content` as its new user message, if given), sending nothing."""
-        ok = self._sendable([n for n in self._path if n.status == "ok"])
+        ok = self.path.ok_messages()
         if content is not None:
             ok.append(cast(MessageParam, {"role": "user", "content": user_content(content)}))
         plan = self.policy.plan(ok, self.policy_state(), self._request_settings(overrides, now=self.clock()))
@@ -577,30 +570,15 @@ class ConversationCore:
             options,
             now=now,
             last_request_at=times[-1] if times else None,
-            gaps=tuple(later - earlier for earlier, later in itertools.pairwise(times)),
+            gaps=self.facts.gaps,
             calibration=self.facts.calibrator.factor,
         )
 
     def _node(
         self, message: Mapping[str, Any], status: NodeStatus, meta: Mapping[str, Any], parent: str | None = None
     ) -> Node:
-        parent_id = parent if parent is not None else self._head
+        parent_id = parent if parent is not None else self.path.head
         return Node(uuid.uuid4().hex, parent_id, dict(message), status, dict(meta))
-
-    def _advance(self, nodes: Sequence[Node], settle: Mapping[str, NodeStatus] | None = None) -> None:
-        """Mirror a store write in the cached path: `nodes` were appended under their parent (not always the
-        old head: a retried reply hangs under its pending message, not under a partial reply)."""
-        if not nodes:
-            return
-        parent = nodes[0].parent_id
-        keep = len(self._path)
-        while keep and self._path[keep - 1].id != parent:
-            keep -= 1
-        path = self._path[:keep] if parent is not None else []
-        if settle:
-            path = [replace(n, status=settle[n.id]) if n.id in settle else n for n in path]
-        self._path = [*path, *nodes]
-        self._head = nodes[-1].id
 
     # -- responses, commit, failure ----------------------------------------------------------------------------
 
@@ -622,7 +600,7 @@ class ConversationCore:
             miss = message.diagnostics.cache_miss_reason.type
         at = self.clock()
         if error is None and call.purpose != "summary":
-            self.facts.request_times.append(at)
+            self.facts.record_request(at)
         entry = LedgerEntry(
             purpose=call.purpose,
             model=str(call.request["model"]),
@@ -703,23 +681,23 @@ class ConversationCore:
         }
         parent = pending.pending_ids[-1]
         reply_node = self._node({"role": "assistant", "content": outcome.content}, status, reply_meta, parent)
-        on_path = {n.id: n for n in self._path}
         settle: dict[str, NodeStatus] = {}
         for node_id in pending.pending_ids:
-            carries_results = any(b["type"] == "tool_result" for b in as_blocks(on_path[node_id].message["content"]))
+            message = self.path.find(node_id).message
+            carries_results = any(b["type"] == "tool_result" for b in as_blocks(message["content"]))
             # A refused tool-result message stays: dropping it would orphan the tool calls it answers.
             settle[node_id] = "refused" if refused and not carries_results else "ok"
         self.store.append(
             self.id,
             self.branch,
-            expected_head=self._head,
+            expected_head=self.path.head,
             nodes=[reply_node],
             settle=settle,
             ledger=[replace(entry, node_id=reply_node.id) for entry in pending.ledger],  # the reply they led to
-            policy_state=pending.turn.plan.state,
+            policy_state=persisted_state(pending.turn.plan.state),
         )
         self._policy_state = dict(pending.turn.plan.state)
-        self._advance([reply_node], settle)
+        self.path.advance([reply_node], settle)
         usage, cost = self._totals(outcome.responses)
         return Reply(outcome.content, outcome.message, outcome.responses, usage, cost, outcome.stop_reason)
 
@@ -793,9 +771,14 @@ class ConversationCore:
         state = dict(pending.turn.plan.state) if pending.turn.summarized else None
         if nodes or state is not None:
             self.store.append(
-                self.id, self.branch, expected_head=self._head, nodes=nodes, ledger=pending.ledger, policy_state=state
+                self.id,
+                self.branch,
+                expected_head=self.path.head,
+                nodes=nodes,
+                ledger=pending.ledger,
+                policy_state=persisted_state(state) if state is not None else None,
             )
-            self._advance(nodes)
+            self.path.advance(nodes)
             if state is not None:
                 self._policy_state = state
         elif pending.ledger:
@@ -821,11 +804,14 @@ class ConversationCore:
         else:
             message_content = user_content(content, where="assistant content")
         node = self._node({"role": role, "content": message_content}, "ok", {"kind": f"synthetic_{role}"})
-        history = [*self._sendable([n for n in self._path if n.status == "ok"]), cast(MessageParam, node.message)]
-        request = self._settings_obj({}).base_request(rules.normalize(history))
-        rules.validate(request, self.model_info, complete=False)
-        self.store.append(self.id, self.branch, expected_head=self._head, nodes=[node])
-        self._advance([node])
+        # Validated as part of the history, walking only what is new (the history's checkpoint says what is not).
+        _, checkpoint = self.path.history()
+        history = self.path.extended_history(cast(MessageParam, node.message))
+        request = self._settings_obj({}).base_request(history)
+        checkpoint = rules.validate(request, self.model_info, complete=False, since=checkpoint)
+        self.store.append(self.id, self.branch, expected_head=self.path.head, nodes=[node])
+        self.path.advance([node])
+        self.path.appended_history(history, checkpoint)
 
     def instruct(self, text: str) -> None:
         """Queue a mid-conversation system message, sent right after the next user message."""
@@ -840,7 +826,7 @@ class ConversationCore:
 
     def tool_results_content(self, results: Mapping[str, object], text: str | None) -> list[Block]:
         """The user content answering every pending tool call of the last reply, in call order."""
-        unanswered = self._unanswered()
+        unanswered = self.path.unanswered()
         if not unanswered:
             raise UsageError("the last reply made no tool calls that are waiting for results")
         unknown = [tool_id for tool_id in results if tool_id not in unanswered]
@@ -856,21 +842,20 @@ class ConversationCore:
 
     def rollback(self) -> None:
         """Drop the pending user message (and any partial reply to it)."""
-        index = self._pending_index()
+        index = self.path.pending_index()
         if index is None:
             raise UsageError("there is no pending turn to roll back")
-        self.store.discard(self.id, self.branch, expected_head=self._head, node_ids=[n.id for n in self._path[index:]])
-        self._head = self._path[index].parent_id
-        self._path = self._path[:index]
+        dropped = [n.id for n in self.path.nodes[index:]]
+        self.store.discard(self.id, self.branch, expected_head=self.path.head, node_ids=dropped)
+        self.path.cut(index)
 
     def undo(self) -> None:
         """Move the head back before the last user turn. Nothing is deleted: the turn stays in the tree."""
-        for index in range(len(self._path) - 1, -1, -1):
-            node = self._path[index]
+        for index in range(len(self.path) - 1, -1, -1):
+            node = self.path.nodes[index]
             if node.message["role"] == "user" and node.meta.get("kind") != "tool_results":
-                self.store.move_head(self.id, self.branch, expected_head=self._head, new_head=node.parent_id)
-                self._head = node.parent_id
-                self._path = self._path[:index]
+                self.store.move_head(self.id, self.branch, expected_head=self.path.head, new_head=node.parent_id)
+                self.path.cut(index)
                 return
         raise UsageError("nothing to undo")
 
@@ -894,9 +879,11 @@ class ConversationCore:
             name = f"branch-{number}"
         elif name in existing:
             raise UsageError(f"branch {name!r} already exists")
-        self.store.move_head(self.id, name, expected_head=None, new_head=self._head)
+        self.store.move_head(self.id, name, expected_head=None, new_head=self.path.head)
         # The new branch starts from this one's policy state: it describes the same turns.
-        self.store.append(self.id, name, expected_head=self._head, policy_state=self.policy_state())
+        self.store.append(
+            self.id, name, expected_head=self.path.head, policy_state=persisted_state(self.policy_state())
+        )
         return name
 
     @property

@@ -11,9 +11,11 @@ Prefixes are compared without `cache_control`, which moves from request to reque
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from anthropic.types import Message, MessageParam
@@ -24,24 +26,33 @@ from turnkeep.core.pricing import context_counts, token_counts
 from turnkeep.core.rules import normalize
 from turnkeep.core.tokens import estimate_block, estimate_message, estimate_request
 
-__all__ = ["Anchor", "Sizes", "anchor_after", "extends", "input_forecast"]
+__all__ = ["Anchor", "Digests", "Sizes", "anchor_after", "extends", "input_forecast"]
 
 # Newer tokenizer generations count about 30% more tokens for the same text (reference §5).
 _TOKENIZER_FACTOR = 1.3
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Anchor:
-    """The last answered request: its reply's id, a digest of messages + reply, how many, and their exact size
-    as input tokens (system and tools included)."""
+    """The last answered request: its reply's id, its messages plus the reply (normalised, as the next request
+    repeats them), and their exact size as input tokens (system and tools included).
+
+    `messages` holds the very message objects the request carried: a conversation never changes a message once
+    it is in its path (a change is a new object), so the next request is compared with it mostly by identity,
+    and only the few messages that are new objects (a moved breakpoint, the stored reply) are compared by
+    content. That makes a turn's comparison cost about what is new, not the whole history."""
 
     message_id: str
-    digest: str
-    count: int
+    messages: tuple[Any, ...]
     model: str
     fixed: str
     tokenizer: int
     tokens: int
+
+    @property
+    def count(self) -> int:
+        """How many messages the anchored request and its reply hold."""
+        return len(self.messages)
 
 
 def _canonical(value: Any) -> Any:
@@ -64,6 +75,32 @@ def digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class Digests:
+    """`digest` of messages, remembered per message object (messages in a path are never changed in place), so a
+    message is serialised once in its life rather than once per turn. Bounded: it forgets everything when it
+    holds far more messages than the conversation has shown it recently."""
+
+    __slots__ = ("_limit", "_memo")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._memo: dict[int, tuple[object, str]] = {}
+        self._limit = limit
+
+    def __call__(self, message: object) -> str:
+        entry = self._memo.get(id(message))
+        if entry is not None and entry[0] is message:
+            return entry[1]
+        value = digest(message)
+        if len(self._memo) >= self._limit:
+            self._memo.clear()
+        self._memo[id(message)] = (message, value)
+        return value
+
+    def grow(self, size: int) -> None:
+        """Make room for a request of `size` messages (twice over: this request and the next)."""
+        self._limit = max(self._limit, 2 * size + 1024)
+
+
 def fixed_digest(request: Mapping[str, Any]) -> str:
     """What every request of a conversation starts with: system and tools."""
     system = request.get("system")
@@ -74,15 +111,29 @@ def fixed_digest(request: Mapping[str, Any]) -> str:
 
 def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo) -> Anchor:
     """The anchor once `message` answered the (full) `request`."""
-    messages = normalize([*request["messages"], reply_param(message)])
+    sent: Sequence[MessageParam] = request["messages"]
+    # A validated request is already normal: only its last message and the reply can still merge.
+    tail = normalize([*sent[-1:], reply_param(message)])
+    messages = (*sent[:-1], *tail)
     counts = context_counts(message.usage.model_dump(exclude_none=True))  # a compaction's reading left out
     # Earlier thinking is not counted as input when sent back (reference §5), though it was billed as output.
     thinking = sum(
         estimate_block(block, model) for block in as_blocks(message.content) if block["type"] in THINKING_TYPES
     )
     size = counts.total_input + max(counts.output - thinking, 0)
-    model_id = str(request["model"])
-    return Anchor(message.id, digest(messages), len(messages), model_id, fixed_digest(request), model.tokenizer, size)
+    return Anchor(message.id, messages, str(request["model"]), fixed_digest(request), model.tokenizer, size)
+
+
+def _same_prefix(messages: Sequence[Any], anchored: tuple[Any, ...]) -> bool:
+    """Whether `messages` starts with `anchored` as the API reads it (see `_canonical`)."""
+    if len(messages) < len(anchored):
+        return False
+    prefix = messages[: len(anchored)]
+    # The identity scan runs in C; only messages that are other objects are compared by content.
+    differing = itertools.compress(range(len(anchored)), map(operator.is_not, prefix, anchored))
+    return all(
+        prefix[index] == anchored[index] or digest(prefix[index]) == digest(anchored[index]) for index in differing
+    )
 
 
 def extends(request: Mapping[str, Any], anchor: Anchor | None, *, same_model: bool = True) -> bool:
@@ -92,9 +143,9 @@ def extends(request: Mapping[str, Any], anchor: Anchor | None, *, same_model: bo
     return (
         anchor is not None
         and (not same_model or anchor.model == request.get("model"))
-        and anchor.fixed == fixed_digest(request)
         and len(messages) > anchor.count
-        and digest(list(messages[: anchor.count])) == anchor.digest
+        and anchor.fixed == fixed_digest(request)
+        and _same_prefix(messages, anchor.messages)
     )
 
 
@@ -104,6 +155,7 @@ class Sizes:
 
     messages: dict[str, int]
     base: int | None = None
+    digests: Digests = field(default_factory=Digests, repr=False, compare=False)
 
     def learn(
         self,
@@ -120,17 +172,19 @@ class Sizes:
         if extends(request, anchor, same_model=False) and anchor is not None and anchor.tokenizer == model.tokenizer:
             new = list(messages[anchor.count :])
             if len(new) == 1:
-                self.messages[digest(new[0])] = counts.total_input - anchor.tokens
+                self.messages[self.digests(new[0])] = counts.total_input - anchor.tokens
         else:
-            unknown = [m for m in messages if digest(m) not in self.messages]
-            known = sum(self.messages[digest(m)] for m in messages if digest(m) in self.messages)
+            self.digests.grow(len(messages))
+            found = [self.messages.get(self.digests(m)) for m in messages]
+            known = sum(size for size in found if size is not None)
+            unknown = [m for m, size in zip(messages, found, strict=True) if size is None]
             estimated = round(sum(estimate_message(m, model) for m in unknown) * calibration)
             self.base = max(counts.total_input - known - estimated, 0)
         reply = reply_param(message)
         thinking = sum(
             estimate_block(block, model) for block in as_blocks(reply["content"]) if block["type"] in THINKING_TYPES
         )
-        self.messages[digest(reply)] = max(counts.output - thinking, 0)
+        self.messages[self.digests(reply)] = max(counts.output - thinking, 0)
 
 
 def input_forecast(
@@ -163,8 +217,9 @@ def input_forecast(
         # A changed prefix (a window step, a new summary): add up what is known message by message.
         known = 0
         estimated = 0
+        sizes.digests.grow(len(request["messages"]))
         for message in request["messages"]:
-            size = sizes.messages.get(digest(message))
+            size = sizes.messages.get(sizes.digests(message))
             if size is None:
                 estimated += round(estimate_message(message, model) * calibration)
             else:

@@ -18,6 +18,7 @@ from anthropic.types import Message, MessageParam
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.explain import explanation_text
 from turnkeep.core.messages import block_param
+from turnkeep.core.policies.caching import Gaps
 from turnkeep.errors import ConfigError
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "SummaryJob",
     "TokenBudget",
     "Window",
+    "persisted_state",
     "policy_from_settings",
     "policy_settings",
 ]
@@ -51,8 +53,9 @@ class RequestSettings:
     """Seconds since the epoch at planning time (None: unknown, e.g. in explain() without a clock)."""
     last_request_at: float | None = None
     """When this conversation last sent a request (None: never)."""
-    gaps: tuple[float, ...] = ()
-    """Observed seconds between this conversation's consecutive requests, oldest first."""
+    gaps: tuple[float, ...] | Gaps = ()
+    """Observed seconds between this conversation's consecutive requests, oldest first, or their running
+    summary (`Gaps`, what a conversation passes: it does not grow with the conversation)."""
     calibration: float = 1.0
     """Observed over estimated tokens in this conversation so far: token estimates are multiplied by it."""
 
@@ -111,6 +114,21 @@ class Plan:
     def __str__(self) -> str:
         """The explanation as a readable two-column table: `print(chat.explain())`."""
         return explanation_text(self.explanation)
+
+
+TRANSIENT_STATE_KEYS = frozenset({"memo"})
+"""Policy state kept in memory but not stored: facts a policy can rebuild from the transcript (per-message
+estimates, how far it is normalised). Storing them would make every commit write something as long as the
+history; a reopened conversation rebuilds them once, in its first plan."""
+
+
+def persisted_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """`state` as a store keeps it: without the transient keys, in it or in the states of policies it nests."""
+    return {
+        key: persisted_state(value) if isinstance(value, Mapping) else value
+        for key, value in state.items()
+        if key not in TRANSIENT_STATE_KEYS
+    }
 
 
 class Policy(Protocol):

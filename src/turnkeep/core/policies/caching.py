@@ -44,6 +44,7 @@ __all__ = [
     "LOOKBACK_BLOCKS",
     "MAX_BREAKPOINTS",
     "TTL_SECONDS",
+    "Gaps",
     "choose_ttl",
     "forecast",
     "place_breakpoints",
@@ -56,6 +57,38 @@ LOOKBACK_BLOCKS = 20
 TTL_SECONDS: Mapping[str, float] = {"5m": 300.0, "1h": 3600.0}
 MIN_OBSERVED_GAPS = 3
 """`choose_ttl("auto")` keeps 5m until this many gaps between requests have been observed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gaps:
+    """The seconds between a conversation's consecutive requests, as the TTL choice reads them: how many there
+    were and how many of them each cache TTL would have survived. Running counts, so a turn adds its one gap
+    instead of rescanning every gap the conversation ever had."""
+
+    count: int = 0
+    within: tuple[int, ...] = (0,) * len(TTL_SECONDS)
+    """Per TTL of `TTL_SECONDS`, in its order: the gaps no longer than it."""
+
+    @classmethod
+    def of(cls, gaps: Sequence[float] | Gaps) -> Gaps:
+        if isinstance(gaps, Gaps):
+            return gaps
+        result = cls()
+        for gap in gaps:
+            result = result.add(gap)
+        return result
+
+    def add(self, gap: float) -> Gaps:
+        within = tuple(n + (gap <= ttl) for n, ttl in zip(self.within, TTL_SECONDS.values(), strict=True))
+        return Gaps(self.count + 1, within)
+
+    def share_within(self, ttl: str) -> float:
+        """The share of the gaps no longer than `ttl` ("5m" or "1h")."""
+        return self.within[list(TTL_SECONDS).index(ttl)] / self.count if self.count else 0.0
+
+    def __len__(self) -> int:
+        return self.count
+
 
 # Blocks that may carry cache_control (reference §4); thinking blocks never may.
 _CACHEABLE = frozenset({"text", "image", "document", "search_result", "tool_use", "tool_result", "compaction"})
@@ -327,7 +360,7 @@ def place_breakpoints(
 
 
 def choose_ttl(
-    gaps: Sequence[float], model: ModelInfo, prefix_tokens: int, mode: str = "auto", *, new_tokens: int = 0
+    gaps: Sequence[float] | Gaps, model: ModelInfo, prefix_tokens: int, mode: str = "auto", *, new_tokens: int = 0
 ) -> str:
     """The cache TTL to use: `mode` itself when it is "5m" or "1h"; for "auto", the cheaper one in expectation.
 
@@ -346,13 +379,14 @@ def choose_ttl(
         return mode
     if mode != "auto":
         raise ValueError(f"cache ttl must be '5m', '1h' or 'auto', not {mode!r}")
-    if len(gaps) < MIN_OBSERVED_GAPS:
+    gaps = Gaps.of(gaps)
+    if gaps.count < MIN_OBSERVED_GAPS:
         return "5m"
     prices = model.prices_for(prefix_tokens + new_tokens)
     read = float(prices.cache_read)
 
     def expected(ttl: str, write: Decimal) -> float:
-        hit = sum(1 for gap in gaps if gap <= TTL_SECONDS[ttl]) / len(gaps)
+        hit = gaps.share_within(ttl)
         return prefix_tokens * (hit * read + (1 - hit) * float(write)) + new_tokens * float(write)
 
     return "1h" if expected("1h", prices.cache_write_1h) < expected("5m", prices.cache_write_5m) else "5m"
