@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Self, cast
 
 from anthropic.types import Message, MessageParam
 
@@ -29,6 +29,7 @@ from turnkeep.core.budget import Budget, Forecast, Spent
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.policies import Plan, Policy
 from turnkeep.core.turn import Call
+from turnkeep.sdk import is_transport_failure, messages_resource, split_betas, stream_snapshot, transport_error
 from turnkeep.session import (
     ConversationCore,
     PendingTurn,
@@ -36,7 +37,6 @@ from turnkeep.session import (
     PrefixAligner,
     Reply,
     partial_content,
-    snapshot_of,
     stream_prefix,
 )
 from turnkeep.store import LedgerEntry, Node, Store
@@ -47,6 +47,17 @@ if TYPE_CHECKING:
 
 
 __all__ = ["AsyncConversation", "AsyncReplyStream", "Conversation", "Reply", "ReplyStream"]
+
+
+def _betas(betas: list[str] | None) -> dict[str, Any]:
+    return {"betas": betas} if betas else {}
+
+
+def _raise_ours(error: BaseException) -> NoReturn:
+    """Re-raise a call's error; a raw transport failure the SDK let through becomes `TransportError`."""
+    if is_transport_failure(error):
+        raise transport_error(error) from error
+    raise error
 
 
 class _Facade:
@@ -302,9 +313,8 @@ class Conversation(_Facade):
         max_tokens = int(plan.request["max_tokens"])
         if not exact:
             return self._core.forecast_plan(plan, max_tokens)
-        request = self._core.count_tokens_request(plan)
-        betas = request.pop("betas", None)
-        counter = self.client.beta.messages if betas else self.client.messages
+        request, betas = split_betas(self._core.count_tokens_request(plan))
+        counter = messages_resource(self.client, betas)
         counted = counter.count_tokens(**request, **({"betas": betas} if betas else {}))
         return self._core.forecast_plan(plan, max_tokens, exact_input_tokens=counted.input_tokens)
 
@@ -313,11 +323,8 @@ class Conversation(_Facade):
         return ReplyStream(self, self._core.begin_retry(request_overrides))
 
     def _create(self, call: Call) -> Message:
-        request = self._core.wire(call)
-        betas = request.pop("betas", None)
-        if betas:
-            return cast(Message, self.client.beta.messages.create(betas=betas, **request))
-        return cast(Message, self.client.messages.create(**request))
+        request, betas = split_betas(self._core.wire(call))
+        return cast(Message, messages_resource(self.client, betas).create(**request, **_betas(betas)))
 
     def _run(self, pending: PendingTurn) -> Reply:
         call: Call | None = pending.turn.start()
@@ -329,7 +336,7 @@ class Conversation(_Facade):
                 call = self._core.failed(pending, call, err, time.monotonic() - started)
                 if call is None:
                     self._core.fail(pending, partial=partial_content(pending.turn, None) or None)
-                    raise
+                    _raise_ours(err)
                 continue
             call = self._core.answered(pending, call, message, time.monotonic() - started)
         return self._core.commit(pending, pending.turn.outcome())
@@ -366,7 +373,7 @@ class _StreamedTurn:
         if self._finished:
             return
         self._finished = True
-        snapshot = snapshot or snapshot_of(self._stream)
+        snapshot = snapshot or stream_snapshot(self._stream)
         content = partial_content(self._pending.turn, snapshot)
         self._stream = None
         self.reply = self._core.partial_reply(self._pending, content, snapshot)
@@ -407,12 +414,8 @@ class ReplyStream(_StreamedTurn):
         call: Call | None = turn.start()
         while call is not None:
             started = time.monotonic()
-            request = core.wire(call)
-            betas = request.pop("betas", None)
-            client = self._conversation.client
-            manager = (
-                client.beta.messages.stream(betas=betas, **request) if betas else client.messages.stream(**request)
-            )
+            request, betas = split_betas(core.wire(call))
+            manager = messages_resource(self._conversation.client, betas).stream(**request, **_betas(betas))
             try:
                 request_id = None
                 with manager as stream:
@@ -424,7 +427,7 @@ class ReplyStream(_StreamedTurn):
                             yield out
                     message = cast(Message, stream.get_final_message())
             except BaseException as err:
-                snapshot, self._stream = snapshot_of(self._stream), None
+                snapshot, self._stream = stream_snapshot(self._stream), None
                 call = core.failed(
                     self._pending,
                     call,
@@ -436,7 +439,7 @@ class ReplyStream(_StreamedTurn):
                 )
                 if call is None:
                     self._abandon(snapshot)
-                    raise
+                    _raise_ours(err)
                 continue
             self._stream = None
             call = core.answered(
@@ -574,9 +577,8 @@ class AsyncConversation(_Facade):
         max_tokens = int(plan.request["max_tokens"])
         if not exact:
             return self._core.forecast_plan(plan, max_tokens)
-        request = self._core.count_tokens_request(plan)
-        betas = request.pop("betas", None)
-        counter = self.client.beta.messages if betas else self.client.messages
+        request, betas = split_betas(self._core.count_tokens_request(plan))
+        counter = messages_resource(self.client, betas)
         counted = await counter.count_tokens(**request, **({"betas": betas} if betas else {}))
         return self._core.forecast_plan(plan, max_tokens, exact_input_tokens=counted.input_tokens)
 
@@ -585,11 +587,8 @@ class AsyncConversation(_Facade):
         return AsyncReplyStream(self, self._core.begin_retry(request_overrides))
 
     async def _create(self, call: Call) -> Message:
-        request = self._core.wire(call)
-        betas = request.pop("betas", None)
-        if betas:
-            return cast(Message, await self.client.beta.messages.create(betas=betas, **request))
-        return cast(Message, await self.client.messages.create(**request))
+        request, betas = split_betas(self._core.wire(call))
+        return cast(Message, await messages_resource(self.client, betas).create(**request, **_betas(betas)))
 
     async def _run(self, pending: PendingTurn) -> Reply:
         call: Call | None = pending.turn.start()
@@ -601,7 +600,7 @@ class AsyncConversation(_Facade):
                 call = self._core.failed(pending, call, err, time.monotonic() - started)
                 if call is None:
                     self._core.fail(pending, partial=partial_content(pending.turn, None) or None)
-                    raise
+                    _raise_ours(err)
                 continue
             call = self._core.answered(pending, call, message, time.monotonic() - started)
         return self._core.commit(pending, pending.turn.outcome())
@@ -638,12 +637,8 @@ class AsyncReplyStream(_StreamedTurn):
         call: Call | None = turn.start()
         while call is not None:
             started = time.monotonic()
-            request = core.wire(call)
-            betas = request.pop("betas", None)
-            client = self._conversation.client
-            manager = (
-                client.beta.messages.stream(betas=betas, **request) if betas else client.messages.stream(**request)
-            )
+            request, betas = split_betas(core.wire(call))
+            manager = messages_resource(self._conversation.client, betas).stream(**request, **_betas(betas))
             try:
                 request_id = None
                 async with manager as stream:
@@ -655,7 +650,7 @@ class AsyncReplyStream(_StreamedTurn):
                             yield out
                     message = cast(Message, await stream.get_final_message())
             except BaseException as err:
-                snapshot, self._stream = snapshot_of(self._stream), None
+                snapshot, self._stream = stream_snapshot(self._stream), None
                 call = core.failed(
                     self._pending,
                     call,
@@ -667,7 +662,7 @@ class AsyncReplyStream(_StreamedTurn):
                 )
                 if call is None:
                     self._abandon(snapshot)
-                    raise
+                    _raise_ours(err)
                 continue
             self._stream = None
             call = core.answered(

@@ -6,9 +6,13 @@ TurnkeepError
 │   ├── HistoryError            the conversation breaks a rule of the Messages API
 │   ├── PrefillNotSupported     prefill on a model that rejects it
 │   ├── ConfigError             a setting, file or environment variable is wrong
-│   └── UnknownConversation     no conversation or branch by that id/name
+│   ├── UnknownConversation     no conversation or branch by that id/name
+│   ├── InvalidExport           an export file that cannot be imported (names the JSON position)
+│   └── TurnOrderError          a turn's state machine was driven out of order (a driver's bug)
 ├── ContextWindowExceeded       the model stopped because its context window is full
 ├── BudgetExceeded              the next request would pass a conversation's budget
+├── TransportError              the connection broke or the response was malformed, below the SDK's errors
+├── BillMismatch                a simulation's ledger and the emulator's bill differ (a pricing bug)
 └── StorageError                the store failed
     └── ConflictError           two writers raced on one conversation head
 ```
@@ -21,13 +25,17 @@ turnkeep adds information it wraps them with `raise ... from err`, so the SDK er
 from __future__ import annotations
 
 __all__ = [
+    "BillMismatch",
     "BudgetExceeded",
     "ConfigError",
     "ConflictError",
     "ContextWindowExceeded",
     "HistoryError",
+    "InvalidExport",
     "PrefillNotSupported",
     "StorageError",
+    "TransportError",
+    "TurnOrderError",
     "TurnkeepError",
     "UnknownConversation",
     "UsageError",
@@ -113,3 +121,27 @@ class StorageError(TurnkeepError):
 
 class ConflictError(StorageError):
     """Another writer moved the conversation's head first; reload and try again."""
+
+
+class InvalidExport(UsageError):
+    """An export file that cannot be imported; `position` says where the first problem is."""
+
+    def __init__(self, position: str, detail: str) -> None:
+        self.position = position
+        self.detail = detail
+        super().__init__(f"{position}: {detail}")
+
+
+class TurnOrderError(UsageError):
+    """A turn's state machine was asked for something out of order (a request after it finished, or its outcome
+    before). Only a driver of `core.turn.Turn` can cause it."""
+
+
+class TransportError(TurnkeepError):
+    """The connection broke or the API's response was malformed in a way the `anthropic` SDK lets through
+    unwrapped (a stream's connection closed mid-body, a truncated JSON body). Nothing usable arrived: the user
+    message stays pending, `retry()` resends it and `rollback()` drops it. The original error is `__cause__`."""
+
+
+class BillMismatch(TurnkeepError):
+    """A run's ledger total and the emulator's bill for it differ by a cent or more (a pricing bug)."""

@@ -36,10 +36,12 @@ from turnkeep.core.messages import (
     user_content,
 )
 from turnkeep.core.policies import (
+    AbsorbsSummary,
     FullHistory,
     Plan,
     Policy,
     RequestSettings,
+    Shrinks,
     persisted_state,
     policy_from_settings,
     policy_settings,
@@ -49,7 +51,16 @@ from turnkeep.core.policies.caching import Gaps
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
 from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
-from turnkeep.errors import BudgetExceeded, ContextWindowExceeded, PrefillNotSupported, UnknownConversation, UsageError
+from turnkeep.errors import (
+    BudgetExceeded,
+    ConflictError,
+    ContextWindowExceeded,
+    PrefillNotSupported,
+    UnknownConversation,
+    UsageError,
+)
+from turnkeep.sdk import error_request_id, request_parameters
+from turnkeep.sdk import request_id as request_id_of
 from turnkeep.store import LedgerEntry, MemoryStore, Node, NodeStatus, Store
 
 if TYPE_CHECKING:
@@ -64,7 +75,6 @@ __all__ = [
     "PrefixAligner",
     "Reply",
     "partial_content",
-    "snapshot_of",
     "stream_prefix",
 ]
 
@@ -234,6 +244,14 @@ class ConversationCore:
             raise UsageError("system must be a non-empty string or a list of text blocks")
         rules.validate(self._settings_obj({}).base_request([{"role": "user", "content": "x"}]), self.model_info)
 
+    def refresh(self) -> None:
+        """Read this branch again from the store (after another writer moved its head)."""
+        self.path = BranchPath(self.store.path(self.id, self.store.branches(self.id).get(self.branch)))
+        self._policy_state = None
+        self._facts = None
+        self._anchor = None
+        self._checkpoint = None
+
     def policy_state(self) -> dict[str, Any]:
         """The context policy's state, as the last committed turn left it."""
         if self._policy_state is None:
@@ -369,9 +387,18 @@ class ConversationCore:
                     {"role": "system", "content": instruction}, "pending", {"kind": "instruction"}, new_nodes[-1].id
                 )
             )
+        stored_model = self.model_info
         turn, plan = self._plan_turn(len(self.path), new_nodes, prefill, prefill_mode, overrides)
-        self.store.append(self.id, self.branch, expected_head=self.path.head, nodes=new_nodes)
+        try:
+            self.store.append(self.id, self.branch, expected_head=self.path.head, nodes=new_nodes)
+        except BaseException as err:
+            self.model_info = stored_model
+            self.threads = self.threads_requested and self.model_info.threads
+            if isinstance(err, ConflictError):
+                self.refresh()  # another writer moved the head: the next call starts from where it left it
+            raise
         self.path.advance(new_nodes)
+        self._accept_model(stored_model)
         self._queued_instructions.clear()
         return PendingTurn(turn, plan, [n.id for n in new_nodes])
 
@@ -383,8 +410,15 @@ class ConversationCore:
         pending = [n for n in self.path.nodes[index:] if n.status == "pending"]
         meta = pending[0].meta
         prefill = meta.get("prefill")
+        stored_model = self.model_info
         turn, plan = self._plan_turn(index, pending, prefill, meta.get("prefill_mode"), overrides)
+        self._accept_model(stored_model)
         return PendingTurn(turn, plan, [n.id for n in pending])
+
+    def _accept_model(self, stored: ModelInfo) -> None:
+        """The turn was accepted: store the model a budget degraded it to, if it did."""
+        if self.model_info.id != stored.id:
+            self.store.update_settings(self.id, {"model": self.model_info.id})
 
     def _plan_turn(
         self,
@@ -410,28 +444,28 @@ class ConversationCore:
                 degrade = self.budget.degrade_to
                 if degrade is None or degrade == self.model_info.id or self.budget.max_cost_usd is None:
                     raise
-                previous = self.model_info.id
-                self.update(model=degrade)
+                # Planned for the cheaper model in memory only: the switch is stored once the turn is accepted
+                # (`_accept_model`); a turn refused for any reason leaves the conversation as it was.
+                previous = (self.model_info, self.threads)
+                self.model_info = self._catalog.get(config.model(degrade))
+                self.threads = self.threads_requested and self.model_info.threads
                 try:
+                    self._check_fixed_part()
                     return self._plan_turn(before, new_nodes, prefill, prefill_mode, overrides)
-                except BudgetExceeded:
-                    self.update(model=previous)  # refused anyway: leave the conversation as it was
+                except BaseException:
+                    self.model_info, self.threads = previous
                     raise
         policy = self.policy
 
         def replan(current: Plan, summary: str | dict[str, Any] | None) -> Plan:
             # A failed summary call: send the plan's fallback (the turn is never lost); try again next turn.
-            if summary is None or current.summary is None:
+            if summary is None or current.summary is None or not isinstance(policy, AbsorbsSummary):
                 return replace(current, summary=None)
-            absorb = cast(Any, policy).absorb_summary
-            return policy.plan(transcript, absorb(state, current.summary, summary), settings)
-
-        shrink_policy = getattr(policy, "shrink", None)
+            return policy.plan(transcript, policy.absorb_summary(state, current.summary, summary), settings)
 
         def shrink(current: Plan) -> Plan | None:
-            assert shrink_policy is not None
-            smaller: Plan | None = shrink_policy(transcript, current.state, settings)
-            return smaller
+            assert isinstance(policy, Shrinks)
+            return policy.shrink(transcript, current.state, settings)
 
         turn = Turn(
             plan,
@@ -441,7 +475,7 @@ class ConversationCore:
             auto_continue=self.auto_continue,
             max_resumes=self.max_resumes,
             replan=replan,
-            shrink=shrink if shrink_policy is not None else None,
+            shrink=shrink if isinstance(policy, Shrinks) else None,
             lookup=self._catalog.get,
             checkpoint=self._checkpoint,
         )
@@ -560,6 +594,12 @@ class ConversationCore:
         reserved = _RESERVED & set(overrides)
         if reserved:
             raise UsageError(f"{', '.join(sorted(reserved))} cannot be overridden per turn")
+        unknown = sorted(set(overrides) - request_parameters())
+        if unknown:
+            raise UsageError(
+                f"unknown request option {unknown[0]}={overrides[unknown[0]]!r}: "
+                "per-turn options are keyword arguments of messages.create"
+            )
         options = dict(overrides)
         times = self.facts.request_times
         return RequestSettings(
@@ -604,7 +644,9 @@ class ConversationCore:
         entry = LedgerEntry(
             purpose=call.purpose,
             model=str(call.request["model"]),
-            request_id=request_id or getattr(message, "_request_id", None) or _request_id(error),
+            request_id=request_id
+            or (request_id_of(message) if message is not None else None)
+            or error_request_id(error),
             message_id=message.id if message is not None else None,
             stop_reason=message.stop_reason if message is not None and error is None else None,
             usage=usage,
@@ -687,15 +729,22 @@ class ConversationCore:
             carries_results = any(b["type"] == "tool_result" for b in as_blocks(message["content"]))
             # A refused tool-result message stays: dropping it would orphan the tool calls it answers.
             settle[node_id] = "refused" if refused and not carries_results else "ok"
-        self.store.append(
-            self.id,
-            self.branch,
-            expected_head=self.path.head,
-            nodes=[reply_node],
-            settle=settle,
-            ledger=[replace(entry, node_id=reply_node.id) for entry in pending.ledger],  # the reply they led to
-            policy_state=persisted_state(pending.turn.plan.state),
-        )
+        try:
+            self.store.append(
+                self.id,
+                self.branch,
+                expected_head=self.path.head,
+                nodes=[reply_node],
+                settle=settle,
+                ledger=[replace(entry, node_id=reply_node.id) for entry in pending.ledger],  # the reply they led to
+                policy_state=persisted_state(pending.turn.plan.state),
+            )
+        except ConflictError:
+            # Another writer moved the head during the call: the requests were still paid for.
+            self.store.record(self.id, pending.ledger)
+            pending.ledger = []
+            self.refresh()
+            raise
         self._policy_state = dict(pending.turn.plan.state)
         self.path.advance([reply_node], settle)
         usage, cost = self._totals(outcome.responses)
@@ -891,11 +940,6 @@ class ConversationCore:
         return self.store.ledger(self.id)
 
 
-def _request_id(error: BaseException | None) -> str | None:
-    value = getattr(error, "request_id", None)
-    return value if isinstance(value, str) else None
-
-
 class PrefixAligner:
     """For `prefill_fallback="instruct"` streams: yield the prefill first, then the model's text without its own
     copy of the prefill, matching what `Turn.outcome()` stores."""
@@ -933,14 +977,6 @@ def stream_prefix(pending: PendingTurn) -> tuple[str, PrefixAligner]:
         aligner = PrefixAligner(turn.prefill)
         return aligner.start(), aligner
     return "", PrefixAligner(None)
-
-
-def snapshot_of(stream: Any) -> Message | None:
-    """What a stream had received when it stopped (None before `message_start`)."""
-    if stream is None:
-        return None
-    snapshot = stream._current_snapshot_or_none()
-    return cast(Message, snapshot) if snapshot is not None else None
 
 
 def partial_content(turn: Turn, snapshot: Message | None) -> list[Block]:

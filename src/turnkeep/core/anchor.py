@@ -128,8 +128,10 @@ def _same_prefix(messages: Sequence[Any], anchored: tuple[Any, ...]) -> bool:
     """Whether `messages` starts with `anchored` as the API reads it (see `_canonical`)."""
     if len(messages) < len(anchored):
         return False
-    prefix = messages[: len(anchored)]
-    # The identity scan runs in C; only messages that are other objects are compared by content.
+    prefix = tuple(messages[: len(anchored)])
+    if prefix == anchored:  # in C: identical or equal messages (the common case)
+        return True
+    # Else find the messages that are other objects (in C) and compare only those as the API reads them.
     differing = itertools.compress(range(len(anchored)), map(operator.is_not, prefix, anchored))
     return all(
         prefix[index] == anchored[index] or digest(prefix[index]) == digest(anchored[index]) for index in differing

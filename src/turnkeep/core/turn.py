@@ -29,6 +29,7 @@ from turnkeep.core import rules
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import Block, as_blocks, merge_assistant_content, text_of
 from turnkeep.core.policies import Plan
+from turnkeep.errors import TurnOrderError
 
 __all__ = ["CONTINUE_PROMPT", "Call", "Turn", "TurnOutcome", "is_prompt_too_long", "prefill_instruction"]
 
@@ -163,7 +164,7 @@ class Turn:
         whether a reply cut by the context window may be replaced by a smaller request's (not once its text was
         shown: the caller would see both)."""
         if self._done:
-            raise RuntimeError("turn already finished")
+            raise TurnOrderError("turn already finished")
         self._responses.append(message)
         if self._last_purpose == "summary":
             assert self.plan.summary is not None
@@ -204,7 +205,7 @@ class Turn:
     def outcome(self) -> TurnOutcome:
         """The merged result; only after `receive` returned None."""
         if not self._done:
-            raise RuntimeError("turn not finished")
+            raise TurnOrderError("turn not finished")
         content = self._content
         if self.prefill_mode == "instruct" and self.prefill:
             content = _ensure_prefix(content, self.prefill)

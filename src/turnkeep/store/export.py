@@ -26,7 +26,7 @@ from turnkeep import config
 from turnkeep.core import rules
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.policies import RequestSettings, policy_from_settings
-from turnkeep.errors import HistoryError, UnknownConversation, UsageError
+from turnkeep.errors import HistoryError, InvalidExport, UnknownConversation, UsageError
 from turnkeep.store.base import NODE_STATUSES, LedgerEntry, Node, NodeStatus, Store, check_no_secrets, ledger_dict
 
 __all__ = ["FORMAT", "VERSION", "InvalidExport", "export_json", "export_markdown", "import_json"]
@@ -40,15 +40,6 @@ _OPTIONAL_TOP_LEVEL = {"policy_states", "policy_state", "ledger", "id", "created
 _NODE_KEYS = {"id", "parent_id", "message", "status", "meta"}
 _LEDGER_OPTIONAL_TEXT = ("request_id", "message_id", "stop_reason", "error", "cache_miss_reason", "node_id")
 _ROLES = ("user", "assistant", "system")
-
-
-class InvalidExport(UsageError):
-    """An export file that cannot be imported; `position` says where the first problem is."""
-
-    def __init__(self, position: str, detail: str) -> None:
-        self.position = position
-        self.detail = detail
-        super().__init__(f"{position}: {detail}")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from anthropic.types import Message, MessageParam
 
@@ -22,12 +22,14 @@ from turnkeep.core.policies.caching import Gaps
 from turnkeep.errors import ConfigError
 
 __all__ = [
+    "AbsorbsSummary",
     "ClearToolUses",
     "FullHistory",
     "Plan",
     "Policy",
     "RequestSettings",
     "ServerCompaction",
+    "Shrinks",
     "SlidingWindow",
     "Summarize",
     "SummaryJob",
@@ -328,3 +330,38 @@ from turnkeep.core.policies.server import ClearToolUses, ServerCompaction  # noq
 from turnkeep.core.policies.summarize import Summarize  # noqa: E402
 
 _POLICIES.update({"summarize": Summarize, "server-compaction": ServerCompaction, "clear-tool-uses": ClearToolUses})
+
+
+@runtime_checkable
+class Shrinks(Protocol):
+    """A policy that can make a smaller plan after the API said the request did not fit the model's window."""
+
+    @property
+    def name(self) -> str: ...
+
+    def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan: ...
+
+    def shrink(
+        self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
+    ) -> Plan | None:
+        """A plan that drops more (it may carry a summary call of its own); None when it cannot."""
+        ...
+
+
+@runtime_checkable
+class AbsorbsSummary(Protocol):
+    """A policy whose plans may ask for a summary (or compaction) call: it takes the call's result into its state."""
+
+    @property
+    def name(self) -> str: ...
+
+    def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan: ...
+
+    def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
+        """The state once `job` produced `result` (summary text, or a compaction block)."""
+        ...
+
+
+# mypy checks each policy that has these capabilities against them.
+_SHRINKS: tuple[type[Shrinks], ...] = (Window, TokenBudget, Summarize, ServerCompaction, ClearToolUses)
+_ABSORBS: tuple[type[AbsorbsSummary], ...] = (Summarize, ServerCompaction, ClearToolUses)
