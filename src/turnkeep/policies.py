@@ -1,6 +1,7 @@
 """Context policies: what each request of a conversation carries, and how it is cached.
 
-Pass one to `Conversation(..., policy=...)`; see `turnkeep.core.policies` for how they decide.
+Pass one to `Conversation(..., policy=...)`; see `turnkeep.core.policies` for how they decide. A policy can also be
+spelled as text, as the command line and the simulator take it: `parse_policy("window(turns=20)")`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from turnkeep.core.policies import (
     TokenBudget,
     Window,
 )
+from turnkeep.core.policies.grammar import parse_policy, policy_label
 
 __all__ = [
     "ClearToolUses",
@@ -29,4 +31,6 @@ __all__ = [
     "Summarize",
     "TokenBudget",
     "Window",
+    "parse_policy",
+    "policy_label",
 ]

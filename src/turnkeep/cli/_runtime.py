@@ -12,7 +12,6 @@ printed or stored.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -133,9 +132,6 @@ pass_runtime = click.make_pass_decorator(Runtime)
 """Decorator handing a command the invocation's `Runtime` (made by the group)."""
 
 
-_POLICY = re.compile(r"^(?P<name>[a-z-]+)(?::(?P<value>\d+))?$")
-
-
 def parse_policy(spec: str | None) -> Policy | None:
     """A context policy from its command-line spelling: the short forms `full-history`, `window:N` (keep about N
     turns) and `token-budget:N` (the latest turns within N input tokens), or any policy with its settings, as
@@ -143,17 +139,10 @@ def parse_policy(spec: str | None) -> Policy | None:
     None means the library default."""
     if spec is None:
         return None
-    from turnkeep.policies import TokenBudget, Window
-    from turnkeep.sim import parse_strategy
+    from turnkeep.core.policies.grammar import parse_policy as read_policy
 
-    match = _POLICY.match(spec.strip())
-    if match and match["value"] is not None:
-        if match["name"] == "window":
-            return Window(turns=int(match["value"]))
-        if match["name"] == "token-budget":
-            return TokenBudget(max_input_tokens=int(match["value"]))
     try:
-        return parse_strategy(spec.strip())
+        return read_policy(spec)
     except UsageError as err:
         raise ConfigError(
             f"unknown policy {spec!r}: use full-history, window:TURNS, token-budget:TOKENS, or a policy with its "
