@@ -116,15 +116,14 @@ def _sse(message: dict[str, Any]) -> bytes:
 class CannedAPI:
     """Answers every request with the same reply; remembers the bodies so the SDK alone can send them again."""
 
-    bodies: list[dict[str, Any]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # as sent: decoded only to send them again
     keep: bool = True
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
-        body = json.loads(request.content)
         if self.keep:
-            self.bodies.append(body)
-        message = _message(body)
-        if body.get("stream"):
+            self.bodies.append(request.content)
+        message = _message({})
+        if b'"stream":true' in request.content:
             return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(message))
         return httpx2.Response(200, json=message, headers={"request-id": "req_bench"})
 
@@ -226,7 +225,7 @@ def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Pa
     texts = _user_texts(size)
     whole: list[float] = []
     summary_turns = 0
-    normal_bodies: list[dict[str, Any]] = []
+    normal_bodies: list[bytes] = []
     if driver == "async":
         whole, summary_turns, normal_bodies = asyncio.run(_measure_async(api, store, conversation_id, clock, texts))
     else:
@@ -235,6 +234,7 @@ def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Pa
             clock.now += GAP
             text = next(texts)
             before = len(api.bodies)
+            gc.collect()  # each measurement starts without the garbage of the one before (the SDK's alike)
             if driver == "stream":
 
                 def action(text: str = text) -> None:
@@ -252,11 +252,7 @@ def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Pa
                 continue
             whole.append(spent)
             normal_bodies.append(api.bodies[-1])
-        sent = len(chat.messages)
-    if driver == "async":
-        sent = len(normal_bodies[-1]["messages"]) if normal_bodies else 0
-    else:
-        sent = len(normal_bodies[-1]["messages"]) if normal_bodies else sent
+    sent = len(json.loads(normal_bodies[-1])["messages"]) if normal_bodies else 0
     sdk = sdk_cost(driver, normal_bodies)
     if isinstance(store, SQLiteStore):
         store.close()
@@ -274,14 +270,15 @@ def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Pa
 
 async def _measure_async(
     api: CannedAPI, store: Store, conversation_id: str, clock: Clock, texts: Iterator[str]
-) -> tuple[list[float], int, list[dict[str, Any]]]:
+) -> tuple[list[float], int, list[bytes]]:
     chat = AsyncConversation.open(conversation_id, store=store, client=api.async_client(), clock=clock)
     whole: list[float] = []
-    bodies: list[dict[str, Any]] = []
+    bodies: list[bytes] = []
     summary_turns = 0
     for turn in range(TURNS + 1):
         clock.now += GAP
         before = len(api.bodies)
+        gc.collect()
         started = time.process_time()
         await chat.send(next(texts))
         spent = (time.process_time() - started) * 1000
@@ -295,7 +292,7 @@ async def _measure_async(
     return whole, summary_turns, bodies
 
 
-def sdk_cost(driver: str, bodies: list[dict[str, Any]]) -> float:
+def sdk_cost(driver: str, bodies: list[bytes]) -> float:
     """Median CPU ms of the SDK alone sending `bodies` on the same canned transport."""
     if not bodies:
         return float("nan")
@@ -305,16 +302,19 @@ def sdk_cost(driver: str, bodies: list[dict[str, Any]]) -> float:
 
         async def run() -> None:
             client = api.async_client()
-            for body in bodies:
+            for raw in bodies:
+                request = {k: v for k, v in json.loads(raw).items() if k != "stream"}
+                gc.collect()
                 started = time.process_time()
-                await client.messages.create(**{k: v for k, v in body.items() if k != "stream"})
+                await client.messages.create(**request)
                 timings.append((time.process_time() - started) * 1000)
 
         asyncio.run(run())
         return statistics.median(timings)
     client = api.client()
-    for body in bodies:
-        request = {k: v for k, v in body.items() if k != "stream"}
+    for raw in bodies:
+        request = {k: v for k, v in json.loads(raw).items() if k != "stream"}
+        gc.collect()
         if driver == "stream":
 
             def action(request: dict[str, Any] = request) -> None:

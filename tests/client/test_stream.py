@@ -8,6 +8,7 @@ import pytest
 from fake_api import FakeAPI
 
 from turnkeep import Conversation
+from turnkeep.errors import TransportError
 
 
 def test_stream_yields_text_and_commits_the_reply(api: FakeAPI) -> None:
@@ -28,8 +29,9 @@ def test_a_stream_cut_mid_way_keeps_a_partial_reply_that_is_never_sent_back(api:
     api.reply("one two three four five")
     conversation = Conversation("claude-sonnet-4-6", client=api.client())
     received = []
-    with pytest.raises(httpx2.ReadError), conversation.stream("Count") as stream:
+    with pytest.raises(TransportError) as caught, conversation.stream("Count") as stream:
         received.extend(stream)
+    assert isinstance(caught.value.__cause__, httpx2.ReadError)  # the dropped connection, as turnkeep's error
     assert received
     assert conversation.pending
     user, partial = conversation.transcript

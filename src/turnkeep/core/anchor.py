@@ -109,11 +109,20 @@ def fixed_digest(request: Mapping[str, Any]) -> str:
     return digest([system, request.get("tools")])
 
 
+_NEXT_USER: MessageParam = {"role": "user", "content": "next"}
+
+
 def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo) -> Anchor:
     """The anchor once `message` answered the (full) `request`."""
     sent: Sequence[MessageParam] = request["messages"]
-    # A validated request is already normal: only its last message and the reply can still merge.
-    tail = normalize([*sent[-1:], reply_param(message)])
+    # A validated request is already normal: only its last message and the reply can still merge. The reply is
+    # normalised as the next request carries it, followed by a user message (so a trailing space stays).
+    reply = reply_param(message)
+    tail = normalize([*sent[-1:], reply, _NEXT_USER])
+    if tail and tail[-1] == _NEXT_USER:
+        tail = tail[:-1]
+    else:  # the reply left nothing and the user messages merged
+        tail = normalize([*sent[-1:], reply])
     messages = (*sent[:-1], *tail)
     counts = context_counts(message.usage.model_dump(exclude_none=True))  # a compaction's reading left out
     # Earlier thinking is not counted as input when sent back (reference §5), though it was billed as output.
