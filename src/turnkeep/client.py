@@ -82,6 +82,14 @@ class _Facade:
     def _default_client() -> Any:
         raise NotImplementedError
 
+    def _failed(self, pending: PendingTurn, call: Call, error: BaseException, started: float) -> Call | None:
+        """A call raised: record it; the call to make instead, or raise (a raw transport failure as ours)."""
+        following = self._core.failed(pending, call, error, time.monotonic() - started)
+        if following is None:
+            self._core.fail(pending, partial=partial_content(pending.turn, None) or None)
+            _raise_ours(error)
+        return following
+
     def fork(self, name: str | None = None) -> Self:
         """A new branch at the current head, sharing this conversation's store and client."""
         return self._bound(self._core.fork(name), self.client)
@@ -333,10 +341,7 @@ class Conversation(_Facade):
             try:
                 message = self._create(call)
             except BaseException as err:
-                call = self._core.failed(pending, call, err, time.monotonic() - started)
-                if call is None:
-                    self._core.fail(pending, partial=partial_content(pending.turn, None) or None)
-                    _raise_ours(err)
+                call = self._failed(pending, call, err, started)
                 continue
             call = self._core.answered(pending, call, message, time.monotonic() - started)
         return self._core.commit(pending, pending.turn.outcome())
@@ -367,6 +372,27 @@ class _StreamedTurn:
         self._finished = True
         self.reply = self._core.commit(self._pending, self._pending.turn.outcome())
         return tail
+
+    def _failed(self, call: Call, error: BaseException, started: float, request_id: str | None) -> Call | None:
+        """A streamed call raised: record it with what had arrived; the call to make instead, or raise."""
+        snapshot, self._stream = stream_snapshot(self._stream), None
+        latency = time.monotonic() - started
+        may_resend = not self._shown
+        following = self._core.failed(
+            self._pending, call, error, latency, received=snapshot, request_id=request_id, may_resend=may_resend
+        )
+        if following is None:
+            self._abandon(snapshot)
+            _raise_ours(error)
+        return following
+
+    def _answered(self, call: Call, message: Message, started: float, request_id: str | None) -> Call | None:
+        """A streamed call finished: record it; the turn's next call (None: the turn is over)."""
+        self._stream = None
+        latency = time.monotonic() - started
+        return self._core.answered(
+            self._pending, call, message, latency, request_id=request_id, may_resend=not self._shown
+        )
 
     def _abandon(self, snapshot: Message | None = None) -> None:
         """Keep what arrived as a partial reply (never sent back); the user message stays pending."""
@@ -427,29 +453,9 @@ class ReplyStream(_StreamedTurn):
                             yield out
                     message = cast(Message, stream.get_final_message())
             except BaseException as err:
-                snapshot, self._stream = stream_snapshot(self._stream), None
-                call = core.failed(
-                    self._pending,
-                    call,
-                    err,
-                    time.monotonic() - started,
-                    received=snapshot,
-                    request_id=request_id,
-                    may_resend=not self._shown,
-                )
-                if call is None:
-                    self._abandon(snapshot)
-                    _raise_ours(err)
+                call = self._failed(call, err, started, request_id)
                 continue
-            self._stream = None
-            call = core.answered(
-                self._pending,
-                call,
-                message,
-                time.monotonic() - started,
-                request_id=request_id,
-                may_resend=not self._shown,
-            )
+            call = self._answered(call, message, started, request_id)
         tail = self._finish(aligner)
         if tail:
             yield tail
@@ -597,10 +603,7 @@ class AsyncConversation(_Facade):
             try:
                 message = await self._create(call)
             except BaseException as err:
-                call = self._core.failed(pending, call, err, time.monotonic() - started)
-                if call is None:
-                    self._core.fail(pending, partial=partial_content(pending.turn, None) or None)
-                    _raise_ours(err)
+                call = self._failed(pending, call, err, started)
                 continue
             call = self._core.answered(pending, call, message, time.monotonic() - started)
         return self._core.commit(pending, pending.turn.outcome())
@@ -650,29 +653,9 @@ class AsyncReplyStream(_StreamedTurn):
                             yield out
                     message = cast(Message, await stream.get_final_message())
             except BaseException as err:
-                snapshot, self._stream = stream_snapshot(self._stream), None
-                call = core.failed(
-                    self._pending,
-                    call,
-                    err,
-                    time.monotonic() - started,
-                    received=snapshot,
-                    request_id=request_id,
-                    may_resend=not self._shown,
-                )
-                if call is None:
-                    self._abandon(snapshot)
-                    _raise_ours(err)
+                call = self._failed(call, err, started, request_id)
                 continue
-            self._stream = None
-            call = core.answered(
-                self._pending,
-                call,
-                message,
-                time.monotonic() - started,
-                request_id=request_id,
-                may_resend=not self._shown,
-            )
+            call = self._answered(call, message, started, request_id)
         tail = self._finish(aligner)
         if tail:
             yield tail

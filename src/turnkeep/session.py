@@ -594,7 +594,8 @@ class ConversationCore:
         reserved = _RESERVED & set(overrides)
         if reserved:
             raise UsageError(f"{', '.join(sorted(reserved))} cannot be overridden per turn")
-        unknown = sorted(set(overrides) - request_parameters())
+        # (The removed sampling parameters are left to `rules.validate`, which says why they are refused.)
+        unknown = sorted(set(overrides) - request_parameters() - set(rules.REMOVED_SAMPLING_PARAMS))
         if unknown:
             raise UsageError(
                 f"unknown request option {unknown[0]}={overrides[unknown[0]]!r}: "

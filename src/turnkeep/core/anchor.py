@@ -119,10 +119,8 @@ def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo)
     # normalised as the next request carries it, followed by a user message (so a trailing space stays).
     reply = reply_param(message)
     tail = normalize([*sent[-1:], reply, _NEXT_USER])
-    if tail and tail[-1] == _NEXT_USER:
-        tail = tail[:-1]
-    else:  # the reply left nothing and the user messages merged
-        tail = normalize([*sent[-1:], reply])
+    # (Unless the reply left nothing and the user messages merged: then without it.)
+    tail = tail[:-1] if tail and tail[-1] == _NEXT_USER else normalize([*sent[-1:], reply])
     messages = (*sent[:-1], *tail)
     counts = context_counts(message.usage.model_dump(exclude_none=True))  # a compaction's reading left out
     # Earlier thinking is not counted as input when sent back (reference §5), though it was billed as output.
