@@ -58,6 +58,40 @@ FULL = os.environ.get("BENCH_SEND_FULL") == "1"
 TURNS = 50 if FULL else int(os.environ.get("BENCH_SEND_TURNS", "12"))
 GAP = 60.0  # seconds between turns, in the built history and in the measured turns (a virtual clock)
 TARGET_MS = {1_000: 1.0, 10_000: 5.0}
+# The same run on the code before the send path was made incremental (2026-12-03, same machine, 12 measured turns):
+# (driver, store, policy, turns) -> (whole ms, overhead ms). The report shows the ratio old / new.
+BEFORE: dict[tuple[str, str, str, int], tuple[float, float]] = {
+    ("send", "memory", "full-history", 100): (8.83, 6.64),
+    ("stream", "memory", "full-history", 100): (18.39, 12.88),
+    ("async", "memory", "full-history", 100): (10.16, 7.59),
+    ("send", "sqlite", "full-history", 100): (11.23, 8.71),
+    ("send", "memory", "window(turns=20)", 100): (3.53, 2.37),
+    ("send", "sqlite", "window(turns=20)", 100): (4.96, 3.85),
+    ("send", "memory", "token-budget(max_input_tokens=20000)", 100): (10.24, 7.7),
+    ("send", "sqlite", "token-budget(max_input_tokens=20000)", 100): (11.36, 9.68),
+    ("send", "memory", "summarize(trigger=20000, inner=token-budget(max_input_tokens=40000))", 100): (9.13, 7.02),
+    ("send", "sqlite", "summarize(trigger=20000, inner=token-budget(max_input_tokens=40000))", 100): (10.72, 8.42),
+    ("send", "memory", "full-history", 1000): (66.15, 52.12),
+    ("stream", "memory", "full-history", 1000): (144.03, 128.87),
+    ("async", "memory", "full-history", 1000): (84.47, 70.87),
+    ("send", "sqlite", "full-history", 1000): (87.37, 69.64),
+    ("send", "memory", "window(turns=20)", 1000): (8.27, 6.91),
+    ("send", "sqlite", "window(turns=20)", 1000): (12.23, 10.8),
+    ("send", "memory", "token-budget(max_input_tokens=20000)", 1000): (17.43, 13.47),
+    ("send", "sqlite", "token-budget(max_input_tokens=20000)", 1000): (20.59, 16.99),
+    ("send", "memory", "summarize(trigger=20000, inner=token-budget(max_input_tokens=40000))", 1000): (7.41, 6.19),
+    ("send", "sqlite", "summarize(trigger=20000, inner=token-budget(max_input_tokens=40000))", 1000): (10.67, 9.33),
+    ("send", "memory", "full-history", 10000): (1123.15, 974.24),
+    ("stream", "memory", "full-history", 10000): (2008.36, 1864.87),
+    ("async", "memory", "full-history", 10000): (1188.92, 979.89),
+    ("send", "sqlite", "full-history", 10000): (1217.97, 1074.94),
+    ("send", "memory", "window(turns=20)", 10000): (39.27, 38.17),
+    ("send", "sqlite", "window(turns=20)", 10000): (51.92, 51.24),
+    ("send", "memory", "token-budget(max_input_tokens=20000)", 10000): (57.65, 54.74),
+    ("send", "sqlite", "token-budget(max_input_tokens=20000)", 10000): (71.1, 68.6),
+    ("send", "memory", "summarize(trigger=20000, inner=token-budget(max_input_tokens=40000))", 10000): (49.75, 48.86),
+    ("send", "sqlite", "summarize(trigger=20000, inner=token-budget(max_input_tokens=40000))", 10000): (43.2, 42.17),
+}
 REPLY_TEXT = "Sure. Take the bus at nine, lunch at noon, and leave the last hour for the review."
 
 
@@ -365,6 +399,13 @@ def matrix() -> list[tuple[str, str, Policy, int]]:
     return runs
 
 
+def _before(row: Row) -> str:
+    old = BEFORE.get((row.driver, row.store, row.policy, row.turns))
+    if old is None:
+        return " | "
+    return f"{old[0]:.2f} / {old[1]:.2f} ms | {old[0] / row.whole_ms:.1f}x"
+
+
 def report(rows: list[Row], memory_rows: list[tuple[str, int, int]]) -> str:
     lines = [
         "## The whole send (`benchmarks/bench_send.py`)",
@@ -374,10 +415,12 @@ def report(rows: list[Row], memory_rows: list[tuple[str, int, int]]) -> str:
         f"Model `{MODEL}`; a history of N turns (about 50 tokens each) written directly into the store and "
         f"reopened; one unmeasured turn, then {TURNS} measured turns. CPU time per turn (median): the whole call, "
         "the SDK alone sending the same request bodies on the same `httpx2.MockTransport`, and turnkeep's "
-        "overhead (the difference). Summarize's turns with a summary call are counted apart, not timed.",
+        "overhead (the difference). Summarize's turns with a summary call are counted apart, not timed. "
+        "`before`: the same run on the code before the send path was made incremental.",
         "",
-        "| driver | store | policy | turns | messages sent | whole | SDK alone | overhead | target | |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| driver | store | policy | turns | messages sent | whole | SDK alone | overhead | target | "
+        "| before: whole / overhead | whole, before / now |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for row in rows:
         target = TARGET_MS.get(row.turns)
@@ -386,7 +429,7 @@ def report(rows: list[Row], memory_rows: list[tuple[str, int, int]]) -> str:
         lines.append(
             f"| {row.driver} | {row.store} | `{row.policy}`{summaries} | {row.turns:,} | {row.sent:,} "
             f"| {row.whole_ms:.2f} ms | {row.sdk_ms:.2f} ms | {row.overhead_ms:.2f} ms "
-            f"| {'<= ' + format(target, 'g') + ' ms' if target else ''} | {verdict} |"
+            f"| {'<= ' + format(target, 'g') + ' ms' if target else ''} | {verdict} | {_before(row)} |"
         )
     lines += [
         "",

@@ -8,13 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import anthropic
-import httpx2
 import pytest
 from store_helpers import SETTINGS, assistant, user
 
 from turnkeep import Conversation
 from turnkeep.emulator import EmulatorServer
-from turnkeep.errors import ConflictError, UsageError
+from turnkeep.errors import ConflictError, TransportError, UsageError
 from turnkeep.store import Store
 from turnkeep.store.export import FORMAT, InvalidExport, export_json, export_markdown, import_json
 
@@ -38,7 +37,7 @@ def rich_conversation(store: Store, server: EmulatorServer) -> str:
         chat.send("This call fails.")
     chat.rollback()
     server.fault({"kind": "drop", "after": 6})
-    with pytest.raises(httpx2.RemoteProtocolError), chat.stream("Tell me a long story about Ada.") as stream:
+    with pytest.raises(TransportError), chat.stream("Tell me a long story about Ada.") as stream:
         for _ in stream:
             pass
     assert chat.pending
