@@ -13,11 +13,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from turnkeep.store import MemoryStore, SQLiteStore, Store
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Each contract test runs against both stores."""
+    """Each contract test runs against all three stores."""
     if request.param == "memory":
         yield MemoryStore()
+        return
+    if request.param == "postgres":
+        yield request.getfixturevalue("postgres_store")
         return
     sqlite_store = SQLiteStore(tmp_path / "store.db")
     yield sqlite_store
