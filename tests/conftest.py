@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from turnkeep.store.pgserver import TemporaryServer, find_bindir
@@ -62,10 +63,8 @@ def postgres_server() -> Iterator[TemporaryServer]:
 
 @pytest.fixture
 def postgres_url(postgres_server: TemporaryServer) -> str:
-    """The server's URL (the store's tables go to the default schema of a database of their own)."""
+    """The URL of a new, empty database on the session's server."""
     database = f"test_{uuid.uuid4().hex[:12]}"
-    import psycopg
-
     with psycopg.connect(postgres_server.url, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {database} TEMPLATE template0 STRATEGY FILE_COPY")
     return postgres_server.url_for(database)

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "export": "conversations:export",
     "import": "conversations:import_",
     "rm": "conversations:rm",
+    "copy": "copy:copy",
     "explain": "costs:explain",
     "cost": "costs:cost",
     "emulate": "emulate:emulate",

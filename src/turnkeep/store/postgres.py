@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -162,7 +163,7 @@ def redact(conninfo: str) -> str:
 
 
 def _redact_userinfo(conninfo: str) -> str:
-    match = re.match(r"(?i)(postgres(?:ql)?://)([^@/?#]*)@", conninfo)
+    match = re.match(r"(?i)([a-z][a-z0-9+.-]*://)([^@/?#]*)@", conninfo)
     if match is None or ":" not in match.group(2):
         return conninfo
     user = match.group(2).split(":", 1)[0]
@@ -252,7 +253,7 @@ class PostgresStore:
     def __init__(
         self, conninfo: str, *, schema: str = "turnkeep", max_connections: int = 10, timeout: float = 10.0
     ) -> None:
-        driver, pools = _driver()
+        driver, _ = _driver()
         if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
             raise UsageError(f"schema must be a lower-case SQL name (letters, digits, _), not {schema!r}")
         if max_connections < 1:
@@ -264,23 +265,31 @@ class PostgresStore:
         """Where the database is: "host:port/dbname"."""
         self.schema = schema
         self._timeout = timeout
+        self._max_connections = max_connections
+        self._conninfo = conninfo  # kept for reconnecting; never shown (see `url`)
+        self._revive_lock = threading.Lock()
         self._connect(conninfo)
-        self._pool: psycopg_pool.ConnectionPool[Any] = pools.ConnectionPool(
-            conninfo,
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> psycopg_pool.ConnectionPool[Any]:
+        pools = _driver()[1]
+        pool: psycopg_pool.ConnectionPool[Any] = pools.ConnectionPool(
+            self._conninfo,
             min_size=1,
-            max_size=max_connections,
+            max_size=self._max_connections,
             kwargs={"autocommit": True},
             configure=self._configure,
-            check=pools.ConnectionPool.check_connection,
-            timeout=timeout,
+            check=pools.ConnectionPool.check_connection,  # a connection broken by a restart is replaced, not used
+            timeout=self._timeout,
             open=False,
-            name=f"turnkeep-{schema}",
+            name=f"turnkeep-{self.schema}",
         )
         try:
-            self._pool.open(wait=True, timeout=timeout)
+            pool.open(wait=True, timeout=self._timeout)
         except pools.PoolTimeout as err:
-            self._pool.close()
+            pool.close()
             raise StorageError(f"cannot connect to PostgreSQL at {self.server}: {err}") from err
+        return pool
 
     def _configure(self, connection: psycopg.Connection[Any]) -> None:
         connection.execute(f"SET search_path TO {self.schema}")
@@ -321,7 +330,8 @@ class PostgresStore:
 
     def close(self) -> None:
         """Close the pool's connections (the store cannot be used afterwards)."""
-        self._pool.close()
+        with self._revive_lock:
+            self._pool.close()
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -334,25 +344,57 @@ class PostgresStore:
 
     # -- plumbing -----------------------------------------------------------------------------------------------
 
+    def _checkout(self) -> tuple[psycopg_pool.ConnectionPool[Any], psycopg.Connection[Any]]:
+        """A connection from the pool, waiting up to `timeout` for one.
+
+        The pool retries a lost server with a growing back-off (up to minutes between attempts); so the wait is
+        cut into short slices, and after each empty one the server is asked directly: once it answers again, a
+        fresh pool takes over at once. Still down at the end: StorageError with libpq's reason.
+        """
+        pools = _driver()[1]
+        deadline = time.monotonic() + self._timeout
+        while True:
+            pool = self._pool
+            try:
+                return pool, pool.getconn(timeout=max(0.01, min(1.0, deadline - time.monotonic())))
+            except pools.PoolTimeout:
+                reason = self._revive(pool)
+                if reason is not None and time.monotonic() >= deadline:
+                    raise StorageError(f"PostgreSQL at {self.server} is unreachable: {reason}") from None
+
+    def _revive(self, failed: psycopg_pool.ConnectionPool[Any]) -> str | None:
+        """Replace `failed` with a new pool if the server answers now; else why it does not."""
+        psycopg = self._psycopg
+        with self._revive_lock:
+            if self._pool is not failed:
+                return None  # another thread already did
+            try:
+                psycopg.connect(self._conninfo, connect_timeout=max(1, round(self._timeout))).close()
+            except psycopg.Error as err:
+                return _reason(err)
+            self._pool = self._new_pool()
+        failed.close(timeout=1)
+        return None
+
     @contextmanager
     def _cursor(self, *, write: bool = False, snapshot: bool = False) -> Iterator[psycopg.Cursor[Any]]:
         """A cursor inside one transaction (a write, or a read that must see one snapshot) or in autocommit
-        (a single read); psycopg and pool errors become StorageError."""
+        (a single read); psycopg errors become StorageError."""
         psycopg = self._psycopg
+        pool, connection = self._checkout()
         try:
-            with self._pool.connection() as connection:
-                if not (write or snapshot):
-                    with connection.cursor() as cursor:
-                        yield cursor
-                    return
-                with connection.transaction(), connection.cursor() as cursor:
-                    if snapshot:
-                        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if not (write or snapshot):
+                with connection.cursor() as cursor:
                     yield cursor
+                return
+            with connection.transaction(), connection.cursor() as cursor:
+                if snapshot:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield cursor
         except psycopg.Error as err:
             raise StorageError(f"PostgreSQL at {self.server}: {_reason(err)}") from err
-        except _pool_timeout() as err:
-            raise StorageError(f"PostgreSQL at {self.server} is unreachable: {err}") from err
+        finally:
+            pool.putconn(connection)
 
     def _read(self, query: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         with self._cursor() as cursor:
@@ -753,9 +795,3 @@ def _reason(err: BaseException) -> str:
     """The first line of a driver error (libpq's messages name host and port, never the password)."""
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
-
-
-def _pool_timeout() -> type[Exception]:
-    import psycopg_pool
-
-    return psycopg_pool.PoolTimeout
