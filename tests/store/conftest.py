@@ -32,5 +32,7 @@ def forkserver() -> multiprocessing.context.ForkServerContext:
     """Child processes forked from a server that has already imported the SDK and turnkeep (fast to start)."""
     context = multiprocessing.get_context("forkserver")
     # Module names the server can import from site-packages (it does not see this folder on sys.path).
-    context.set_forkserver_preload(["anthropic", "anthropic.types", "turnkeep.client", "turnkeep.store"])
+    context.set_forkserver_preload(
+        ["anthropic", "anthropic.types", "turnkeep.client", "turnkeep.store", "psycopg", "psycopg_pool"]
+    )
     return context
