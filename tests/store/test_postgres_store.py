@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from test_store_resume import compact, recording_client
 from turnkeep import Conversation
 from turnkeep.cli import main
 from turnkeep.emulator import EmulatorServer
-from turnkeep.errors import ConfigError, StorageError, UsageError
+from turnkeep.errors import ConfigError, ConflictError, StorageError, UsageError
 from turnkeep.store import Node, PostgresStore, SQLiteStore, open_store
 from turnkeep.store.copy import copy_conversations
 from turnkeep.store.export import export_json
@@ -342,3 +343,62 @@ def test_copying_an_unknown_conversation_is_a_usage_error(tmp_path: Path, postgr
     result = CliRunner().invoke(main, ["copy", "--from", str(tmp_path / "chats.db"), "--to", postgres_url, "nope"])
     assert result.exit_code == 2
     assert result.output == "Error: no conversation 'nope'\n"
+
+
+# -- concurrency under the row lock --------------------------------------------------------------------------------
+
+
+def wait_until_blocked_on_a_lock(url: str) -> None:
+    """Return once some session of the server waits for a lock (the writer under test has queued up)."""
+    with psycopg.connect(url, autocommit=True) as watcher:
+        for _ in range(2000):
+            row = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()
+            if row is not None and row[0] > 0:
+                return
+            time.sleep(0.005)
+    raise AssertionError("the writer never waited for the lock")
+
+
+def test_a_writer_that_waited_for_the_lock_sees_the_head_the_other_moved(
+    postgres_store: PostgresStore, postgres_server: TemporaryServer
+) -> None:
+    """A write queued behind another transaction on the same conversation checks the head that transaction
+    committed, not the one it saw when it started waiting: it conflicts and writes nothing."""
+    postgres_store.create("c1", SETTINGS)
+    first, second = user("one", None, node_id="n1"), assistant("two", "n1", node_id="n2")
+    postgres_store.append("c1", "main", expected_head=None, nodes=[first, second])
+    outcome: list[str] = []
+
+    def late_writer() -> None:
+        try:
+            postgres_store.append("c1", "main", expected_head="n2", nodes=[user("three", "n2")])
+            outcome.append("committed")
+        except ConflictError:
+            outcome.append("conflict")
+
+    schema = postgres_store.schema
+    with psycopg.connect(postgres_server.url) as other:  # another host's transaction, holding the row lock
+        other.execute(f"SELECT 1 FROM {schema}.conversations WHERE id = 'c1' FOR UPDATE")
+        writer = threading.Thread(target=late_writer)
+        writer.start()
+        wait_until_blocked_on_a_lock(postgres_server.url)
+        other.execute(f"UPDATE {schema}.branches SET head = 'n1' WHERE conversation_id = 'c1' AND name = 'main'")
+        other.commit()
+    writer.join(30)
+    assert outcome == ["conflict"]
+    assert postgres_store.branches("c1") == {"main": "n1"}
+    assert [node.id for node in postgres_store.nodes("c1")] == ["n1", "n2"]
+
+
+def test_writers_on_different_conversations_do_not_wait_for_each_other(
+    postgres_store: PostgresStore, postgres_server: TemporaryServer
+) -> None:
+    for cid in ("busy", "free"):
+        postgres_store.create(cid, SETTINGS)
+    with psycopg.connect(postgres_server.url) as other:
+        other.execute(f"SELECT 1 FROM {postgres_store.schema}.conversations WHERE id = 'busy' FOR UPDATE")
+        # While "busy" is locked by another transaction, a turn on "free" goes through (a wait would hang here).
+        postgres_store.append("free", "main", expected_head=None, nodes=[user("hello", None, node_id="h")])
+        postgres_store.record("free", [entry("0.5")])
+        assert postgres_store.branches("free") == {"main": "h"}
+        other.rollback()

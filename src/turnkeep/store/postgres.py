@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
@@ -227,18 +228,28 @@ def _info(row: Sequence[Any]) -> ConversationInfo:
     )
 
 
-class _StoredIds:
-    """`node_id in ids` for the nodes of one conversation, answered by the open transaction."""
+def _stored(cursor: psycopg.Cursor[Any], conversation_id: str, candidates: Sequence[str | None]) -> set[str]:
+    """Which of `candidates` are nodes of the conversation (one query, in the open transaction)."""
+    wanted = [c for c in dict.fromkeys(candidates) if isinstance(c, str)]
+    if not wanted:
+        return set()
+    rows = cursor.execute(
+        "SELECT id FROM nodes WHERE conversation_id = %s AND id = ANY(%s)", (conversation_id, wanted)
+    ).fetchall()
+    return {row[0] for row in rows}
 
-    def __init__(self, cursor: psycopg.Cursor[Any], conversation_id: str) -> None:
-        self._cursor = cursor
-        self._conversation_id = conversation_id
 
-    def __contains__(self, node_id: object) -> bool:
-        row = self._cursor.execute(
-            "SELECT 1 FROM nodes WHERE conversation_id = %s AND id = %s", (self._conversation_id, node_id)
-        ).fetchone()
-        return row is not None
+@dataclass(frozen=True, slots=True)
+class _Locked:
+    """A conversation's row locked by the open transaction, and one branch as it is under that lock."""
+
+    cost: str
+    exists: bool
+    head: str | None
+
+    def check(self, branch: str, expected: str | None) -> None:
+        if self.head != expected:
+            raise ConflictError(f"branch {branch!r} moved (expected head {expected!r}, found {self.head!r})")
 
 
 class PostgresStore:
@@ -410,35 +421,35 @@ class PostgresStore:
             return cursor.execute(query, parameters).fetchall()
 
     @staticmethod
-    def _lock(cursor: psycopg.Cursor[Any], conversation_id: str) -> str:
+    def _lock(cursor: psycopg.Cursor[Any], conversation_id: str, branch: str = "") -> _Locked:
         """Lock the conversation's row for this transaction (writers of one conversation take turns); returns its
-        running cost."""
+        running cost and what `branch` points at once the lock is held.
+
+        Two statements, not one join: a statement that waited for the lock sees the rows it joined as they were
+        when it started (PostgreSQL re-reads only the locked row), so a joined head could be one a racing writer
+        has just moved. The second statement starts after the lock is ours and sees the committed head."""
         row = cursor.execute(
             "SELECT cost_usd FROM conversations WHERE id = %s FOR UPDATE", (conversation_id,)
         ).fetchone()
         if row is None:
             raise UnknownConversation(f"no conversation {conversation_id!r}")
-        cost: str = row[0]
-        return cost
-
-    @staticmethod
-    def _touch(cursor: psycopg.Cursor[Any], conversation_id: str, at: float | None = None) -> None:
-        cursor.execute(
-            "UPDATE conversations SET updated_at = %s, touched = nextval('touches') WHERE id = %s",
-            (time.time() if at is None else at, conversation_id),
-        )
-
-    @staticmethod
-    def _head(cursor: psycopg.Cursor[Any], conversation_id: str, branch: str) -> tuple[bool, str | None]:
-        row = cursor.execute(
+        if not branch:
+            return _Locked(row[0], False, None)
+        head = cursor.execute(
             "SELECT head FROM branches WHERE conversation_id = %s AND name = %s", (conversation_id, branch)
         ).fetchone()
-        return (False, None) if row is None else (True, row[0])
+        return _Locked(row[0], head is not None, head[0] if head is not None else None)
 
-    def _check_head(self, cursor: psycopg.Cursor[Any], conversation_id: str, branch: str, expected: str | None) -> None:
-        _, head = self._head(cursor, conversation_id, branch)
-        if head != expected:
-            raise ConflictError(f"branch {branch!r} moved (expected head {expected!r}, found {head!r})")
+    @staticmethod
+    def _touch(
+        cursor: psycopg.Cursor[Any], conversation_id: str, *, cost: str | None = None, title: str | None = None
+    ) -> None:
+        """The conversation was written now: most recently updated; its new cost and (if it had none) title."""
+        cursor.execute(
+            "UPDATE conversations SET updated_at = %s, touched = nextval('touches'), "
+            "cost_usd = coalesce(%s, cost_usd), title = coalesce(title, %s) WHERE id = %s",
+            (time.time(), cost, title, conversation_id),
+        )
 
     @staticmethod
     def _insert_nodes(cursor: psycopg.Cursor[Any], conversation_id: str, nodes: Sequence[Node]) -> str | None:
@@ -483,9 +494,10 @@ class PostgresStore:
     @staticmethod
     def _insert_ledger(
         cursor: psycopg.Cursor[Any], conversation_id: str, cost: str, ledger: Sequence[LedgerEntry]
-    ) -> None:
+    ) -> str | None:
+        """Insert ledger entries; returns the conversation's new running cost (None: unchanged)."""
         if not ledger:
-            return
+            return None
         cursor.executemany(
             f"INSERT INTO ledger (conversation_id, {_LEDGER_COLUMNS}) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json)",
@@ -509,8 +521,7 @@ class PostgresStore:
                 for e in ledger
             ],
         )
-        total = Decimal(cost) + sum((Decimal(e.cost_usd) for e in ledger), Decimal(0))
-        cursor.execute("UPDATE conversations SET cost_usd = %s WHERE id = %s", (str(total), conversation_id))
+        return str(Decimal(cost) + sum((Decimal(e.cost_usd) for e in ledger), Decimal(0)))
 
     # -- the Store protocol ---------------------------------------------------------------------------------------
 
@@ -577,8 +588,8 @@ class PostgresStore:
     ) -> None:
         state = dumps(dict(policy_state), "policy state") if policy_state is not None else None
         with self._cursor(write=True) as cursor:
-            cost = self._lock(cursor, conversation_id)
-            self._check_head(cursor, conversation_id, branch, expected_head)
+            locked = self._lock(cursor, conversation_id, branch)
+            locked.check(branch, expected_head)
             for node_id, status in (settle or {}).items():
                 check_status(status, f"settle of node {node_id!r}")
                 cursor.execute(
@@ -587,7 +598,8 @@ class PostgresStore:
                 )
                 if cursor.rowcount != 1:
                     raise UsageError(f"no node {node_id!r} to settle in conversation {conversation_id!r}")
-            check_new_nodes(nodes, _StoredIds(cursor, conversation_id))
+            ids = [node.id for node in nodes] + [node.parent_id for node in nodes if node.parent_id is not None]
+            check_new_nodes(nodes, _stored(cursor, conversation_id, ids))
             title = self._insert_nodes(cursor, conversation_id, nodes)
             if nodes:
                 cursor.execute(
@@ -595,28 +607,23 @@ class PostgresStore:
                     "ON CONFLICT (conversation_id, name) DO UPDATE SET head = excluded.head",
                     (conversation_id, branch, nodes[-1].id),
                 )
-            if title is not None:
-                cursor.execute(
-                    "UPDATE conversations SET title = %s WHERE id = %s AND title IS NULL", (title, conversation_id)
-                )
-            self._insert_ledger(cursor, conversation_id, cost, ledger)
+            cost = self._insert_ledger(cursor, conversation_id, locked.cost, ledger)
             if state is not None:
                 cursor.execute(
                     "INSERT INTO branch_policy_state (conversation_id, branch, state) VALUES (%s, %s, %s::json) "
                     "ON CONFLICT (conversation_id, branch) DO UPDATE SET state = excluded.state",
                     (conversation_id, branch, state),
                 )
-            self._touch(cursor, conversation_id)
+            self._touch(cursor, conversation_id, cost=cost, title=title)
 
     def move_head(self, conversation_id: str, branch: str, *, expected_head: str | None, new_head: str | None) -> None:
         if not isinstance(branch, str) or not branch:
             raise UsageError(f"a branch name is a non-empty string, not {branch!r}")
         with self._cursor(write=True) as cursor:
-            self._lock(cursor, conversation_id)
-            exists, _ = self._head(cursor, conversation_id, branch)
-            if exists:
-                self._check_head(cursor, conversation_id, branch, expected_head)
-            if new_head is not None and new_head not in _StoredIds(cursor, conversation_id):
+            locked = self._lock(cursor, conversation_id, branch)
+            if locked.exists:
+                locked.check(branch, expected_head)
+            if new_head is not None and new_head not in _stored(cursor, conversation_id, [new_head]):
                 raise UsageError(f"conversation {conversation_id!r} has no node {new_head!r}")
             cursor.execute(
                 "INSERT INTO branches (conversation_id, name, head) VALUES (%s, %s, %s) "
@@ -627,8 +634,7 @@ class PostgresStore:
 
     def discard(self, conversation_id: str, branch: str, *, expected_head: str | None, node_ids: Sequence[str]) -> None:
         with self._cursor(write=True) as cursor:
-            self._lock(cursor, conversation_id)
-            self._check_head(cursor, conversation_id, branch, expected_head)
+            self._lock(cursor, conversation_id, branch).check(branch, expected_head)
             if not node_ids:
                 return
             found: dict[str, tuple[int, str | None]] = {}
@@ -671,9 +677,8 @@ class PostgresStore:
 
     def record(self, conversation_id: str, ledger: Sequence[LedgerEntry]) -> None:
         with self._cursor(write=True) as cursor:
-            cost = self._lock(cursor, conversation_id)
-            self._insert_ledger(cursor, conversation_id, cost, ledger)
-            self._touch(cursor, conversation_id)
+            locked = self._lock(cursor, conversation_id)
+            self._touch(cursor, conversation_id, cost=self._insert_ledger(cursor, conversation_id, locked.cost, ledger))
 
     def ledger(self, conversation_id: str) -> list[LedgerEntry]:
         rows = self._read_existing(
@@ -784,7 +789,9 @@ class PostgresStore:
                 "INSERT INTO branches (conversation_id, name, head) VALUES (%s, %s, %s)",
                 [(conversation_id, name, head) for name, head in branches.items()],
             )
-            self._insert_ledger(cursor, conversation_id, "0", ledger)
+            cost = self._insert_ledger(cursor, conversation_id, "0", ledger)
+            if cost is not None:
+                cursor.execute("UPDATE conversations SET cost_usd = %s WHERE id = %s", (cost, conversation_id))
             cursor.executemany(
                 "INSERT INTO branch_policy_state (conversation_id, branch, state) VALUES (%s, %s, %s::json)",
                 [(conversation_id, name, state) for name, state in states],
