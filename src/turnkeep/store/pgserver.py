@@ -118,12 +118,23 @@ class TemporaryServer:
             ) from None
         self._user = SERVER_USER
         os.chown(self.directory, account.pw_uid, account.pw_gid)
-        probe = subprocess.run(
-            [str(self.bindir / "postgres"), "--version"], capture_output=True, check=False, user=SERVER_USER
-        )
-        if probe.returncode != 0:  # e.g. a virtualenv under /root: copy the installation where it can be read
-            install = self.directory / "pginstall"
+        try:
+            probe = subprocess.run(
+                [str(self.bindir / "postgres"), "--version"], capture_output=True, check=False, user=SERVER_USER
+            )
+            runs = probe.returncode == 0
+        except OSError:
+            runs = False
+        if not runs:  # e.g. a virtualenv under /root: copy the installation where that user can run it
+            # Keep the layout the wheel's run path expects: <package>/pginstall/bin and <package>.libs beside it.
+            root = self.directory / "programs"
+            install = root / self.bindir.parent.parent.name / self.bindir.parent.name
             shutil.copytree(self.bindir.parent, install, symlinks=True)
+            libs = self.bindir.parents[2] / f"{self.bindir.parents[1].name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, root / libs.name, symlinks=True)
+            for path in [root, *root.rglob("*")]:
+                os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
             self.bindir = install / "bin"
 
     def start(self) -> None:
