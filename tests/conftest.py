@@ -70,9 +70,17 @@ def postgres_url(postgres_server: TemporaryServer) -> str:
     return postgres_server.url_for(database)
 
 
-@pytest.fixture
-def postgres_store(postgres_server: TemporaryServer) -> Iterator[PostgresStore]:
-    """A PostgresStore on the session's server, in a schema of its own."""
-    store = PostgresStore(postgres_server.url, schema=f"test_{uuid.uuid4().hex[:12]}")
+@pytest.fixture(scope="session")
+def _shared_postgres_store(postgres_server: TemporaryServer) -> Iterator[PostgresStore]:
+    store = PostgresStore(postgres_server.url, schema="shared")
     yield store
     store.close()
+
+
+@pytest.fixture
+def postgres_store(_shared_postgres_store: PostgresStore, postgres_server: TemporaryServer) -> PostgresStore:
+    """An empty PostgresStore on the session's server: one store for the session, emptied before each test
+    (much cheaper than a schema and a pool per test)."""
+    with psycopg.connect(postgres_server.url, autocommit=True) as cleaner:
+        cleaner.execute(f"TRUNCATE {_shared_postgres_store.schema}.conversations CASCADE")
+    return _shared_postgres_store
