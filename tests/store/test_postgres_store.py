@@ -3,6 +3,7 @@ server, full-text search, and moving conversations between SQLite and PostgreSQL
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -21,7 +22,7 @@ from turnkeep import Conversation
 from turnkeep.cli import main
 from turnkeep.emulator import EmulatorServer
 from turnkeep.errors import ConfigError, ConflictError, StorageError, UsageError
-from turnkeep.store import Node, PostgresStore, SQLiteStore, open_store
+from turnkeep.store import AsyncPostgresStore, Node, PostgresStore, SQLiteStore, open_store
 from turnkeep.store.copy import copy_conversations
 from turnkeep.store.export import export_json
 from turnkeep.store.pgserver import TemporaryServer
@@ -402,3 +403,33 @@ def test_writers_on_different_conversations_do_not_wait_for_each_other(
         postgres_store.record("free", [entry("0.5")])
         assert postgres_store.branches("free") == {"main": "h"}
         other.rollback()
+
+
+# -- the async store -----------------------------------------------------------------------------------------------
+
+
+def test_the_async_store_shares_the_database_and_one_of_eight_racing_coroutines_commits(postgres_url: str) -> None:
+    async def scenario() -> list[str]:
+        async with await AsyncPostgresStore.open(postgres_url, max_connections=8) as store:
+            await store.create("c1", SETTINGS)
+            await store.append("c1", "main", expected_head=None, nodes=[user("hello", None, node_id="h")])
+
+            async def racer(number: int) -> str:
+                try:
+                    await store.append("c1", "main", expected_head="h", nodes=[assistant(f"reply {number}", "h")])
+                except ConflictError:
+                    return "conflict"
+                return "committed"
+
+            return sorted(await asyncio.gather(*(racer(n) for n in range(8))))
+
+    assert asyncio.run(scenario()) == ["committed"] + ["conflict"] * 7
+    with PostgresStore(postgres_url) as sync_store:  # the same tables: the sync store sees what the async one wrote
+        assert len(sync_store.nodes("c1")) == 2
+
+
+def test_the_async_store_reports_a_server_that_is_down_without_the_password() -> None:
+    port = closed_port()
+    with pytest.raises(StorageError, match=f"cannot connect to PostgreSQL at 127.0.0.1:{port}/chats") as caught:
+        asyncio.run(AsyncPostgresStore.open(f"postgresql://ada:hunter2@127.0.0.1:{port}/chats", timeout=2))
+    assert "hunter2" not in str(caught.value)

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from turnkeep.store.aio import AsyncStore
 from turnkeep.store.base import ConversationInfo, LedgerEntry, Node, NodeStatus, SearchHit, Store
 from turnkeep.store.memory import MemoryStore
 from turnkeep.store.paths import default_path, open_store
-from turnkeep.store.postgres import PostgresStore
+from turnkeep.store.postgres import AsyncPostgresStore, PostgresStore
 from turnkeep.store.sqlite import SQLiteStore
 
 __all__ = [
+    "AsyncPostgresStore",
+    "AsyncStore",
     "ConversationInfo",
     "LedgerEntry",
     "MemoryStore",
@@ -38,7 +41,7 @@ __all__ = [
 if TYPE_CHECKING:
 
     def _all_are_stores(
-        memory: MemoryStore, sqlite: SQLiteStore, postgres: PostgresStore
-    ) -> tuple[Store, Store, Store]:
-        """mypy checks here that every implementation satisfies the protocol."""
-        return memory, sqlite, postgres
+        memory: MemoryStore, sqlite: SQLiteStore, postgres: PostgresStore, async_postgres: AsyncPostgresStore
+    ) -> tuple[Store, Store, Store, AsyncStore]:
+        """mypy checks here that every implementation satisfies its protocol."""
+        return memory, sqlite, postgres, async_postgres
