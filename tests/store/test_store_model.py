@@ -1,21 +1,24 @@
-"""Random sequences of store operations on SQLiteStore, checked after every step against a small dict model."""
+"""Random sequences of store operations on each store, checked after every step against a small dict model."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from store_helpers import entry
 
 from turnkeep.errors import ConflictError, UnknownConversation, UsageError
-from turnkeep.store import LedgerEntry, Node, NodeStatus, SQLiteStore
+from turnkeep.store import LedgerEntry, MemoryStore, Node, NodeStatus, PostgresStore, SQLiteStore, Store
 
 IDS = ["a", "b", "c"]
 BRANCHES = ["main", "side", "try"]
@@ -40,16 +43,15 @@ class ModelConversation:
 
 
 class StoreMatchesModel(RuleBasedStateMachine):
-    def __init__(self) -> None:
+    def __init__(self, store: Store, cleanup: Callable[[], None]) -> None:
         super().__init__()
-        self.directory = tempfile.mkdtemp()
-        self.store = SQLiteStore(Path(self.directory) / "model.db", synchronous="NORMAL")
+        self.store = store
+        self.cleanup = cleanup
         self.model: dict[str, ModelConversation] = {}
         self.counter = 0
 
     def teardown(self) -> None:
-        self.store.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self.cleanup()
 
     def fresh_id(self) -> str:
         self.counter += 1
@@ -230,7 +232,43 @@ class StoreMatchesModel(RuleBasedStateMachine):
             assert Decimal(info.cost_usd) == sum((Decimal(e.cost_usd) for e in conversation.ledger), Decimal(0))
 
 
-StoreMatchesModel.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-test_sqlite_store_matches_a_dict_model = StoreMatchesModel.TestCase
+# Each example starts from an empty store; PostgreSQL examples cost more (a round trip per read), so fewer.
+EXAMPLES = {"memory": 60, "sqlite": 60, "postgres": 30}
+
+
+def sqlite_machine() -> StoreMatchesModel:
+    directory = tempfile.mkdtemp()
+    store = SQLiteStore(Path(directory) / "model.db", synchronous="NORMAL")
+
+    def cleanup() -> None:
+        store.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    return StoreMatchesModel(store, cleanup)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_the_store_matches_a_dict_model(kind: str, request: pytest.FixtureRequest) -> None:
+    if kind == "memory":
+        factory: Callable[[], StoreMatchesModel] = lambda: StoreMatchesModel(MemoryStore(), lambda: None)  # noqa: E731
+    elif kind == "sqlite":
+        factory = sqlite_machine
+    else:
+        # One schema for the whole test, emptied after each example (cheaper than a schema per example).
+        store: PostgresStore = request.getfixturevalue("postgres_store")
+        server = request.getfixturevalue("postgres_server")
+
+        def empty() -> None:
+            with psycopg.connect(server.url, autocommit=True) as connection:
+                connection.execute(f"TRUNCATE {store.schema}.conversations CASCADE")
+
+        factory = lambda: StoreMatchesModel(store, empty)  # noqa: E731
+    run_state_machine_as_test(
+        factory,
+        settings=settings(
+            max_examples=EXAMPLES[kind],
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import click
@@ -36,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "export": "conversations:export",
     "import": "conversations:import_",
     "rm": "conversations:rm",
+    "copy": "copy:copy",
     "explain": "costs:explain",
     "cost": "costs:cost",
     "emulate": "emulate:emulate",
@@ -84,12 +84,13 @@ class TurnkeepGroup(click.Group):
 @click.group(cls=TurnkeepGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite file of the conversations (default: $TURNKEEP_HOME/turnkeep.db, else the user data directory).",
+    metavar="FILE|URL",
+    help="Where the conversations are: a SQLite file or a postgresql:// URL (default: $TURNKEEP_DATABASE_URL, "
+    "else $TURNKEEP_HOME/turnkeep.db, else the user data directory).",
 )
 @click.version_option(package_name="turnkeep")
 @click.pass_context
-def main(ctx: click.Context, db: Path | None) -> None:
+def main(ctx: click.Context, db: str | None) -> None:
     """turnkeep: multi-turn conversations with Claude, with exact history, caching and cost.
 
     \b

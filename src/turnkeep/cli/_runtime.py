@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from turnkeep.client import Conversation
     from turnkeep.core.policies import Policy
-    from turnkeep.store import SQLiteStore
+    from turnkeep.store import PostgresStore, SQLiteStore
 
 __all__ = ["Runtime", "make_console", "parse_policy", "pass_runtime"]
 
@@ -37,22 +37,25 @@ EMULATOR_NOTICE = "No ANTHROPIC_API_KEY: replies come from turnkeep's offline em
 class Runtime:
     """The resources of one command invocation, opened on first use and closed with the click context."""
 
-    def __init__(self, db: Path | None) -> None:
+    def __init__(self, db: str | Path | None) -> None:
         self.db = db
         self.stack = ExitStack()
-        self._store: SQLiteStore | None = None
+        self._store: SQLiteStore | PostgresStore | None = None
         self._client: anthropic.Anthropic | None = None
 
     def close(self) -> None:
         """Close everything opened (client, emulator, store), last opened first."""
         self.stack.close()
 
-    def store(self) -> SQLiteStore:
-        """The SQLite store: `--db`, else `$TURNKEEP_HOME/turnkeep.db`, else the user data directory."""
+    def store(self) -> SQLiteStore | PostgresStore:
+        """The store: `--db` (a file or a postgresql:// URL), else `$TURNKEEP_DATABASE_URL`, else
+        `$TURNKEEP_HOME/turnkeep.db`, else the user data directory."""
         if self._store is None:
             from turnkeep.store.paths import open_store
 
-            self._store = self.stack.enter_context(open_store(self.db))
+            store = open_store(self.db)
+            self.stack.callback(store.close)
+            self._store = store
         return self._store
 
     def client(self) -> anthropic.Anthropic:

@@ -76,12 +76,14 @@ def chat(
         printf 'My name is Ada.\\nWhat is my name?\\n/cost\\n' | turnkeep chat
     """
     from turnkeep.cli.repl import Repl, prompt_toolkit_reader, stdin_reader
+    from turnkeep.store import SQLiteStore, default_path
 
     conversation = _open(runtime, cid=cid, continue_latest=continue_latest, model=model, system=system, policy=policy)
     console = make_console()
     store = runtime.store()
     if stdin_is_terminal():
-        reader = prompt_toolkit_reader(store.file.parent / "chat_history")
+        home = store.file.parent if isinstance(store, SQLiteStore) else default_path().parent
+        reader = prompt_toolkit_reader(home / "chat_history")
         Repl(conversation, store, console, reader, live=console.is_terminal).run()
     else:
         Repl(conversation, store, console, stdin_reader, echo=True).run()

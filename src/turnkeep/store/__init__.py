@@ -1,11 +1,13 @@
-"""Where conversations live: a small `Store` protocol, `MemoryStore` (in-process) and `SQLiteStore` (durable).
+"""Where conversations live: a small `Store` protocol, `MemoryStore` (in-process), `SQLiteStore` (durable, one
+machine) and `PostgresStore` (shared by many processes and machines; `turnkeep.store.postgres`).
 
 A conversation is a tree of nodes (each holds one `MessageParam` exactly as sent or received, plus metadata),
 with named branches whose heads point into the tree, a request ledger, settings and the context policy's state.
 Every write that changes a head names the head it expects (optimistic concurrency): a writer that lost a race
 gets `ConflictError` and nothing is written. Multi-row writes are atomic.
 
-`open_store()` opens the default SQLite file (`$TURNKEEP_HOME/turnkeep.db`, else the user data directory);
+`open_store()` opens a `postgresql://` URL or a SQLite file; with no argument `$TURNKEEP_DATABASE_URL`, else the
+default SQLite file (`$TURNKEEP_HOME/turnkeep.db`, else the user data directory);
 `turnkeep.store.export` turns a conversation into versioned JSON or Markdown and back.
 """
 
@@ -13,17 +15,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from turnkeep.store.aio import AsyncStore
 from turnkeep.store.base import ConversationInfo, LedgerEntry, Node, NodeStatus, SearchHit, Store
 from turnkeep.store.memory import MemoryStore
 from turnkeep.store.paths import default_path, open_store
+from turnkeep.store.postgres import AsyncPostgresStore, PostgresStore
 from turnkeep.store.sqlite import SQLiteStore
 
 __all__ = [
+    "AsyncPostgresStore",
+    "AsyncStore",
     "ConversationInfo",
     "LedgerEntry",
     "MemoryStore",
     "Node",
     "NodeStatus",
+    "PostgresStore",
     "SQLiteStore",
     "SearchHit",
     "Store",
@@ -33,6 +40,8 @@ __all__ = [
 
 if TYPE_CHECKING:
 
-    def _both_are_stores(memory: MemoryStore, sqlite: SQLiteStore) -> tuple[Store, Store]:
-        """mypy checks here that both implementations satisfy the protocol."""
-        return memory, sqlite
+    def _all_are_stores(
+        memory: MemoryStore, sqlite: SQLiteStore, postgres: PostgresStore, async_postgres: AsyncPostgresStore
+    ) -> tuple[Store, Store, Store, AsyncStore]:
+        """mypy checks here that every implementation satisfies its protocol."""
+        return memory, sqlite, postgres, async_postgres

@@ -1,20 +1,30 @@
-"""Where the default store lives.
+"""Where the default store lives, and opening a store from a file path or a database URL.
 
-Order: `path` argument, then `$TURNKEEP_HOME/turnkeep.db`, then `turnkeep.db` in the user data directory
+Order: the `location` argument, then `$TURNKEEP_DATABASE_URL` (a `postgresql://` URL), then
+`$TURNKEEP_HOME/turnkeep.db`, then `turnkeep.db` in the user data directory
 (`platformdirs.user_data_dir("turnkeep")`, e.g. `~/.local/share/turnkeep` on Linux). `platformdirs` comes with the
-`cli` extra; without it the Linux/XDG location is used.
+`cli` extra; without it the Linux/XDG location is used. A URL is never taken for a file path.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from turnkeep.errors import ConfigError, UsageError
+from turnkeep.store.postgres import is_url, redact
 from turnkeep.store.sqlite import SQLiteStore
 
-__all__ = ["FILE_NAME", "default_path", "open_store"]
+if TYPE_CHECKING:
+    from turnkeep.store.postgres import PostgresStore
+
+__all__ = ["DATABASE_URL_VARIABLE", "FILE_NAME", "default_path", "open_store"]
 
 FILE_NAME = "turnkeep.db"
+DATABASE_URL_VARIABLE = "TURNKEEP_DATABASE_URL"
+_ANY_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def default_path() -> Path:
@@ -30,6 +40,26 @@ def default_path() -> Path:
     return Path(platformdirs.user_data_dir("turnkeep", appauthor=False)) / FILE_NAME
 
 
-def open_store(path: str | os.PathLike[str] | None = None) -> SQLiteStore:
-    """Open (creating and migrating as needed) the SQLite store at `path`, or at `default_path()`."""
-    return SQLiteStore(default_path() if path is None else path)
+def open_store(location: str | os.PathLike[str] | None = None) -> SQLiteStore | PostgresStore:
+    """Open (creating and migrating as needed) the store at `location`: a `postgresql://` URL opens a
+    `PostgresStore`, anything else is a SQLite file. None: `$TURNKEEP_DATABASE_URL`, else `default_path()`."""
+    if location is None:
+        url = os.environ.get(DATABASE_URL_VARIABLE, "").strip()
+        if url:
+            if not is_url(url):
+                raise ConfigError(
+                    f"${DATABASE_URL_VARIABLE} must be a postgresql:// URL, not {redact(url)!r} "
+                    "(for a SQLite file, set TURNKEEP_HOME or pass the path)"
+                )
+            location = url
+        else:
+            location = default_path()
+    if isinstance(location, str) and is_url(location):
+        from turnkeep.store.postgres import PostgresStore
+
+        return PostgresStore(location)
+    if isinstance(location, str) and _ANY_URL.match(location):
+        raise UsageError(
+            f"{redact(location)!r} is a URL turnkeep cannot open: a store is a postgresql:// URL or a SQLite file path"
+        )
+    return SQLiteStore(location)
