@@ -128,9 +128,7 @@ class Gateway:
             raise invalid_request(f"x-turnkeep-policy: {err}") from err
 
     def account(self, tenant: str, model: str, usage: Mapping[str, Any]) -> None:
-        """Add one upstream request's usage to the tenant's counters and the metrics."""
-        if not usage:
-            return
+        """Add one upstream request's usage (empty for a failed call) to the tenant's counters and the metrics."""
         cost = billed(model, usage, self.catalog)
         self.tenancy.record_usage(
             tenant,
@@ -143,7 +141,8 @@ class Gateway:
         self.metrics.bill(tenant, cost)
 
     def admit(self, tenant: Tenant) -> None:
-        """Refuse (429 with `retry-after`) a tenant over its budget or its per-minute limits; count it otherwise."""
+        """Refuse (429 with `retry-after`) a tenant over its budget or its per-minute limits. Checks only: what
+        counts against the limits is what reached upstream (`account`)."""
         now = self.clock()
         limits = tenant.limits
         day_start = now - now % 86400

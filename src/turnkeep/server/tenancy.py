@@ -175,8 +175,8 @@ class TenancyStore(Protocol):
     def release_lease(self, conversation_id: str, token: str) -> None: ...
 
     def admit(self, tenant: str, limits: Limits, *, now: float) -> str | None:
-        """Count a request against this minute if the tenant's per-minute limits allow it; otherwise count nothing
-        and return which limit refused it ("requests" or "tokens")."""
+        """Which per-minute limit the tenant has reached ("requests" or "tokens"), or None. Writes nothing: the
+        minute counts the requests that reached upstream and their tokens (`record_usage`)."""
         ...
 
     def record_usage(
@@ -389,22 +389,12 @@ class SQLiteTenancy:
 
     def admit(self, tenant: str, limits: Limits, *, now: float) -> str | None:
         minute = int(now // 60)
-        with self._transaction() as db:
-            rows = list(
-                db.execute("SELECT requests, tokens FROM tk_minutes WHERE tenant = ? AND minute = ?", (tenant, minute))
-            )
-            requests, tokens = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
-            if limits.requests_per_minute is not None and requests >= limits.requests_per_minute:
-                return "requests"
-            if limits.tokens_per_minute is not None and tokens >= limits.tokens_per_minute:
-                return "tokens"
-            db.execute(
-                "INSERT INTO tk_minutes(tenant, minute, requests, tokens) VALUES (?, ?, 1, 0) "
-                "ON CONFLICT(tenant, minute) DO UPDATE SET requests = requests + 1",
-                (tenant, minute),
-            )
-            # Old minutes are of no further use; keep the table small.
-            db.execute("DELETE FROM tk_minutes WHERE tenant = ? AND minute < ?", (tenant, minute - 1))
+        rows = self._read("SELECT requests, tokens FROM tk_minutes WHERE tenant = ? AND minute = ?", (tenant, minute))
+        requests, tokens = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+        if limits.requests_per_minute is not None and requests >= limits.requests_per_minute:
+            return "requests"
+        if limits.tokens_per_minute is not None and tokens >= limits.tokens_per_minute:
+            return "tokens"
         return None
 
     def record_usage(
@@ -424,10 +414,12 @@ class SQLiteTenancy:
                 (tenant, day, model, input_tokens, output_tokens, str(total), str(total)),
             )
             db.execute(
-                "INSERT INTO tk_minutes(tenant, minute, requests, tokens) VALUES (?, ?, 0, ?) "
-                "ON CONFLICT(tenant, minute) DO UPDATE SET tokens = tokens + excluded.tokens",
+                "INSERT INTO tk_minutes(tenant, minute, requests, tokens) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT(tenant, minute) DO UPDATE SET requests = requests + 1, tokens = tokens + excluded.tokens",
                 (tenant, minute, input_tokens + output_tokens),
             )
+            # Older minutes are of no further use; keep the table small.
+            db.execute("DELETE FROM tk_minutes WHERE tenant = ? AND minute < ?", (tenant, minute - 1))
 
     def usage(self, tenant: str, *, since: float, until: float) -> UsageTotals:
         rows = self._read(
