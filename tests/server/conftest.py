@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from gateway_helpers import Clock
 
 from turnkeep.emulator import EmulatorServer
 from turnkeep.server import Gateway, GatewayConfig, SQLiteTenancy, create_app
@@ -20,16 +21,6 @@ MODEL = "claude-sonnet-5"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Clock:
-    """A settable clock for budgets and rate limits (the upstream keeps its own)."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -51,3 +51,13 @@ def rows(database: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 def user(text: str) -> dict[str, Any]:
     return {"role": "user", "content": text}
+
+
+class Clock:
+    """A settable clock for budgets and rate limits (the upstream keeps its own)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
