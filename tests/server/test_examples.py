@@ -92,3 +92,15 @@ def test_the_typescript_example_remembers_through_the_gateway(server: GatewaySer
     assert lines[lines.index("> What is my name?") + 1] == "Your name is Ada."
     assert lines[lines.index("> Where do I live?") + 1] == "You live in Paris."
     assert lines[-1] == "Your name is Ada."
+
+
+def test_the_python_example_in_the_gateway_guide_runs_as_written(tmp_path: Path) -> None:
+    guide = (ROOT / "docs" / "gateway.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in guide.split("```python\n")[1:]]
+    assert blocks
+    for block in blocks:
+        script = tmp_path / "block.py"
+        script.write_text(block)
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "Your name is Ada.\n"
