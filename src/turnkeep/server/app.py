@@ -26,10 +26,11 @@ import logging
 import os
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 import httpx2
@@ -39,17 +40,25 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from turnkeep.core.budget import Spent
 from turnkeep.core.catalog import Catalog
 from turnkeep.core.policies import Policy
+from turnkeep.core.pricing import token_counts
 from turnkeep.errors import BudgetExceeded, ConflictError, TurnkeepError, UnknownConversation, UsageError
-from turnkeep.server.accounting import SSEUsage, billed
+from turnkeep.server.accounting import Billed, SSEUsage, billed
 from turnkeep.server.errors import GatewayError, error_response, invalid_request
 from turnkeep.server.metrics import Metrics
 from turnkeep.server.tenancy import TenancyStore, Tenant
 from turnkeep.server.threads import parse_thread_request, run_thread_turn
 from turnkeep.store import Store
 
+if TYPE_CHECKING:
+    from turnkeep.client import AsyncConversation, Reply
+
 __all__ = ["Gateway", "GatewayConfig", "create_app"]
+
+CACHED_CONVERSATIONS = 256
+"""Conversations a process keeps open between turns (a cache: correctness never depends on it)."""
 
 log = logging.getLogger("turnkeep.gateway.access")
 
@@ -116,6 +125,7 @@ class Gateway:
             timeout=timeout,
         )
         self.http = httpx2.AsyncClient(base_url=config.upstream_url, timeout=timeout)
+        self._conversations: OrderedDict[str, AsyncConversation] = OrderedDict()
 
     def policy(self, spec: str | None) -> Policy | None:
         """A context policy from its spelling (None: the default, FullHistory)."""
@@ -126,6 +136,52 @@ class Gateway:
             return parse_policy(spec)
         except UsageError as err:
             raise invalid_request(f"x-turnkeep-policy: {err}") from err
+
+    def conversation(self, conversation_id: str, head: str | None) -> AsyncConversation:
+        """The conversation, from this process's cache when its head is still the store's `head`, else reopened.
+
+        The cache only saves work (reading the path, relearning sizes, validating from the start): a conversation
+        another replica moved on is reopened from the store.
+        """
+        from turnkeep.client import AsyncConversation
+
+        cached = self._conversations.get(conversation_id)
+        if cached is not None:
+            path = cached.transcript
+            if (path[-1].id if path else None) == head:
+                self._conversations.move_to_end(conversation_id)
+                return cached
+            del self._conversations[conversation_id]
+        return AsyncConversation.open(conversation_id, store=self.store, catalog=self.catalog, client=self.upstream)
+
+    def keep(self, conversation: AsyncConversation) -> None:
+        """Cache a conversation after a committed turn (least recently used ones go first)."""
+        self._conversations[conversation.id] = conversation
+        self._conversations.move_to_end(conversation.id)
+        while len(self._conversations) > CACHED_CONVERSATIONS:
+            self._conversations.popitem(last=False)
+
+    def forget(self, conversation_id: str) -> None:
+        self._conversations.pop(conversation_id, None)
+
+    def account_turn(self, tenant: str, model: str, before: Spent, after: Spent, reply: Reply | None) -> None:
+        """Add what a threaded turn spent to the tenant's counters and the metrics."""
+        usd = after.usd - before.usd
+        input_tokens, output_tokens = (
+            after.input_tokens - before.input_tokens,
+            after.output_tokens - before.output_tokens,
+        )
+        if not usd and not input_tokens and not output_tokens:
+            return
+        cache_read = cache_write = 0
+        for response in reply.responses if reply is not None else ():
+            counts = token_counts(response.usage)
+            cache_read += counts.cache_read
+            cache_write += counts.cache_write
+        self.tenancy.record_usage(
+            tenant, model, input_tokens=input_tokens, output_tokens=output_tokens, usd=usd, now=self.clock()
+        )
+        self.metrics.bill(tenant, Billed(model, input_tokens, output_tokens, cache_read, cache_write, usd))
 
     def account(self, tenant: str, model: str, usage: Mapping[str, Any]) -> None:
         """Add one upstream request's usage (empty for a failed call) to the tenant's counters and the metrics."""

@@ -189,8 +189,6 @@ async def _create(gateway: Gateway, tenant: str, request: ThreadRequest, policy_
 
 
 async def _continue(gateway: Gateway, tenant: str, request: ThreadRequest) -> tuple[str, Reply]:
-    from turnkeep.client import AsyncConversation
-
     assert request.previous_message_id is not None
     row = gateway.tenancy.thread(tenant, request.previous_message_id)
     if row is None:
@@ -213,10 +211,8 @@ async def _continue(gateway: Gateway, tenant: str, request: ThreadRequest) -> tu
     ):
         raise _in_flight(request.previous_message_id)
     try:
-        conversation = AsyncConversation.open(
-            row.conversation_id, store=gateway.store, catalog=gateway.catalog, client=gateway.upstream
-        )
-        head = conversation.branches.get(conversation.branch)
+        head = gateway.store.branches(row.conversation_id).get("main")
+        conversation = gateway.conversation(row.conversation_id, head)
         if head != row.node_id:
             first_pending = next((n for n in conversation.transcript if n.status == "pending"), None)
             if first_pending is None or first_pending.parent_id != row.node_id:
@@ -269,15 +265,22 @@ async def _send(
     """Send the turn; every upstream request it made is added to the tenant's usage, failed or not."""
     from turnkeep.errors import ConflictError
 
-    seen = len(conversation.ledger)
+    before = conversation.spent
+    reply: Reply | None = None
     try:
-        return await conversation.send(content, prefill=prefill, **overrides)
+        reply = await conversation.send(content, prefill=prefill, **overrides)
+        gateway.keep(conversation)
+        return reply
     except ConflictError as err:
         # Another writer moved the head between our lease and our write (a lease that expired under a slow turn).
         raise _in_flight("this thread's last response") from err
+    except BaseException:
+        gateway.forget(conversation.id)
+        raise
     finally:
-        for entry in conversation.ledger[seen:]:
-            gateway.account(tenant, entry.model, entry.usage)
+        # What the turn spent (summary calls and billed failures included), read from the conversation's own
+        # running totals rather than its whole ledger.
+        gateway.account_turn(tenant, conversation.model, before, conversation.spent, reply)
 
 
 def _record_head(
