@@ -124,7 +124,12 @@ def serve(
 
 @click.group()
 def keys() -> None:
-    """Gateway keys of tenants: create (printed once), list, revoke."""
+    """Gateway keys of tenants: create (printed once), list, revoke.
+
+    \b
+        turnkeep keys create --tenant acme --usd-per-day 5
+        turnkeep keys list
+    """
 
 
 def _usd(value: str | None, name: str) -> Decimal | None:
