@@ -41,6 +41,9 @@ COMMANDS: dict[str, str] = {
     "emulate": "emulate:emulate",
     "simulate": "simulation:simulate",
     "recommend": "simulation:recommend",
+    # The gateway
+    "serve": "serve:serve",
+    "keys": "serve:keys",
 }
 
 

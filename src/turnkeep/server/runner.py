@@ -1,0 +1,151 @@
+"""Run the gateway: build it from a database and an upstream, and serve it with uvicorn.
+
+```python
+from turnkeep.server import GatewayServer
+
+with GatewayServer(database="gateway.db", upstream="emulator") as server:
+    key = server.create_key("acme")                       # a gateway key of tenant "acme", shown once
+    client = anthropic.Anthropic(api_key=key, base_url=server.base_url)
+    thread = client.beta.messages.thread(model="claude-sonnet-5", max_tokens=200)
+    thread.send({"role": "user", "content": "My name is Ada."})
+```
+
+`upstream="emulator"` starts turnkeep's emulator in the same process (on its own loopback port) and gives the
+gateway a key for it; any other value is the base URL of the real API, used with `upstream_key`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from turnkeep.server.app import Gateway, GatewayConfig, create_app
+from turnkeep.server.tenancy import Limits, SQLiteTenancy, Tenant, new_key
+
+__all__ = ["EMULATOR_UPSTREAM_KEY", "GatewayServer", "bind", "build_gateway"]
+
+EMULATOR_UPSTREAM_KEY = "turnkeep-gateway"
+"""The key the gateway uses with an in-process emulator (the emulator accepts any key and bills by key)."""
+
+
+def build_gateway(database: str | Path, config: GatewayConfig) -> Gateway:
+    """A gateway whose conversations and tenancy rows live in the SQLite file `database`."""
+    from turnkeep.store import SQLiteStore
+
+    store = SQLiteStore(database, synchronous="NORMAL")
+    return Gateway(config, store=store, tenancy=SQLiteTenancy(database))
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on `host:port` (0: a free port), with Nagle off for small, latency-bound answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class GatewayServer:
+    """The gateway on a loopback port in a background thread, for the life of a `with` block."""
+
+    def __init__(
+        self,
+        *,
+        database: str | Path,
+        upstream: str = "emulator",
+        upstream_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        config: GatewayConfig | None = None,
+        emulator_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.database = Path(database)
+        self.upstream = upstream
+        self.host = host
+        self.port = port
+        self._upstream_key = upstream_key
+        self._config = config or GatewayConfig()
+        self._emulator_options = emulator_options or {}
+        self.emulator: Any = None  # the EmulatorServer when upstream == "emulator"
+        self.gateway: Gateway | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> GatewayServer:
+        import uvicorn
+
+        if self.upstream == "emulator":
+            from turnkeep.emulator import EmulatorServer
+
+            self.emulator = EmulatorServer(**self._emulator_options).start()
+            config = replace(self._config, upstream_url=self.emulator.base_url, upstream_key=EMULATOR_UPSTREAM_KEY)
+        else:
+            config = replace(self._config, upstream_url=self.upstream, upstream_key=self._upstream_key or "")
+        self.gateway = build_gateway(self.database, config)
+        sock = bind(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        server_config = uvicorn.Config(
+            create_app(self.gateway), log_level="warning", access_log=False, lifespan="on", loop="asyncio", http="h11"
+        )
+        server = uvicorn.Server(server_config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="turnkeep-gateway", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10.0
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                sock.close()
+                raise RuntimeError(f"the gateway did not start on {self.base_url}")
+            time.sleep(0.005)
+        self._server, self._thread, self._socket = server, thread, sock
+        return self
+
+    def create_key(self, tenant: str, limits: Limits | None = None, policy: str | None = None) -> str:
+        """Create (or update) `tenant` and return a new key for it."""
+        assert self.gateway is not None, "start the server first"
+        tenancy = self.gateway.tenancy
+        if tenancy.tenant(tenant) is None or limits is not None or policy is not None:
+            tenancy.put_tenant(Tenant(tenant, limits or Limits(), policy))
+        key = new_key()
+        tenancy.add_key(tenant, key, now=time.time())
+        return key
+
+    def stop(self) -> None:
+        """Stop serving (requests in flight finish first), then the emulator; close the stores."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=30.0)
+        if self._socket is not None:
+            self._socket.close()
+        if self.gateway is not None:
+            close = getattr(self.gateway.store, "close", None)
+            if close is not None:
+                close()
+            self.gateway.tenancy.close()
+            self.gateway = None
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+        self._server, self._thread, self._socket = None, None, None
+
+    def __enter__(self) -> GatewayServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()

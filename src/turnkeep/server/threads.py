@@ -1,0 +1,293 @@
+"""Message threads, made durable: `create` stores a conversation, `continue` sends only the new messages.
+
+The client speaks the API's message-threads protocol (beta `message-threads-2026-08-12`); the gateway keeps the
+conversation in its store and sends upstream an ordinary, complete request rebuilt by the conversation's context
+policy (default `FullHistory`), with turnkeep's cache breakpoints. Upstream never sees a `thread`.
+
+```
+create    {"thread": {"type": "create"}, model, max_tokens, system?, tools?, messages: [... , user]}
+            → a new conversation owned by the tenant; the reply's `id` is recorded as its continuable head
+continue  {"thread": {"type": "continue", "previous_message_id": "msg_…"}, model, max_tokens, messages: [user]}
+            → lease the conversation, check the reply is still its head, send, record the new reply's `id`
+```
+
+Errors, as the API's (status, `error.details.error_code`):
+
+- unknown id, or another tenant's → 404 `thread_not_found` (the same answer, so ids leak nothing);
+- a reply that was continued already → 400 `thread_already_continued`;
+- a continue of the same conversation running on any replica (its lease is held) → 400
+  `thread_continue_in_flight`;
+- `model`, `speed` or the thinking type differing from the create → 400 `thread_fingerprint_mismatch`;
+- `context_management`, `fallbacks`, manual thinking or a `compaction` request → 400 `thread_unsupported_request`;
+- `system` or `tools` on a continue → 400 (fixed at create).
+
+Unlike the API, threads do not expire. A turn whose upstream call failed leaves its user message pending in the
+store; the client's retry of the same continue replaces it (rollback, then send), so nothing is recorded twice.
+A failed `create` leaves nothing: its conversation is deleted, since no reply id could ever name it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from turnkeep.server.errors import GatewayError, invalid_request, not_found
+from turnkeep.server.tenancy import ThreadRow
+
+if TYPE_CHECKING:
+    from turnkeep.client import AsyncConversation, Reply
+    from turnkeep.server.app import Gateway
+
+__all__ = ["THREADS_BETA", "ThreadRequest", "parse_thread_request", "run_thread_turn"]
+
+THREADS_BETA = "message-threads-2026-08-12"
+
+# Fields the conversation takes from the create (settings) and fields the gateway sets itself (caching,
+# diagnostics): neither goes into a turn's overrides.
+_SETTINGS = frozenset({"model", "max_tokens", "system", "tools", "messages", "thread", "stream"})
+_GATEWAY_OWNED = frozenset({"cache_control", "diagnostics"})
+
+
+@dataclass(frozen=True)
+class ThreadRequest:
+    """A threaded request, checked: what kind, which reply it continues, the new messages and the turn's options."""
+
+    kind: str  # "create" | "continue"
+    previous_message_id: str | None
+    body: Mapping[str, Any]
+    messages: list[dict[str, Any]]
+    overrides: dict[str, Any]
+    fingerprint: dict[str, Any]
+
+
+def parse_thread_request(body: Mapping[str, Any]) -> ThreadRequest:
+    """Check the `thread` parameter and the request around it; raises `GatewayError` (400) naming what is wrong."""
+    thread = body.get("thread")
+    if not isinstance(thread, Mapping):
+        raise invalid_request("thread: Input should be an object")
+    kind = thread.get("type")
+    allowed = {"type"} if kind == "create" else {"type", "previous_message_id"}
+    if kind not in ("create", "continue"):
+        raise invalid_request(f"thread.type: Input should be 'create' or 'continue', not {kind!r}")
+    extra = sorted(set(thread) - allowed)
+    if extra:
+        raise invalid_request(f"thread.{extra[0]}: Extra inputs are not permitted")
+    previous = thread.get("previous_message_id")
+    if kind == "continue" and (not isinstance(previous, str) or not previous):
+        raise invalid_request("thread.previous_message_id: Field required (a non-empty string)")
+    _check_threadable(body)
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise invalid_request("model: Field required")
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise invalid_request("max_tokens: Field required (a positive integer)")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
+        raise invalid_request("messages: Input should be a non-empty list of messages")
+    for index, message in enumerate(messages):
+        if message.get("role") not in ("user", "assistant") or "content" not in message:
+            raise invalid_request(f"messages.{index}: a message needs a role (user or assistant) and content")
+    if kind == "continue":
+        fixed = [f"`{name}`" for name in ("system", "tools") if name in body]
+        if fixed:
+            raise invalid_request(
+                f'{" and ".join(fixed)} cannot be sent with `thread.type` "continue": the thread keeps the values '
+                'of the request that created it. To change them, send the full conversation with `thread: {"type": '
+                '"create"}`.'
+            )
+        # A continue brings one new turn: a user message, optionally followed by an assistant prefill.
+        roles = [m["role"] for m in messages]
+        if roles not in (["user"], ["user", "assistant"]):
+            raise invalid_request(
+                "messages: a continue carries the new user message (optionally followed by an assistant prefill), "
+                f"not {len(messages)} messages with roles {roles}"
+            )
+    overrides = {k: v for k, v in body.items() if k not in _SETTINGS and k not in _GATEWAY_OWNED}
+    return ThreadRequest(
+        kind=str(kind),
+        previous_message_id=previous if kind == "continue" else None,
+        body=body,
+        messages=[dict(m) for m in messages],
+        overrides=overrides,
+        fingerprint=_fingerprint(body),
+    )
+
+
+def _check_threadable(body: Mapping[str, Any]) -> None:
+    unsupported = [name for name in ("context_management", "fallbacks") if body.get(name)]
+    thinking = body.get("thinking")
+    if isinstance(thinking, Mapping) and thinking.get("type") == "enabled":
+        unsupported.append("thinking")
+    if unsupported or body.get("compaction") is not None:
+        names = ", ".join(f"`{name}`" for name in unsupported or ["compaction"])
+        error = GatewayError(
+            400,
+            f"`thread` cannot be combined with {names}. Send the full conversation without `thread`, or change "
+            "that field.",
+            error_code="thread_unsupported_request",
+        )
+        raise error
+
+
+def _fingerprint(body: Mapping[str, Any]) -> dict[str, Any]:
+    thinking = body.get("thinking")
+    return {
+        "model": body.get("model"),
+        "speed": body.get("speed") or "standard",
+        "thinking": thinking.get("type") if isinstance(thinking, Mapping) else None,
+    }
+
+
+async def run_thread_turn(
+    gateway: Gateway, tenant: str, request: ThreadRequest, policy: str | None
+) -> tuple[str, Reply]:
+    """Run one threaded turn for `tenant` and record its reply as the thread's new head; returns the
+    conversation's id and the reply."""
+    if request.kind == "create":
+        return await _create(gateway, tenant, request, policy)
+    return await _continue(gateway, tenant, request)
+
+
+async def _create(gateway: Gateway, tenant: str, request: ThreadRequest, policy_spec: str | None) -> tuple[str, Reply]:
+    from turnkeep.client import AsyncConversation
+
+    body = request.body
+    conversation = AsyncConversation(
+        body["model"],
+        system=body.get("system"),
+        max_tokens=body["max_tokens"],
+        tools=body.get("tools"),
+        policy=gateway.policy(policy_spec),
+        store=gateway.store,
+        catalog=gateway.catalog,
+        client=gateway.upstream,
+    )
+    now = gateway.clock()
+    gateway.tenancy.claim_conversation(tenant, conversation.id, now=now)
+    try:
+        *earlier, last = request.messages
+        prefill = None
+        if last["role"] == "assistant" and earlier:
+            prefill, (*earlier, last) = _prefill_text(last), earlier
+        for message in earlier:
+            if message["role"] == "user":
+                conversation.add_user(message["content"])
+            else:
+                conversation.add_assistant(message["content"])
+        if last["role"] != "user":
+            raise invalid_request("messages: the last message must be a user message (or an assistant prefill)")
+        reply = await _send(gateway, tenant, conversation, last["content"], prefill, request.overrides)
+    except BaseException:
+        # No reply id names this conversation, so nothing could ever continue it: leave no trace.
+        gateway.store.delete(conversation.id)
+        gateway.tenancy.forget_conversation(tenant, conversation.id)
+        raise
+    _record_head(gateway, tenant, conversation, reply, request.fingerprint)
+    return conversation.id, reply
+
+
+async def _continue(gateway: Gateway, tenant: str, request: ThreadRequest) -> tuple[str, Reply]:
+    assert request.previous_message_id is not None
+    row = gateway.tenancy.thread(tenant, request.previous_message_id)
+    if row is None:
+        raise not_found(
+            f"No usable thread state was found for previous_message_id {request.previous_message_id}. Replay the "
+            'full conversation with `thread: {"type": "create"}` to start a new thread.',
+            error_code="thread_not_found",
+        )
+    changed = [name for name, value in request.fingerprint.items() if row.fingerprint.get(name) != value]
+    if changed:
+        names = ", ".join(f"`{name}`" for name in changed)
+        raise invalid_request(
+            f"{names} differ{'s' if len(changed) == 1 else ''} from the value stored with the thread. Send the "
+            'stored values, or replay the full conversation with `thread: {"type": "create"}` to change them.',
+            error_code="thread_fingerprint_mismatch",
+        )
+    token = secrets.token_hex(8)
+    if not gateway.tenancy.acquire_lease(
+        tenant, row.conversation_id, token, now=gateway.clock(), seconds=gateway.config.lease_seconds
+    ):
+        raise _in_flight(request.previous_message_id)
+    try:
+        head = gateway.store.branches(row.conversation_id).get("main")
+        conversation = gateway.conversation(row.conversation_id, head)
+        if head != row.node_id:
+            first_pending = next((n for n in conversation.transcript if n.status == "pending"), None)
+            if first_pending is None or first_pending.parent_id != row.node_id:
+                raise invalid_request(
+                    f"The response {request.previous_message_id} has already been continued, and each response can "
+                    "be continued only once. Continue from the thread's most recent response `id`.",
+                    error_code="thread_already_continued",
+                )
+            # An earlier attempt of this continue failed upstream: its message was kept pending. Replace it.
+            conversation.rollback()
+        last = request.messages[0]
+        prefill = _prefill_text(request.messages[1]) if len(request.messages) == 2 else None
+        reply = await _send(gateway, tenant, conversation, last["content"], prefill, request.overrides)
+        _record_head(gateway, tenant, conversation, reply, request.fingerprint)
+        return conversation.id, reply
+    finally:
+        gateway.tenancy.release_lease(row.conversation_id, token)
+
+
+def _in_flight(previous_id: str) -> GatewayError:
+    return invalid_request(
+        f"Another request is still continuing from {previous_id}. Wait for it to complete and continue from its "
+        'response `id`, or replay the full conversation with `thread: {"type": "create"}`.',
+        error_code="thread_continue_in_flight",
+    )
+
+
+def _prefill_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if (
+        isinstance(content, list)
+        and len(content) == 1
+        and isinstance(content[0], Mapping)
+        and content[0].get("type") == "text"
+    ):
+        return str(content[0].get("text", ""))
+    raise invalid_request("messages: an assistant prefill must be text")
+
+
+async def _send(
+    gateway: Gateway,
+    tenant: str,
+    conversation: AsyncConversation,
+    content: object,
+    prefill: str | None,
+    overrides: Mapping[str, Any],
+) -> Reply:
+    """Send the turn; every upstream request it made is added to the tenant's usage, failed or not."""
+    from turnkeep.errors import ConflictError
+
+    before = conversation.spent
+    reply: Reply | None = None
+    try:
+        reply = await conversation.send(content, prefill=prefill, **overrides)
+        gateway.keep(conversation)
+        return reply
+    except ConflictError as err:
+        # Another writer moved the head between our lease and our write (a lease that expired under a slow turn).
+        raise _in_flight("this thread's last response") from err
+    except BaseException:
+        gateway.forget(conversation.id)
+        raise
+    finally:
+        # What the turn spent (summary calls and billed failures included), read from the conversation's own
+        # running totals rather than its whole ledger.
+        gateway.account_turn(tenant, conversation.model, before, conversation.spent, reply)
+
+
+def _record_head(
+    gateway: Gateway, tenant: str, conversation: AsyncConversation, reply: Reply, fingerprint: Mapping[str, Any]
+) -> None:
+    head = conversation.branches.get(conversation.branch)
+    assert head is not None
+    gateway.tenancy.record_thread(
+        tenant, ThreadRow(reply.message.id, conversation.id, head, dict(fingerprint)), now=gateway.clock()
+    )
