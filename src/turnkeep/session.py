@@ -403,6 +403,8 @@ class ConversationCore:
         prefill_mode: Literal["native", "instruct"] | None,
         overrides: Mapping[str, Any],
     ) -> tuple[Turn, Plan]:
+        # Hostile values in what is new are refused before any planning walks them (indices count from it).
+        rules.check_values({"messages": [node.message for node in new_nodes]})
         settings = self._request_settings(overrides, now=self.clock())
         transcript = [*self._sendable([n for n in before if n.status == "ok"]), *self._sendable(new_nodes)]
         if prefill_mode == "native" and prefill is not None:
