@@ -288,7 +288,6 @@ class _Validator:
     compaction_with_content: bool = False
 
     def run(self, *, complete: bool, since: Checkpoint | None) -> Checkpoint | None:
-        check_values(self.request)
         messages = self._check_required()
         self._check_options()
         self._check_tools()
@@ -305,6 +304,8 @@ class _Validator:
             start = since.count - 1  # the settled messages before it carry no breakpoint: nothing to count
             self.tool_use_ids = set(since.tool_use_ids)
             self.compaction_with_content = since.compaction_with_content
+        # Hostile values first, in what has not been checked before (settled messages were, when they were new).
+        check_values(self.request, start=start)
         settled = self._settled(messages, start)
         snapshot: tuple[frozenset[str], bool] | None = None
         for index in range(start, len(messages)):
@@ -1021,10 +1022,11 @@ def _known_block_type(block_type: str) -> bool:
     return block_type in KNOWN_BLOCK_TYPES or block_type.endswith("_tool_result")
 
 
-def check_values(request: Mapping[str, Any]) -> None:
+def check_values(request: Mapping[str, Any], *, start: int = 0) -> None:
     """Raise `HistoryError` for the first value in `request` the API cannot take: nesting beyond
     `values.MAX_DEPTH`, a lone surrogate, an unknown content block type, or a custom tool without `input_schema`.
-    Iterative throughout: it is what makes every later (recursive) reader safe."""
+    Iterative throughout: it is what makes every later (recursive) reader safe. Messages before `start` are
+    taken as checked already."""
     for key in ("system", "tools"):
         _value_problem(request.get(key), key, None, None)
     tools = request.get("tools")
@@ -1039,7 +1041,8 @@ def check_values(request: Mapping[str, Any]) -> None:
     messages = request.get("messages")
     if not isinstance(messages, list | tuple):
         return
-    for index, message in enumerate(messages):
+    for index in range(start, len(messages)):
+        message = messages[index]
         content = message.get("content") if isinstance(message, Mapping) else None
         if not isinstance(content, list | tuple):
             _value_problem(message, f"messages[{index}]", index, None)
