@@ -428,6 +428,8 @@ class ConversationCore:
         prefill_mode: Literal["native", "instruct"] | None,
         overrides: Mapping[str, Any],
     ) -> tuple[Turn, Plan]:
+        # Hostile values in what is new are refused before any planning walks them (indices count from it).
+        rules.check_values({"messages": [node.message for node in new_nodes]})
         settings = self._request_settings(overrides, now=self.clock())
         # The committed messages before the turn, then the turn's own (pending) ones.
         transcript = self.path.ok_messages(before)

@@ -78,6 +78,16 @@ IMAGE = {"type": "image", "source": {"type": "url", "url": "https://example.com/
 HELLO = user("Hello")
 REPLY = assistant("Hi there.")
 CALL = assistant([text("Checking."), tool_use("toolu_1")])
+TOOL = {"name": "lookup", "input_schema": {"type": "object", "properties": {}}}
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
 RESULT = user([tool_result("toolu_1")])
 
 
@@ -247,6 +257,20 @@ CASES = [
         block_index=1,
         model=SYSTEM_MESSAGES_MODEL,
     ),
+    # Hostile values, refused before anything else walks them.
+    Case("value_too_deep", request(user([text("Hi", extra=_nested(10_000))])), message_index=0, block_index=0),
+    Case("value_too_deep", request(HELLO, tools=[{**TOOL, "input_schema": _nested(300)}])),
+    Case("lone_surrogate", request(HELLO, user([text("Hi"), text("bad \ud800")])), message_index=1, block_index=1),
+    Case("lone_surrogate", request(HELLO, system="Be \udfff brief")),
+    Case(
+        "lone_surrogate",
+        request(HELLO, assistant([tool_use("t1", input={"q": "\ud83d"})])),
+        message_index=1,
+        block_index=0,
+        complete=False,
+    ),
+    Case("block_type_unknown", request(user([text("Hi"), {"type": "hologram"}])), message_index=0, block_index=1),
+    Case("tool_schema_missing", request(HELLO, tools=[{"name": "lookup", "description": "no schema"}])),
 ]
 
 

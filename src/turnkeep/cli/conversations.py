@@ -160,6 +160,8 @@ def import_(runtime: Runtime, file: Path) -> None:
         raise UsageError(f"cannot read {str(file)!r}: {err}") from err
     except json.JSONDecodeError as err:
         raise UsageError(f"{str(file)!r} is not JSON: line {err.lineno} column {err.colno}: {err.msg}") from err
+    except RecursionError as err:  # the json module gives up near 1,000 levels
+        raise UsageError(f"{str(file)!r} nests too deeply to be an export") from err
     click.echo(import_json(runtime.store(), data))
 
 

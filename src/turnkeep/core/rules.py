@@ -6,7 +6,9 @@ are pure. `RULES` lists every rule `validate` enforces; the rule names are stabl
 
 Shapes are the SDK's own (`anthropic.types.MessageParam`): plain JSON dicts. A content block may also be an SDK
 pydantic block (anything with `model_dump()`); it is read through its dump and, where `normalize` has to edit it,
-replaced by the dumped dict. Unknown block types and unknown request keys are let through: the API may know them.
+replaced by the dumped dict. Unknown request keys are let through (the API may know them); unknown block types,
+custom tools without `input_schema`, values nested deeper than `values.MAX_DEPTH` and lone surrogates are refused
+up front (`check_values`, run first by `validate`), so no request the API must refuse is ever sent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Literal, TypeGuard, cast
 
 from anthropic.types import MessageParam
 
+from turnkeep.core import values
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import block_view as _view
 from turnkeep.errors import HistoryError, PrefillNotSupported
@@ -31,6 +34,7 @@ __all__ = [
     "RULES",
     "UNANSWERED_TOOL_CALL",
     "Checkpoint",
+    "check_values",
     "is_prefill",
     "normalize",
     "unanswered_tool_calls",
@@ -115,6 +119,11 @@ RULES: Mapping[str, str] = MappingProxyType(
         "(raises PrefillNotSupported)",
         "prefill_trailing_whitespace": "a final (prefill) assistant message may not end in whitespace",
         "compaction_incomplete_turn": "an explicit compaction request may not end on an unanswered tool_use",
+        # Hostile values (check_values), before any other rule.
+        "value_too_deep": f"objects and lists nest at most {values.MAX_DEPTH} levels (tool inputs included)",
+        "lone_surrogate": "text must be valid Unicode: no lone surrogate in a message, system prompt or tool",
+        "block_type_unknown": "a content block's type is one the Messages API knows",
+        "tool_schema_missing": "a custom tool definition needs `name` and an `input_schema` object",
     }
 )
 
@@ -257,11 +266,7 @@ def _digest(message: object) -> str:
 
 
 def _has_breakpoint(value: object) -> bool:
-    if isinstance(value, Mapping):
-        return "cache_control" in value or any(_has_breakpoint(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_breakpoint(item) for item in value)
-    return False
+    return values.has_key(value, "cache_control")  # iterative: a tool input may nest without bound
 
 
 def _fail(rule: str, detail: str, message_index: int | None = None, block_index: int | None = None) -> HistoryError:
@@ -299,6 +304,8 @@ class _Validator:
             start = since.count - 1  # the settled messages before it carry no breakpoint: nothing to count
             self.tool_use_ids = set(since.tool_use_ids)
             self.compaction_with_content = since.compaction_with_content
+        # Hostile values first, in what has not been checked before (settled messages were, when they were new).
+        check_values(self.request, start=start)
         settled = self._settled(messages, start)
         snapshot: tuple[frozenset[str], bool] | None = None
         for index in range(start, len(messages)):
@@ -982,3 +989,83 @@ def _strip_final(turns: list[_Turn]) -> None:
             turn.changed = True
         if turn.empty:
             turns.pop()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Hostile values: checked before every other rule, so nothing later walks data it cannot handle
+
+KNOWN_BLOCK_TYPES = frozenset(
+    {
+        "text",
+        "image",
+        "document",
+        "search_result",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "container_upload",
+        "compaction",
+        "tool_addition",
+        "tool_removal",
+        "fallback",
+        "server_tool_use",
+        "mcp_tool_use",
+        "mcp_tool_result",
+        "mcp_tool_listing",
+    }
+)
+
+
+def _known_block_type(block_type: str) -> bool:
+    # Server tools add result block types over time; their family (`*_tool_result`) is recognisable.
+    return block_type in KNOWN_BLOCK_TYPES or block_type.endswith("_tool_result")
+
+
+def check_values(request: Mapping[str, Any], *, start: int = 0) -> None:
+    """Raise `HistoryError` for the first value in `request` the API cannot take: nesting beyond
+    `values.MAX_DEPTH`, a lone surrogate, an unknown content block type, or a custom tool without `input_schema`.
+    Iterative throughout: it is what makes every later (recursive) reader safe. Messages before `start` are
+    taken as checked already."""
+    for key in ("system", "tools"):
+        _value_problem(request.get(key), key, None, None)
+    tools = request.get("tools")
+    if isinstance(tools, list | tuple):
+        for index, tool in enumerate(tools):
+            view = _view(tool)
+            # A server tool has a versioned `type` (web_search_20250305 ...); a custom tool has no type or "custom".
+            if view is None or view.get("type") not in (None, "custom"):
+                continue
+            if not (isinstance(view.get("name"), str) and isinstance(view.get("input_schema"), Mapping)):
+                raise _fail("tool_schema_missing", f"tools[{index}] needs `name` and an `input_schema` object")
+    messages = request.get("messages")
+    if not isinstance(messages, list | tuple):
+        return
+    for index in range(start, len(messages)):
+        message = messages[index]
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if not isinstance(content, list | tuple):
+            _value_problem(message, f"messages[{index}]", index, None)
+            continue
+        for block_index, block in enumerate(content):
+            view = _view(block)
+            _value_problem(view if view is not None else block, _where(index, block_index), index, block_index)
+            block_type = view.get("type") if view is not None else None
+            if isinstance(block_type, str) and not _known_block_type(block_type):
+                raise _fail(
+                    "block_type_unknown",
+                    f"{_where(index, block_index)}: unknown content block type {block_type!r}",
+                    index,
+                    block_index,
+                )
+        if isinstance(message, Mapping):
+            rest = {key: item for key, item in message.items() if key != "content"}
+            _value_problem(rest, f"messages[{index}]", index, None)
+
+
+def _value_problem(value: object, path: str, index: int | None, block_index: int | None) -> None:
+    problem = values.find_problem(value, path, secrets=False)
+    if problem is None:
+        return
+    rule = "value_too_deep" if problem.kind == "depth" else "lone_surrogate"
+    raise _fail(rule, f"{problem.path}: {problem.detail}", index, block_index)

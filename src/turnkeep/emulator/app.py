@@ -43,6 +43,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from turnkeep.core import values
 from turnkeep.core.catalog import Catalog, ModelInfo, default_catalog
 from turnkeep.emulator import compaction, responders, tokenizer, validation
 from turnkeep.emulator.billing import Bill
@@ -113,10 +114,11 @@ class Emulator:
         if header:
             try:
                 script = json.loads(header)
-            except ValueError as err:
+            except (ValueError, RecursionError) as err:
                 raise invalid_request(f"x-emulator-script: not JSON: {err}") from err
             if not isinstance(script, dict):
                 raise invalid_request("x-emulator-script: must be a JSON object")
+            _check_depth(script, "x-emulator-script")
             return script
         queue = self.scripts.get(scope)
         if queue:
@@ -125,6 +127,7 @@ class Emulator:
 
     def queue_scripts(self, scope: str, replies: list[dict[str, Any]]) -> int:
         """Queue scripted replies for an API key; returns how many are queued now."""
+        _check_depth(replies, "replies")
         queue = self.scripts.setdefault(scope, deque())
         queue.extend(replies)
         return len(queue)
@@ -506,9 +509,22 @@ async def _json_body(request: Request, *, limit: int | None = None) -> Any:
     if not raw.strip():
         raise invalid_request("The request body is not valid JSON: empty body")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except ValueError as err:
         raise invalid_request(f"The request body is not valid JSON: {err}") from err
+    except RecursionError as err:  # the json module gives up near 1,000 levels
+        raise invalid_request(f"The request body nests more than {values.MAX_DEPTH} levels deep") from err
+    _check_depth(body, "")
+    return body
+
+
+def _check_depth(value: Any, path: str) -> None:
+    """Refuse values nested beyond `values.MAX_DEPTH` with a 400 naming where (an assumption: the API's own limit
+    is not documented; this one keeps every reply within what the SDK's streaming JSON parser accepts)."""
+    where = values.depth_exceeds(value, values.MAX_DEPTH + values.ENVELOPE_DEPTH)
+    if where is not None:
+        location = f"{path}{where}".lstrip(".") or "body"
+        raise invalid_request(f"{location}: nested more than {values.MAX_DEPTH} levels deep")
 
 
 def _json_object(value: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import anthropic
 import httpx2
 import uvicorn
 
+from turnkeep.core import values
 from turnkeep.emulator.app import create_app, quiet_deliberate_drops
 
 __all__ = ["EmulatorServer"]
@@ -149,7 +150,11 @@ class EmulatorServer:
         return float(self._call("POST", "/_emulator/clock", json={"set": timestamp})["now"])
 
     def script(self, *replies: Mapping[str, Any], api_key: str = "test-key") -> int:
-        """Queue scripted replies for `api_key` (see `turnkeep.emulator.responders`); returns the queue length."""
+        """Queue scripted replies for `api_key` (see `turnkeep.emulator.responders`); returns the queue length.
+        A reply nested deeper than the emulator accepts raises `ValueError` naming where, before anything is sent."""
+        where = values.depth_exceeds(list(replies), values.MAX_DEPTH + values.ENVELOPE_DEPTH)
+        if where is not None:
+            raise ValueError(f"replies{where}: nested more than {values.MAX_DEPTH} levels deep")
         return int(self._call("POST", "/_emulator/script", api_key=api_key, json={"replies": list(replies)})["queued"])
 
     def fault(self, *faults: str | int | Mapping[str, Any], api_key: str = "test-key") -> int:

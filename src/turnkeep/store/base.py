@@ -14,6 +14,7 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
+from turnkeep.core import values
 from turnkeep.core.messages import block_texts
 from turnkeep.errors import UsageError
 
@@ -31,8 +32,9 @@ NodeStatus = Literal["ok", "pending", "partial", "refused"]
 NODE_STATUSES: frozenset[str] = frozenset(get_args(NodeStatus))
 
 TITLE_LENGTH = 80
-# Setting names that would hold a credential; a store refuses to write them (issue: keys never reach the store).
-SECRET_KEYS = frozenset({"api_key", "x-api-key", "auth_token", "authorization", "anthropic_api_key"})
+# Names that would hold a credential; a store refuses to write them (keys never reach the store).
+SECRET_KEYS = values.SECRET_KEYS
+_ROLES = ("user", "assistant", "system")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,20 +218,32 @@ class Store(Protocol):
 
 
 def dumps(value: object, what: str) -> str:
-    """Compact JSON, non-ASCII kept as is: the exact text a reopened conversation decodes and resends."""
+    """Compact JSON, non-ASCII kept as is: the exact text a reopened conversation decodes and resends. Every stored
+    value passes `check_value` first (no credential, no lone surrogate, bounded depth)."""
+    check_value(value, what)
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as err:
         raise UsageError(f"{what} is not JSON-serialisable: {err}") from err
 
 
-def check_no_secrets(settings: Mapping[str, Any], where: str = "settings") -> None:
-    """Refuse settings that carry a credential, at any depth."""
-    for key, value in settings.items():
-        if isinstance(key, str) and key.lower() in SECRET_KEYS:
-            raise UsageError(f"{where}.{key}: credentials are never stored; pass the key to the client instead")
-        if isinstance(value, Mapping):
-            check_no_secrets(value, f"{where}.{key}")
+def check_no_secrets(settings: object, where: str = "settings") -> None:
+    """Refuse a value that carries a credential (a credential-named key or an `sk-ant-…` value) at any depth,
+    in objects and lists alike; the walk is iterative, so a deeply nested value cannot crash it."""
+    problem = values.find_problem(settings, where, depth=False, surrogates=False)
+    if problem is not None:
+        raise UsageError(f"{problem.path}: credentials are never stored; pass the key to the client instead")
+
+
+def check_value(value: object, where: str) -> None:
+    """What any stored value must be: no credential, no lone surrogate, nested at most
+    `MAX_DEPTH + ENVELOPE_DEPTH` levels (so every later reader, recursive or not, can take it)."""
+    problem = values.find_problem(value, where, limit=values.MAX_DEPTH + values.ENVELOPE_DEPTH)
+    if problem is None:
+        return
+    if problem.kind.startswith("secret"):
+        raise UsageError(f"{problem.path}: credentials are never stored; pass the key to the client instead")
+    raise UsageError(f"{problem.path}: {problem.detail}")
 
 
 def check_status(status: object, what: str) -> None:
@@ -251,8 +265,13 @@ def check_new_nodes(nodes: Sequence[Node], exists: Container[str]) -> None:
         if node.parent_id is not None and node.parent_id not in batch and node.parent_id not in exists:
             raise UsageError(f"parent {node.parent_id!r} of node {node.id!r} does not exist")
         check_status(node.status, f"node {node.id!r}")
-        if not isinstance(node.message, Mapping) or not isinstance(node.message.get("role"), str):
-            raise UsageError(f"node {node.id!r}: a message is an object with a role")
+        if not isinstance(node.message, Mapping) or node.message.get("role") not in _ROLES:
+            role = node.message.get("role") if isinstance(node.message, Mapping) else None
+            raise UsageError(
+                f"node {node.id!r}: a message is an object with role user, assistant or system, not {role!r}"
+            )
+        check_value(node.message, f"node {node.id!r}.message")
+        check_value(node.meta, f"node {node.id!r}.meta")
         batch.add(node.id)
 
 

@@ -27,6 +27,7 @@ from turnkeep.core import rules
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.policies import RequestSettings, policy_from_settings
 from turnkeep.errors import HistoryError, InvalidExport, UnknownConversation, UsageError
+from turnkeep.store import export_values
 from turnkeep.store.base import NODE_STATUSES, LedgerEntry, Node, NodeStatus, Store, check_no_secrets, ledger_dict
 
 __all__ = ["FORMAT", "VERSION", "InvalidExport", "export_json", "export_markdown", "import_json"]
@@ -121,6 +122,9 @@ def _json_ready(value: object, position: str) -> None:
 
 
 def _check(data: object) -> _Checked:
+    problem = export_values.first_problem(data)
+    if problem is not None:
+        raise InvalidExport(*problem)
     top = _object(data, "export")
     if top.get("format") != FORMAT:
         raise InvalidExport("format", f"expected {FORMAT!r}, got {top.get('format')!r}")
