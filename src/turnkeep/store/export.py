@@ -18,9 +18,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
-
-from anthropic.types import MessageParam
+from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep import config
 from turnkeep.core import rules
@@ -28,6 +26,9 @@ from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.policies import RequestSettings, policy_from_settings
 from turnkeep.errors import HistoryError, UnknownConversation, UsageError
 from turnkeep.store.base import NODE_STATUSES, LedgerEntry, Node, NodeStatus, Store, check_no_secrets, ledger_dict
+
+if TYPE_CHECKING:
+    from anthropic.types import MessageParam
 
 __all__ = ["FORMAT", "VERSION", "InvalidExport", "export_json", "export_markdown", "import_json"]
 
@@ -331,7 +332,7 @@ def _check_messages(checked: _Checked) -> None:
         sendable = [index for index in reversed(path) if checked.nodes[index].status in ("ok", "pending")]
         if not sendable:
             continue
-        messages = [cast(MessageParam, dict(checked.nodes[index].message)) for index in sendable]
+        messages = [cast("MessageParam", dict(checked.nodes[index].message)) for index in sendable]
         merged = False
         try:
             try:
