@@ -16,10 +16,16 @@ MODEL = "claude-sonnet-4-6"
 
 
 def chat_until_killed(
-    path: str, base_url: str, conversation_id: str, streaming: bool, ready: multiprocessing.synchronize.Event
+    path: str,
+    base_url: str,
+    conversation_id: str,
+    streaming: bool,
+    ready: multiprocessing.synchronize.Event,
+    turned: multiprocessing.synchronize.Event,
 ) -> None:
     """Run turns on a stored conversation forever (the test kills this process): finish a pending turn first,
-    then send new ones; every request is slowed a little so kills also land while a reply is on its way."""
+    then send new ones; every request is slowed a little so kills also land while a reply is on its way.
+    `turned` is set once a new turn is committed, so the test can wait for progress instead of for time."""
     store = SQLiteStore(path)
     client = anthropic.Anthropic(
         api_key="crash-test", base_url=base_url, max_retries=0, default_headers={"x-emulator-fault": "slow:0.01"}
@@ -39,6 +45,7 @@ def chat_until_killed(
                     pass
         else:
             chat.send(text)
+        turned.set()
 
 
 def send_when_told(

@@ -53,13 +53,15 @@ def test_a_process_killed_during_turns_leaves_a_consistent_store_whose_pending_t
         with SQLiteStore(path) as store:
             conversation_id = Conversation(store_workers.MODEL, store=store, client=server.client()).id
         for kill in range(KILLS):
-            ready = forkserver.Event()
+            ready, turned = forkserver.Event(), forkserver.Event()
             child = forkserver.Process(
                 target=store_workers.chat_until_killed,
-                args=(str(path), server.base_url, conversation_id, kill % 2 == 1, ready),
+                args=(str(path), server.base_url, conversation_id, kill % 2 == 1, ready, turned),
             )
             child.start()
-            assert ready.wait(30), "the child did not start"
+            assert ready.wait(120), "the child did not start"
+            # At least one turn of its own, however slow the machine; then a kill at a random point of the next.
+            assert turned.wait(120), "the child committed no turn"
             time.sleep(rng.uniform(0.0, 0.3))
             assert child.pid is not None
             os.kill(child.pid, signal.SIGKILL)
@@ -77,7 +79,7 @@ def test_a_process_killed_during_turns_leaves_a_consistent_store_whose_pending_t
             main = store.path(conversation_id, store.branches(conversation_id)["main"])
     assert pending_found > 0, "no kill landed inside a turn; the test proves nothing"
     sendable = [node for node in main if node.status == "ok"]
-    assert len(sendable) >= 2 * KILLS
+    assert len(sendable) >= 2 * KILLS  # every child committed a turn before it was killed: none was lost
     assert [node.message["role"] for node in sendable] == ["user", "assistant"] * (len(sendable) // 2)
 
 
@@ -112,9 +114,9 @@ def test_two_processes_sending_on_one_head_commit_exactly_one_turn_and_the_other
             ]
             for child in children:
                 child.start()
-            assert all(ready.wait(30) for ready in readies)
+            assert all(ready.wait(120) for ready in readies)
             go.set()
-            outcomes = dict(results.get(timeout=30) for _ in children)
+            outcomes = dict(results.get(timeout=120) for _ in children)
             for child in children:
                 child.join(30)
                 assert child.exitcode == 0
