@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "emulate": "emulate:emulate",
     "simulate": "simulation:simulate",
     "recommend": "simulation:recommend",
+    "models": "models:models",
 }
 
 
