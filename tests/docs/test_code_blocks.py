@@ -22,11 +22,13 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from turnkeep.emulator import EmulatorServer
@@ -195,6 +197,14 @@ def _serve(command: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str
     assert "listening on http://" in first, (
         f"{command!r} printed {first!r}; {process.stderr.read() if process.stderr else ''}"
     )
+    base_url = first.split()[4]
+    with httpx2.Client(base_url=base_url, timeout=5.0) as http:  # serving, not just bound: then Ctrl-C is clean
+        for _ in range(2_400):
+            try:
+                http.get("/v1/models", headers={"x-api-key": "test-key"})
+                break
+            except httpx2.TransportError:
+                time.sleep(0.05)
     return process
 
 
