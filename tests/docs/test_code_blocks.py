@@ -84,9 +84,10 @@ def test_the_readme_and_every_guide_have_blocks_that_run() -> None:
     assert {"README.md", "cli.md", "emulator.md", "store.md", "simulation.md"} <= documents
 
 
-def test_no_code_is_hidden_in_an_indented_block_of_the_readme() -> None:
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_no_command_is_hidden_in_an_indented_block(document: Path) -> None:
     # An indented block is code Markdown shows but this runner would not see: write it fenced.
-    outside_fences = FENCE.sub("", (ROOT / "README.md").read_text(encoding="utf-8"))
+    outside_fences = FENCE.sub("", document.read_text(encoding="utf-8"))
     indented = [line for line in outside_fences.splitlines() if re.match(r"^ {4}\S", line)]
     assert not [line for line in indented if line.lstrip().startswith(("turnkeep ", "$ ", "import ", "from "))]
 
@@ -122,9 +123,11 @@ def served() -> Iterator[list[subprocess.Popen[str]]]:
     for process in processes:
         if process.poll() is None:
             process.kill()
-            process.wait()
+        process.communicate()  # reaps it and closes its pipes
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(2 * TIMEOUT)  # a block of several commands takes up to ~20 s idle; 10x that and more
 @pytest.mark.parametrize("block", blocks(), ids=lambda block: block.id)
 def test_the_block_runs_as_written(
     block: Block,
@@ -192,7 +195,7 @@ def _serve(command: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str
     assert process.stdout is not None
     first = process.stdout.readline()  # blocks until the server says it listens (or dies)
     if not first and process.stderr is not None and "in use" in (err := process.stderr.read()):
-        process.wait()
+        process.communicate()
         pytest.skip(f"{command!r}: its port is taken on this machine ({err.strip()})")
     assert "listening on http://" in first, (
         f"{command!r} printed {first!r}; {process.stderr.read() if process.stderr else ''}"

@@ -10,12 +10,15 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 import store_workers
 
 from turnkeep import Conversation
 from turnkeep.emulator import EmulatorServer
 from turnkeep.store import SQLiteStore, Store
 from turnkeep.store.base import searchable_text
+
+pytestmark = pytest.mark.slow
 
 KILLS = 15
 SEED = 20261122
