@@ -60,6 +60,13 @@ def test_an_unknown_option_names_the_known_ones(run: Run) -> None:
     assert json.loads(run("ls", "--json").stdout) == []
 
 
+def test_an_option_the_model_refuses_is_refused_before_sending_and_keeps_nothing(run: Run) -> None:
+    result = run("ask", "-m", "claude-sonnet-5-5", "-o", "temperature=0", "Hello")
+    assert result.exit_code == 2
+    assert "temperature" in result.stderr
+    assert json.loads(run("ls", "--json").stdout) == []
+
+
 def test_no_stream_prints_the_whole_reply_then_the_status_line(run: Run) -> None:
     result = run("ask", "--no-stream", "My name is Ada.")
     assert result.exit_code == 0, result.output

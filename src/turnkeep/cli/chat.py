@@ -276,7 +276,8 @@ R = TypeVar("R")
 
 def _refused_rolls_back(runtime: Runtime, conversation: Conversation, is_new: bool, turn: Callable[[], R]) -> R:
     """Run `turn`; when the API refuses the request for good (a 4xx other than 408, 409 and 429), drop the
-    pending message — and the conversation if this turn started it — so nothing half-done is left, and say so."""
+    pending message — and the conversation if this turn started it — so nothing half-done is left, and say so.
+    A request turnkeep itself refuses (a `UsageError`, nothing sent) does not keep a conversation it started."""
     try:
         return turn()
     except Exception as err:
@@ -284,6 +285,9 @@ def _refused_rolls_back(runtime: Runtime, conversation: Conversation, is_new: bo
 
         from turnkeep.cli._runtime import api_error_text
 
+        if isinstance(err, UsageError) and is_new and not conversation.messages and not conversation.pending:
+            runtime.store().delete(conversation.id)  # refused before sending: the new conversation is not kept
+            raise
         status = err.status_code if isinstance(err, anthropic.APIStatusError) else None
         if status is None or not 400 <= status < 500 or status in (408, 409, 429) or not conversation.pending:
             raise
