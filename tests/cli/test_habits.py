@@ -4,6 +4,7 @@ branch last used, and `turnkeep models`."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -118,3 +119,12 @@ def test_models_json_has_every_fact_of_every_model(run: Run) -> None:
         assert row["thinking"] == list(info.thinking)
         assert row["lifecycle"] == info.lifecycle
         assert row["prices"]["input"] == str(info.prices.input)
+
+
+def test_money_has_one_format_in_the_status_line_show_and_cost(run: Run) -> None:
+    asked = run("ask", "My name is Ada.")
+    total = re.search(r"conversation (\$\d+\.\d{6})\]", asked.stderr)
+    assert total, asked.stderr
+    latest = json.loads(run("ls", "--json").stdout)[0]["id"]
+    assert f"· {total[1]}" in run("show", latest).stdout
+    assert total[1] in run("cost").stdout

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from turnkeep import config
 from turnkeep.core import rules
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.explain import usd_text
 from turnkeep.core.policies import RequestSettings, policy_from_settings
 from turnkeep.errors import HistoryError, UnknownConversation, UsageError
 from turnkeep.store.base import NODE_STATUSES, LedgerEntry, Node, NodeStatus, Store, check_no_secrets, ledger_dict
@@ -455,7 +456,7 @@ def export_markdown(store: Store, conversation_id: str, branch: str = "main") ->
         f"# {info.title or 'Untitled conversation'}",
         "",
         f"Conversation `{conversation_id}` · model `{info.model}` · branch `{branch}` · "
-        f"{len(store.path(conversation_id, branches[branch]))} messages · ${info.cost_usd}",
+        f"{len(store.path(conversation_id, branches[branch]))} messages · {usd_text(info.cost_usd)}",
     ]
     system = store.settings(conversation_id).get("system")
     if isinstance(system, str | list):
