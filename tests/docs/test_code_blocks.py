@@ -123,7 +123,10 @@ def served() -> Iterator[list[subprocess.Popen[str]]]:
     for process in processes:
         if process.poll() is None:
             process.kill()
-        process.communicate()  # reaps it and closes its pipes
+        process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.mark.slow
@@ -149,7 +152,7 @@ def test_the_block_runs_as_written(
     commands = _commands(block)
     assert commands, f"{block.id}: a shell block with no command"
     if "server" in block.words:
-        served.append(_serve(commands.pop(0), env, cwd))
+        _serve(commands.pop(0), env, cwd, served)
     script = "set -euo pipefail\n" + "\n".join(commands) + "\n"
     done = subprocess.run(
         ["bash", "-c", script],
@@ -182,7 +185,7 @@ def _run_python(block: Block, env: dict[str, str], cwd: Path) -> None:
     assert done.returncode == 0, f"{block.id} failed:\n{done.stdout}\n{done.stderr}"
 
 
-def _serve(command: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+def _serve(command: str, env: dict[str, str], cwd: Path, served: list[subprocess.Popen[str]]) -> None:
     process = subprocess.Popen(
         ["bash", "-c", f"exec {command}"],
         cwd=cwd,
@@ -192,6 +195,7 @@ def _serve(command: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str
         stderr=subprocess.PIPE,
         text=True,
     )
+    served.append(process)  # at once: however this test ends, the fixture stops it
     assert process.stdout is not None
     first = process.stdout.readline()  # blocks until the server says it listens (or dies)
     if not first and process.stderr is not None and "in use" in (err := process.stderr.read()):
@@ -208,7 +212,6 @@ def _serve(command: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str
                 break
             except httpx2.TransportError:
                 time.sleep(0.05)
-    return process
 
 
 def _stop(process: subprocess.Popen[Any], block: Block) -> None:
