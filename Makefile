@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Reinstall only when the dependency list changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test test-thorough bench lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The random-history guarantees at full strength: Hypothesis's `thorough` profile (2,000 random examples per
+# property; 20,000 policy cases in tests/core/test_policy_invariants.py), no per-test time limit. Minutes.
+test-thorough: $(STAMP)
+	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest --timeout=0 -p no:cacheprovider tests/core tests/client tests/emulator tests/sim
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -63,7 +63,8 @@ class Session:
             print(f"$ turnkeep {shown}", flush=True)
         result = subprocess.run(
             [*self.command, *args],
-            input="".join(line + "\n" for line in lines) if lines is not None else None,
+            # Always a stdin of its own: `ask` reads piped stdin, and must not wait on an inherited one.
+            input="".join(line + "\n" for line in lines) if lines is not None else "",
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

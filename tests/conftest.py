@@ -1,4 +1,14 @@
-"""Shared test setup: the network is closed except for loopback, so no test can reach a real API."""
+"""Shared test setup: the network is closed except for loopback, so no test can reach a real API; and the
+Hypothesis profiles.
+
+Profiles (`HYPOTHESIS_PROFILE`, default `ci`):
+
+- `ci`: deterministic (`derandomize`: the same examples on every run and machine, so a failure reproduces and a
+  pass is not luck), no deadline (a busy machine is slow, not wrong), and `max_examples=100` for every property
+  that does not set its own count.
+- `thorough` (`make test-thorough`): random, 2,000 examples each; the policy invariants then check 20,000
+  random histories (docs/benchmarks.md records a run).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,18 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    max_examples=100,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", deadline=None, max_examples=2_000, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from turnkeep.store.pgserver import TemporaryServer, find_bindir
 from turnkeep.store.postgres import PostgresStore

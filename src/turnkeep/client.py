@@ -17,6 +17,7 @@ defaults. Nothing is read at import time.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -29,6 +30,7 @@ from turnkeep.core.budget import Budget, Forecast, Spent
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.policies import Plan, Policy
 from turnkeep.core.turn import Call
+from turnkeep.errors import ConfigError
 from turnkeep.sdk import is_transport_failure, messages_resource, split_betas, stream_snapshot, transport_error
 from turnkeep.session import (
     ConversationCore,
@@ -64,7 +66,7 @@ class _Facade:
     """Methods both drivers expose unchanged."""
 
     _core: ConversationCore
-    client: Any  # anthropic.Anthropic or anthropic.AsyncAnthropic, as the driver needs
+    _client: Any  # anthropic.Anthropic or anthropic.AsyncAnthropic, as the driver needs; None until first needed
 
     @classmethod
     def _bound(cls, core: ConversationCore, client: Any) -> Self:
@@ -76,7 +78,20 @@ class _Facade:
     def _attach(self, core: ConversationCore, client: Any | None) -> None:
         """Drive `core` with `client`, or with the SDK client the environment configures."""
         self._core = core
-        self.client = client if client is not None else self._default_client()
+        self._client = client
+
+    def _resolved_client(self) -> Any:
+        """The client given, else the SDK's own from the environment, made on first use: a conversation that only
+        plans (`explain`, `forecast`) needs no credentials."""
+        if self._client is None:
+            _require_credentials()
+            self._client = self._default_client()
+        return self._client
+
+    def _sending(self) -> ConversationCore:
+        """The core, once the client that will send is known: no turn begins that could not be sent."""
+        self._resolved_client()
+        return self._core
 
     @staticmethod
     def _default_client() -> Any:
@@ -92,11 +107,11 @@ class _Facade:
 
     def fork(self, name: str | None = None) -> Self:
         """A new branch at the current head, sharing this conversation's store and client."""
-        return self._bound(self._core.fork(name), self.client)
+        return self._bound(self._core.fork(name), self._client)
 
     def switch(self, branch: str) -> Self:
         """The same conversation bound to another existing branch."""
-        return self._bound(self._core.on_branch(branch), self.client)
+        return self._bound(self._core.on_branch(branch), self._client)
 
     @property
     def id(self) -> str:
@@ -191,6 +206,20 @@ class _Facade:
         self._core.undo()
 
 
+NO_CREDENTIALS = (
+    "no client and no ANTHROPIC_API_KEY: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) to talk to Claude, or pass "
+    "a client, e.g. client=EmulatorServer().start().client() with `from turnkeep.emulator import EmulatorServer` "
+    "to work offline against the built-in emulator"
+)
+
+
+def _require_credentials() -> None:
+    """Without credentials the SDK client fails only at the first request, with its own TypeError; say both ways
+    forward when the conversation is made instead."""
+    if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+        raise ConfigError(NO_CREDENTIALS)
+
+
 class Conversation(_Facade):
     """A conversation with Claude whose history is correct by construction.
 
@@ -205,7 +234,14 @@ class Conversation(_Facade):
     requests unless `keep_refusals`.
     """
 
-    client: anthropic.Anthropic
+    @property
+    def client(self) -> anthropic.Anthropic:
+        """The SDK client: the one given, else `anthropic.Anthropic()` from the environment, made on first use."""
+        return cast("anthropic.Anthropic", self._resolved_client())
+
+    @client.setter
+    def client(self, client: anthropic.Anthropic) -> None:
+        self._client = client
 
     @staticmethod
     def _default_client() -> anthropic.Anthropic:
@@ -258,7 +294,7 @@ class Conversation(_Facade):
     ) -> Reply:
         """Send a user message and return the reply. `request_overrides` are extra `messages.create` arguments
         for this turn only (e.g. `thinking`, `tool_choice`, `stop_sequences`, `max_tokens`)."""
-        pending = self._core.begin(
+        pending = self._sending().begin(
             content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
         )
         return self._run(pending)
@@ -267,14 +303,14 @@ class Conversation(_Facade):
         """Answer every pending tool call of the last reply: `{tool_use_id: result}`; an exception as a result is
         sent as an error (`is_error`). `text` adds a user note after the results."""
         content = self._core.tool_results_content(results, text)
-        pending = self._core.begin(
+        pending = self._sending().begin(
             content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
         )
         return self._run(pending)
 
     def retry(self, **request_overrides: Any) -> Reply:
         """Resend the pending user message of a failed or cut-off turn."""
-        return self._run(self._core.begin_retry(request_overrides))
+        return self._run(self._sending().begin_retry(request_overrides))
 
     def stream(
         self,
@@ -285,7 +321,7 @@ class Conversation(_Facade):
         **request_overrides: Any,
     ) -> ReplyStream:
         """Like `send`, streaming: `with chat.stream("Hi") as s: for text in s: ...`, then `s.reply`."""
-        pending = self._core.begin(
+        pending = self._sending().begin(
             content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
         )
         return ReplyStream(self, pending)
@@ -328,7 +364,7 @@ class Conversation(_Facade):
 
     def stream_retry(self, **request_overrides: Any) -> ReplyStream:
         """Like `retry`, streaming."""
-        return ReplyStream(self, self._core.begin_retry(request_overrides))
+        return ReplyStream(self, self._sending().begin_retry(request_overrides))
 
     def _create(self, call: Call) -> Message:
         request, betas = split_betas(self._core.wire(call))
@@ -471,7 +507,14 @@ class ReplyStream(_StreamedTurn):
 class AsyncConversation(_Facade):
     """The `asyncio`/`anyio` twin of `Conversation`: the same behaviour with `await`."""
 
-    client: anthropic.AsyncAnthropic
+    @property
+    def client(self) -> anthropic.AsyncAnthropic:
+        """The SDK client: the one given, else `anthropic.AsyncAnthropic()` from the environment, made on first use."""
+        return cast("anthropic.AsyncAnthropic", self._resolved_client())
+
+    @client.setter
+    def client(self, client: anthropic.AsyncAnthropic) -> None:
+        self._client = client
 
     @staticmethod
     def _default_client() -> anthropic.AsyncAnthropic:
@@ -523,7 +566,7 @@ class AsyncConversation(_Facade):
         **request_overrides: Any,
     ) -> Reply:
         """See `Conversation.send`."""
-        pending = self._core.begin(
+        pending = self._sending().begin(
             content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
         )
         return await self._run(pending)
@@ -533,14 +576,14 @@ class AsyncConversation(_Facade):
     ) -> Reply:
         """See `Conversation.send_tool_results`."""
         content = self._core.tool_results_content(results, text)
-        pending = self._core.begin(
+        pending = self._sending().begin(
             content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
         )
         return await self._run(pending)
 
     async def retry(self, **request_overrides: Any) -> Reply:
         """See `Conversation.retry`."""
-        return await self._run(self._core.begin_retry(request_overrides))
+        return await self._run(self._sending().begin_retry(request_overrides))
 
     def stream(
         self,
@@ -551,7 +594,7 @@ class AsyncConversation(_Facade):
         **request_overrides: Any,
     ) -> AsyncReplyStream:
         """`async with chat.stream("Hi") as s: async for text in s: ...`, then `s.reply`."""
-        pending = self._core.begin(
+        pending = self._sending().begin(
             content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
         )
         return AsyncReplyStream(self, pending)
@@ -590,7 +633,7 @@ class AsyncConversation(_Facade):
 
     def stream_retry(self, **request_overrides: Any) -> AsyncReplyStream:
         """See `Conversation.stream_retry`."""
-        return AsyncReplyStream(self, self._core.begin_retry(request_overrides))
+        return AsyncReplyStream(self, self._sending().begin_retry(request_overrides))
 
     async def _create(self, call: Call) -> Message:
         request, betas = split_betas(self._core.wire(call))

@@ -293,6 +293,7 @@ def test_ctrl_c_during_ask_keeps_the_message_pending_and_exits_130(online: Emula
     env = {**os.environ, "TURNKEEP_HOME": str(home)}
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "turnkeep"), "ask", "What is the capital of France?"],
+        stdin=subprocess.DEVNULL,  # `ask` reads a piped stdin; never wait on the test runner's
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

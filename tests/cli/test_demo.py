@@ -8,14 +8,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DEMO = Path(__file__).parents[2] / "examples" / "demo.py"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_the_demo_shows_memory_the_policy_at_work_and_the_cost_table(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "TURNKEEP_HOME", "TURNKEEP_MODEL")}
     env["HOME"] = str(tmp_path)  # the demo must not need (or touch) the user's data directory
     result = subprocess.run(
-        [sys.executable, str(DEMO)], capture_output=True, text=True, env=env, timeout=60, check=False
+        [sys.executable, str(DEMO)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,  # about 6 s idle; a generous bound for a busy machine
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout

@@ -64,7 +64,8 @@ def test_end_of_input_leaves_and_says_how_to_continue(run: Run) -> None:
     out = chat(run, "My name is Ada.")
     last = out.strip().splitlines()[-1]
     assert last.startswith("Saved. Continue with: turnkeep chat --cid ")
-    cid = last.rsplit(" ", 1)[1]
+    assert last.endswith(" --branch main")  # the exit line names the branch
+    cid = last.split()[-3]
     assert after(chat(run, "What is my name?", args=("--cid", cid)), "What is my name?").startswith("Your name is Ada.")
 
 
@@ -271,4 +272,4 @@ def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_leaves(conversation: tu
     output = screen.getvalue()
     assert "Ctrl-C clears the line" in output
     assert "Noted: your name is Ada." in output
-    assert output.rstrip().endswith(f"turnkeep chat --cid {chat.id}")
+    assert output.rstrip().endswith(f"turnkeep chat --cid {chat.id} --branch main")

@@ -41,7 +41,7 @@ def test_simulate_prints_one_row_per_strategy_and_model_as_json(transcript: Path
         "--json",
     )
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)["rows"]
+    rows = json.loads(result.stdout)["rows"]
     assert [(row["strategy"], row["model"]) for row in rows] == [
         ("full-history", "claude-haiku-4-5"),
         ("window(turns=2)", "claude-haiku-4-5"),
@@ -57,6 +57,22 @@ def test_simulate_draws_a_plot(transcript: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "full-history" in result.output
+    assert f"Plot written to {png.resolve()}" in result.stderr
+
+
+def test_simulate_compares_five_strategies_by_default_and_reports_progress_in_a_log(transcript: Path) -> None:
+    result = invoke("simulate", "--transcript", str(transcript), "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [row["strategy"] for row in rows] == [
+        "full-history",
+        "full-history(ttl=1h)",
+        "window(turns=20)",
+        "token-budget(max_input_tokens=50000)",
+        "summarize(trigger=20000)",
+    ]
+    progress = [line for line in result.stderr.splitlines() if line.startswith("simulating ")]
+    assert len(progress) == 5  # one line per run when stderr is not a terminal
 
 
 def test_a_plot_path_in_no_directory_is_refused_before_simulating(transcript: Path, tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def check_sent(api: FakeAPI, model: str) -> None:
         validate_request(request, model=info, api_version="2026-10-21", betas=frozenset())
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])  # examples: the Hypothesis profile's
 @given(
     model=st.sampled_from(["claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-5"]),
     operations=st.lists(OPERATIONS, min_size=1, max_size=12),

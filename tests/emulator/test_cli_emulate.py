@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import anthropic
+import httpx2
 from click.testing import CliRunner
 
 from turnkeep.cli import TurnkeepGroup, main
@@ -65,7 +66,7 @@ def test_the_command_serves_the_api_until_terminated() -> None:
         assert banner.startswith("turnkeep emulator listening on http://127.0.0.1:")
         base_url = banner.split()[4]
         client = anthropic.Anthropic(api_key="cli-key", base_url=base_url, max_retries=0)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120  # generous: the port is bound already, only uvicorn is starting
         while True:
             try:
                 models = client.models.list()
@@ -98,3 +99,29 @@ def test_a_library_usage_error_in_any_command_is_one_line_and_exit_status_2() ->
     result = CliRunner().invoke(group, ["broken"])
     assert result.exit_code == 2
     assert result.stderr == "Error: TURNKEEP_HOME points to a file, not a directory\n"
+
+
+def test_ctrl_c_stops_the_emulator_with_one_line() -> None:
+    process = subprocess.Popen(
+        [str(TURNKEEP), "emulate", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    banner = process.stdout.readline()
+    assert banner.startswith("turnkeep emulator listening on http://127.0.0.1:")
+    wait_until_serving(banner.split()[4])
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert stderr == "turnkeep emulator stopped.\n"
+
+
+def wait_until_serving(base_url: str) -> None:
+    """Wait for the first answered request (an event, not a time): the port is bound before uvicorn serves."""
+    with httpx2.Client(base_url=base_url, timeout=5.0) as http:
+        for _ in range(2_400):
+            try:
+                http.get("/v1/models", headers={"x-api-key": "cli-key"})
+                return
+            except httpx2.TransportError:
+                time.sleep(0.05)
+    raise AssertionError(f"{base_url} never answered")

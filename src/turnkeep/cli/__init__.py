@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     # The gateway
     "serve": "serve:serve",
     "keys": "serve:keys",
+    "models": "models:models",
 }
 
 

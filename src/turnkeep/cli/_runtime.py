@@ -27,11 +27,15 @@ if TYPE_CHECKING:
 
     from turnkeep.client import Conversation
     from turnkeep.core.policies import Policy
-    from turnkeep.store import PostgresStore, SQLiteStore
+    from turnkeep.store import PostgresStore, SQLiteStore, Store
 
-__all__ = ["Runtime", "make_console", "parse_policy", "pass_runtime"]
+__all__ = ["MAX_MESSAGE_CHARS", "Runtime", "check_message", "make_console", "parse_policy", "pass_runtime"]
 
 EMULATOR_NOTICE = "No ANTHROPIC_API_KEY: replies come from turnkeep's offline emulator ({url})."
+
+MAX_MESSAGE_CHARS = 4_000_000
+"""The longest message the CLI sends: about 1M tokens, the largest context window of the catalog. A paste past it
+could never fit a request, so it is refused at once instead of being tokenised and planned."""
 
 
 class Runtime:
@@ -47,10 +51,17 @@ class Runtime:
         """Close everything opened (client, emulator, store), last opened first."""
         self.stack.close()
 
+    def check_db(self) -> None:
+        """A `--db` file must be in a directory that exists: a typo in the path is an error, not a new directory
+        (the default location is created on first use)."""
+        if self.db is not None and "://" not in str(self.db) and not Path(self.db).parent.is_dir():
+            raise UsageError(f"--db {str(self.db)!r}: the directory {str(Path(self.db).parent)!r} does not exist")
+
     def store(self) -> SQLiteStore | PostgresStore:
         """The store: `--db` (a file or a postgresql:// URL), else `$TURNKEEP_DATABASE_URL`, else
         `$TURNKEEP_HOME/turnkeep.db`, else the user data directory."""
         if self._store is None:
+            self.check_db()
             from turnkeep.store.paths import open_store
 
             store = open_store(self.db)
@@ -102,26 +113,36 @@ class Runtime:
         model: str | None,
         system: str | None,
         policy: str | None,
-        branch: str = "main",
+        branch: str | None = None,
         sending: bool = True,
     ) -> Conversation:
         """The conversation a chat/ask invocation means: `--cid ID`, `-c` (the latest), or a new one.
 
         `--model`/`--system` given for an existing conversation change it for later turns; `--policy` only
-        applies to a new conversation (a stored one keeps the policy it was created with).
+        applies to a new conversation (a stored one keeps the policy it was created with). `branch` (default: the
+        branch last written to) applies to a stored conversation. Everything is checked before anything is made.
         """
         from turnkeep.client import Conversation
 
         if cid is not None and continue_latest:
             raise click.UsageError("use either -c or --cid, not both")
+        if model is not None:
+            check_model(model)
         store = self.store()
         if cid is None and not continue_latest:
+            if branch is not None:
+                raise click.UsageError("--branch names a branch of a stored conversation: use it with -c or --cid")
             chosen = parse_policy(policy)
             client = self.client() if sending else self.idle_client()
             return Conversation(model, system=system, client=client, store=store, policy=chosen)
         if policy is not None:
             raise click.UsageError("--policy applies to a new conversation; a stored one keeps its own")
         conversation_id = self.conversation_id(cid)  # before the client, so a bad id starts nothing
+        if branch is None:
+            branch = last_branch(store, conversation_id)
+        elif branch not in store.branches(conversation_id):
+            known = ", ".join(sorted(store.branches(conversation_id)))
+            raise UsageError(f"conversation {conversation_id} has no branch {branch!r} (branches: {known})")
         client = self.client() if sending else self.idle_client()
         chat = Conversation.open(conversation_id, store=store, client=client, branch=branch)
         if model is not None:
@@ -129,6 +150,63 @@ class Runtime:
         if system is not None:
             chat.set_system(system)
         return chat
+
+
+def last_branch(store: Store, conversation_id: str) -> str:
+    """The branch written to last: the one whose head is the newest node (main when heads tie, e.g. a fork that
+    has no turn of its own yet)."""
+    branches = store.branches(conversation_id)
+    order = {node.id: index for index, node in enumerate(store.nodes(conversation_id))}
+    return max(sorted(branches), key=lambda name: (order.get(branches[name] or "", -1), name == "main"))
+
+
+def check_model(model: str) -> None:
+    """A model id the catalog lacks but that is one typo from one it has is refused with "did you mean"; an id far
+    from every known one is let through (the library warns and uses safe defaults), for models newer than the
+    catalog."""
+    import difflib
+
+    from turnkeep import config
+
+    catalog = config.load_catalog()
+    if model in catalog:
+        return
+    close = difflib.get_close_matches(model, catalog.ids(), n=1, cutoff=0.9)
+    # Ids that differ only in their version numbers are another model (perhaps one newer than the catalog).
+    if close and re.sub(r"\d", "", close[0]) != re.sub(r"\d", "", model):
+        raise UsageError(f"unknown model {model!r}: did you mean {close[0]!r}? (`turnkeep models` lists them)")
+
+
+def check_message(text: str) -> str:
+    """`text` if it can be sent; otherwise `UsageError` (one line, exit status 2) saying why: empty or only
+    whitespace, undecodable bytes or a lone surrogate (text that is not Unicode cannot be sent as JSON), or
+    longer than `MAX_MESSAGE_CHARS`."""
+    if not text.strip():
+        raise UsageError("the message is empty: nothing to send")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise UsageError(
+            f"the message is {len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,} (about the largest "
+            "context window): send the part that matters"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        char = ord(text[err.start])
+        what = f"the byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"a lone surrogate U+{char:04X}"
+        raise UsageError(
+            f"the message is not valid UTF-8 text: {what} at character {err.start}; nothing was sent"
+        ) from None
+    return text
+
+
+def read_stdin() -> str:
+    """All of stdin as text; bytes that are not UTF-8 become lone surrogates, which `check_message` refuses with
+    their position (instead of a decoding traceback)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        return sys.stdin.read()
+    data: bytes = stream.read(MAX_MESSAGE_CHARS * 4 + 1)  # bounded: a larger input is refused, never all read
+    return data.decode("utf-8", "surrogateescape")
 
 
 pass_runtime = click.make_pass_decorator(Runtime)
@@ -147,6 +225,9 @@ def parse_policy(spec: str | None) -> Policy | None:
     try:
         return read_policy(spec)
     except UsageError as err:
+        reason = err.__cause__
+        if isinstance(reason, UsageError) and not str(reason).startswith("unknown context policy"):
+            raise ConfigError(f"policy {spec!r}: {reason}") from err  # a known policy refused a value
         raise ConfigError(
             f"unknown policy {spec!r}: use full-history, window:TURNS, token-budget:TOKENS, or a policy with its "
             f"settings such as summarize(trigger=20000) ({err})"

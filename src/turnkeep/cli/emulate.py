@@ -63,10 +63,16 @@ def emulate(host: str, port: int, clock: str, responder: str, fault_rate: float,
         sock.close()
         raise click.UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
     bound_port = sock.getsockname()[1]
-    click.echo(f"turnkeep emulator listening on http://{host}:{bound_port} (clock: {clock}, responder: {responder})")
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", loop="asyncio", http="h11")
     quiet_deliberate_drops()
     try:
+        # Inside the try: a Ctrl-C right after the banner, before uvicorn handles signals, stops just as cleanly.
+        click.echo(
+            f"turnkeep emulator listening on http://{host}:{bound_port} (clock: {clock}, responder: {responder})"
+        )
         uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn finishes the requests in flight, then re-raises the Ctrl-C it caught: that is the normal way out.
+        click.echo("turnkeep emulator stopped.", err=True)
     finally:
         sock.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from turnkeep.cli import render
-from turnkeep.cli._runtime import api_error_text, one_line
+from turnkeep.cli._runtime import MAX_MESSAGE_CHARS, api_error_text, check_message, one_line
 from turnkeep.errors import TurnkeepError, UsageError
 
 if TYPE_CHECKING:
@@ -59,7 +59,17 @@ Ctrl-C stops a reply (the partial text is kept; /retry asks again)."""
 def stdin_reader(prompt: str) -> str:
     """Read a line from stdin without a prompt (pipes and tests); EOFError at the end of input."""
     del prompt  # nobody is there to see it; the loop echoes the line instead
-    line = sys.stdin.readline()
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        line = sys.stdin.readline()
+    else:
+        # Bytes that are not UTF-8 become lone surrogates, which `send` refuses by position (no decoding traceback);
+        # a line is read in bounded pieces, so a huge paste never sits in memory more than once.
+        data = stream.readline(MAX_MESSAGE_CHARS * 4 + 1)
+        line = data.decode("utf-8", "surrogateescape")
+        if len(data) > MAX_MESSAGE_CHARS * 4:
+            while data and not data.endswith(b"\n"):
+                data = stream.readline(1 << 20)  # skip the rest of the over-long line
     if not line:
         raise EOFError
     return line.rstrip("\r\n")
@@ -127,12 +137,14 @@ class Repl:
                     break
             else:
                 self.send(text[1:] if text.startswith("//") else text)
-        self.note(f"Saved. Continue with: turnkeep chat --cid {self.conversation.id}")
+        chat = self.conversation
+        self.note(f"Saved. Continue with: turnkeep chat --cid {chat.id} --branch {chat.branch}")
 
     def _line(self, prompt: str) -> str:
         line = self.read(prompt)
-        if self.echo:
-            self.console.out(prompt + line, highlight=False)
+        if self.echo:  # undecodable bytes are shown as "?" (the line itself is refused when sent)
+            shown = line.encode("utf-8", "replace").decode("utf-8") if _has_surrogate(line) else line
+            self.console.out(prompt + shown, highlight=False)
         return line
 
     def read_message(self) -> str:
@@ -195,6 +207,11 @@ class Repl:
         chat = self.conversation
         if chat.pending:
             self.error("the last message has no reply yet: /retry sends it again, /undo drops it")
+            return
+        try:
+            check_message(text)
+        except UsageError as err:
+            self.error(str(err))
             return
         try:
             stream = chat.stream(text)
@@ -387,6 +404,14 @@ class Repl:
         except OSError as err:
             raise UsageError(f"cannot write {str(path)!r}: {err.strerror}") from err
         self.note(f"Wrote {path}")
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _last_question(chat: Conversation) -> str | None:

@@ -7,7 +7,7 @@ the API would.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,17 @@ import click
 
 from turnkeep.cli._runtime import make_console
 
-__all__ = ["recommend", "simulate"]
+__all__ = ["DEFAULT_STRATEGIES", "recommend", "simulate"]
+
+# What `simulate` compares when no strategy is named: full history (with the automatic and the 1-hour TTL), a
+# cache-stable window, a token budget and summaries.
+DEFAULT_STRATEGIES = (
+    "full-history",
+    "full-history(ttl=1h)",
+    "window(turns=20)",
+    "token-budget(max_input_tokens=50000)",
+    "summarize(trigger=20000)",
+)
 
 
 def _workload(name: str | None, transcript: str | None) -> Any:
@@ -43,15 +53,27 @@ def _progress_bar() -> Any:
     )
 
 
-def _run_with_progress(function: Any, **arguments: Any) -> Any:
+def _run_with_progress(work: Callable[[Callable[[int, int, str], None]], Any]) -> Any:
+    """Run `work(progress)` under a progress bar that starts before anything heavy is imported, so it shows from
+    the first second. When stderr is not a terminal (a log, a pipe) each run gets one plain line instead, from its
+    first turn on."""
     bar = _progress_bar()
+    if not bar.console.is_terminal:
+        labels: list[str] = []
+
+        def report(done: int, total: int, label: str) -> None:
+            if not labels or labels[-1] != label:
+                labels.append(label)
+                click.echo(f"simulating {label} (turn {done:,} of {total:,})", err=True)
+
+        return work(report)
     with bar:
-        task = bar.add_task("simulating", total=None)
+        task = bar.add_task("starting the emulator", total=None)
 
         def progress(done: int, total: int, label: str) -> None:
             bar.update(task, completed=done, total=total, description=label)
 
-        return function(progress=progress, **arguments)
+        return work(progress)
 
 
 @click.command()
@@ -95,26 +117,32 @@ def simulate(
         turnkeep simulate -w chat-200 -s full-history -s 'window(turns=20)' -m claude-haiku-4-5 -m claude-sonnet-4-6
         turnkeep simulate --transcript my-chat.json --json
     """
-    from turnkeep.cli import render
-    from turnkeep.sim import simulate as run
-
-    chosen = _workload(workload_name, transcript)
     if plot:
         _check_plot_path(Path(plot))  # before a run of minutes, not after it
-    picked = list(strategies) or ["full-history", "window(turns=20)", "summarize(trigger=20000)"]
-    result = _run_with_progress(run, workload=chosen, strategies=picked, models=list(models) or ["claude-sonnet-4-6"])
+    picked = list(strategies) or list(DEFAULT_STRATEGIES)
+
+    def work(progress: Callable[[int, int, str], None]) -> Any:
+        from turnkeep.sim import simulate as run
+
+        chosen = _workload(workload_name, transcript)
+        return run(chosen, picked, list(models) or ["claude-sonnet-4-6"], progress=progress)
+
+    from turnkeep.cli import render
+
+    result = _run_with_progress(work)
     if as_json:
         click.echo(render.to_json(result.to_dict()))
     else:
         console = make_console()
         console.print(render.simulation_table(result))
         console.out(
-            f"{chosen.name}: {result.turns} turns, simulated in {result.seconds:.1f} s. Bounds: (a) every input "
+            f"{result.workload}: {result.turns} turns, simulated in {result.seconds:.1f} s. Bounds: (a) every input "
             "token written once then read, no expiry; (b) each TTL chosen knowing the next gap.",
             highlight=False,
         )
     if plot:
         _plot(result, Path(plot))  # after the results are out: a failure here loses nothing
+        click.echo(f"Plot written to {Path(plot).resolve()}", err=True)
 
 
 @click.command()
@@ -144,17 +172,20 @@ def recommend(
         turnkeep recommend --transcript my-chat.json -m claude-haiku-4-5 -m claude-sonnet-4-6 --json
     """
     from turnkeep.cli import render
-    from turnkeep.sim import DEFAULT_MODELS
-    from turnkeep.sim import recommend as run
 
-    chosen = _workload(workload_name, transcript)
-    result = _run_with_progress(
-        run,
-        workload=chosen,
-        conversations_per_month=volume,
-        models=list(models) or list(DEFAULT_MODELS),
-        strategies=list(strategies) or None,
-    )
+    def work(progress: Callable[[int, int, str], None]) -> Any:
+        from turnkeep.sim import DEFAULT_MODELS
+        from turnkeep.sim import recommend as run
+
+        return run(
+            _workload(workload_name, transcript),
+            conversations_per_month=volume,
+            models=list(models) or list(DEFAULT_MODELS),
+            strategies=list(strategies) or None,
+            progress=progress,
+        )
+
+    result = _run_with_progress(work)
     if as_json:
         click.echo(render.to_json(result.to_dict()))
         return

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
-
-from anthropic.types import Message, MessageParam
+from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.errors import UsageError
+
+if TYPE_CHECKING:
+    from anthropic.types import Message, MessageParam
 
 __all__ = [
     "THINKING_TYPES",
@@ -69,7 +70,7 @@ def as_blocks(content: str | Iterable[Any]) -> list[Block]:
 
 def reply_param(message: Message) -> MessageParam:
     """The assistant `MessageParam` to store and resend for a response."""
-    return cast(MessageParam, {"role": "assistant", "content": [block_param(b) for b in message.content]})
+    return cast("MessageParam", {"role": "assistant", "content": [block_param(b) for b in message.content]})
 
 
 def text_of(content: str | Iterable[Any]) -> str:

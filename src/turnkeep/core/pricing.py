@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
-
-from anthropic.types import Usage
+from typing import TYPE_CHECKING, Any
 
 from turnkeep.core.catalog import ModelInfo
+
+if TYPE_CHECKING:
+    from anthropic.types import Usage
 
 __all__ = [
     "Cost",
@@ -92,7 +93,7 @@ class Cost:
 
 def token_counts(usage: Usage | Mapping[str, Any]) -> TokenCounts:
     """Billable counts from an SDK `Usage` or its JSON dict (summed over `iterations` when present)."""
-    data: Mapping[str, Any] = usage.model_dump() if isinstance(usage, Usage) else usage
+    data: Mapping[str, Any] = usage if isinstance(usage, Mapping) else usage.model_dump()
     iterations = data.get("iterations")
     if iterations:
         return sum((token_counts(item) for item in iterations), TokenCounts())
@@ -115,7 +116,7 @@ def token_counts(usage: Usage | Mapping[str, Any]) -> TokenCounts:
 def context_counts(usage: Usage | Mapping[str, Any]) -> TokenCounts:
     """The counts of the model's own reading and writing: a server-side compaction's iteration left out. It is
     billed (see `token_counts`), but what it read is what the conversation no longer carries."""
-    data: Mapping[str, Any] = usage.model_dump() if isinstance(usage, Usage) else usage
+    data: Mapping[str, Any] = usage if isinstance(usage, Mapping) else usage.model_dump()
     iterations = data.get("iterations")
     if iterations:
         kept = [item for item in iterations if isinstance(item, Mapping) and item.get("type") != "compaction"]
@@ -136,7 +137,7 @@ def usage_cost(
     advisor); without it, every iteration is priced as `model`.
     """
     if not isinstance(usage, TokenCounts):
-        data: Mapping[str, Any] = usage.model_dump() if isinstance(usage, Usage) else usage
+        data: Mapping[str, Any] = usage if isinstance(usage, Mapping) else usage.model_dump()
         iterations = data.get("iterations")
         if iterations:
             total = Cost()

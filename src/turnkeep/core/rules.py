@@ -18,14 +18,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, TypeGuard, cast
-
-from anthropic.types import MessageParam
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast
 
 from turnkeep.core import values
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import block_view as _view
 from turnkeep.errors import HistoryError, PrefillNotSupported
+
+if TYPE_CHECKING:
+    from anthropic.types import MessageParam
 
 __all__ = [
     "MAX_BREAKPOINTS",
@@ -839,7 +840,7 @@ def normalize(messages: Sequence[MessageParam], *, orphan_tool_calls: OrphanMode
     if orphan_tool_calls != "keep":
         turns = _resolve_orphans(turns, orphan_tool_calls)
     _strip_final(turns)
-    return [cast(MessageParam, turn.materialize()) for turn in turns]
+    return [cast("MessageParam", turn.materialize()) for turn in turns]
 
 
 def _turn(message: object) -> _Turn:

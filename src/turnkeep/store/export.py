@@ -18,17 +18,19 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
-
-from anthropic.types import MessageParam
+from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep import config
 from turnkeep.core import rules
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.explain import usd_text
 from turnkeep.core.policies import RequestSettings, policy_from_settings
 from turnkeep.errors import HistoryError, InvalidExport, UnknownConversation, UsageError
 from turnkeep.store import export_values
 from turnkeep.store.base import NODE_STATUSES, LedgerEntry, Node, NodeStatus, Store, check_no_secrets, ledger_dict
+
+if TYPE_CHECKING:
+    from anthropic.types import MessageParam
 
 __all__ = ["FORMAT", "VERSION", "InvalidExport", "export_json", "export_markdown", "import_json"]
 
@@ -326,7 +328,7 @@ def _check_messages(checked: _Checked) -> None:
         sendable = [index for index in reversed(path) if checked.nodes[index].status in ("ok", "pending")]
         if not sendable:
             continue
-        messages = [cast(MessageParam, dict(checked.nodes[index].message)) for index in sendable]
+        messages = [cast("MessageParam", dict(checked.nodes[index].message)) for index in sendable]
         merged = False
         try:
             try:
@@ -449,7 +451,7 @@ def export_markdown(store: Store, conversation_id: str, branch: str = "main") ->
         f"# {info.title or 'Untitled conversation'}",
         "",
         f"Conversation `{conversation_id}` · model `{info.model}` · branch `{branch}` · "
-        f"{len(store.path(conversation_id, branches[branch]))} messages · ${info.cost_usd}",
+        f"{len(store.path(conversation_id, branches[branch]))} messages · {usd_text(info.cost_usd)}",
     ]
     system = store.settings(conversation_id).get("system")
     if isinstance(system, str | list):

@@ -11,15 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, Literal, Protocol, cast, runtime_checkable
-
-from anthropic.types import Message, MessageParam
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
 
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.explain import explanation_text
 from turnkeep.core.messages import block_param
 from turnkeep.core.policies.caching import Gaps
 from turnkeep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from anthropic.types import Message, MessageParam
 
 __all__ = [
     "AbsorbsSummary",

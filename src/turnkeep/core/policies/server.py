@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
-
-from anthropic.types import MessageParam
+from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.core.messages import block_view, compaction_start
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob, check_settings
@@ -33,6 +31,9 @@ from turnkeep.core.policies.summarize import (
 from turnkeep.core.policies.turns import in_tool_loop, is_turn_start, keep_last_cut, last_turn_start
 from turnkeep.core.rules import normalize
 from turnkeep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from anthropic.types import MessageParam
 
 __all__ = [
     "COMPACTION_BETA",

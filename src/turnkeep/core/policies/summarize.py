@@ -24,15 +24,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-from anthropic.types import MessageParam
+from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.core.messages import as_blocks, without_thinking
 from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob, check_settings
 from turnkeep.core.policies.caching import message_digest
 from turnkeep.core.policies.turns import in_tool_loop, is_turn_start, keep_last_cut, turn_starts
 from turnkeep.core.tokens import estimate_request
+
+if TYPE_CHECKING:
+    from anthropic.types import MessageParam
 
 __all__ = [
     "SUMMARY_MARKER",
@@ -252,7 +253,7 @@ def lead_with(block: Mapping[str, Any], kept: Sequence[MessageParam]) -> list[Me
     """`kept` (starting with a user turn) with `block` first in its first message: where what replaces the
     dropped turns (a summary, a compaction block) goes."""
     first = kept[0]
-    merged = cast(MessageParam, {"role": "user", "content": [dict(block), *as_blocks(first["content"])]})
+    merged = cast("MessageParam", {"role": "user", "content": [dict(block), *as_blocks(first["content"])]})
     return [merged, *kept[1:]]
 
 
@@ -324,7 +325,9 @@ def strip_retained_thinking(messages: Sequence[MessageParam], *, before: int | N
         starts = turn_starts(messages)
         before = starts[-1] if starts else 0
     return [
-        cast(MessageParam, without_thinking(message)) if message["role"] == "assistant" and index < before else message
+        cast("MessageParam", without_thinking(message))
+        if message["role"] == "assistant" and index < before
+        else message
         for index, message in enumerate(messages)
     ]
 

@@ -41,9 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import accumulate
-from typing import Any, cast
-
-from anthropic.types import MessageParam
+from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import THINKING_TYPES, without_thinking
@@ -65,6 +63,9 @@ from turnkeep.core.tokens import (
     estimate_prefix,
 )
 from turnkeep.errors import ConfigError, ContextWindowExceeded
+
+if TYPE_CHECKING:
+    from anthropic.types import MessageParam
 
 __all__ = ["SlidingWindow", "TokenBudget", "Window", "plan_full_history"]
 
@@ -246,7 +247,7 @@ def _messages_for(
     verified = memo.count - 1 if memo.count - 1 >= start and memo.count > memo.offset else start
     head = list(transcript[start:verified])
     tail_source = list(transcript[verified:])
-    tail = normalize(cast(Sequence[MessageParam], tail_source))
+    tail = normalize(cast("Sequence[MessageParam]", tail_source))
     same = 0
     for before, after in zip(tail_source, tail, strict=False):
         if before != after:
@@ -287,7 +288,7 @@ def _messages_for(
                     messages[index] = stripped
                     emptied = emptied or not stripped.get("content")
         if emptied:  # a reply that held only thinking: drop it and merge what is left around it
-            messages = list(normalize(cast(Sequence[MessageParam], messages)))
+            messages = list(normalize(cast("Sequence[MessageParam]", messages)))
             estimates = [estimate_message(m, view.model) for m in messages]
             clean_before = 0
     return messages, estimates, new_memo, clean_before
