@@ -44,7 +44,7 @@ from turnkeep.errors import ContextWindowExceeded
 
 EXAMPLES = 2_000
 CATALOG = default_catalog()
-MODELS = [CATALOG.get(model_id) for model_id in CATALOG]
+MODELS = [CATALOG.get(model_id) for model_id in CATALOG if CATALOG.get(model_id).lifecycle != "retired"]
 API_VERSION = "2026-10-21"
 
 

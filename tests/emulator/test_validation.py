@@ -407,7 +407,7 @@ CASES = [
     Case(
         "system message with an image",
         body(user("Hi"), system_message([{"type": "image", "source": {}}])),
-        "may only contain text blocks",
+        "may only contain text, tool_addition and tool_removal blocks",
     ),
     # --- cache_control ------------------------------------------------------------------------------------
     Case(
