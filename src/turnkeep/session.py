@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -198,8 +199,12 @@ class ConversationCore:
         self._checkpoint: rules.Checkpoint | None = None  # what validating the last request settled
         self._sizes = Sizes({})
         self._queued_instructions: list[str] = []
-        # Everything the settings can get wrong is found before anything is stored.
-        self._check_fixed_part()
+        self._lifecycle_warned: set[str] = set()
+        self._warn_lifecycle()
+        # Everything the settings can get wrong is found before anything is stored. A stored conversation on a
+        # model retired since opens all the same, to be read or moved to another model; it cannot send.
+        if conversation_id is None or self.model_info.lifecycle != "retired":
+            self._check_fixed_part()
         if conversation_id is None:
             # A stored conversation opens as it is (to be read, exported or changed); a new one must be sound.
             unknown = unknown_models(self.policy, self._catalog)
@@ -215,6 +220,13 @@ class ConversationCore:
         self._head: str | None = self.store.branches(self.id).get(branch)
         self._path: list[Node] = self.store.path(self.id, self._head)
         self._policy_state: dict[str, Any] | None = None  # read when first needed, then kept by commits
+
+    def _warn_lifecycle(self) -> None:
+        """Warn once per conversation that its model is deprecated (with the date and the replacement)."""
+        notice = rules.lifecycle_warning(self.model_info)
+        if notice is not None and self.model_info.id not in self._lifecycle_warned:
+            self._lifecycle_warned.add(self.model_info.id)
+            warnings.warn(notice, UserWarning, stacklevel=4)
 
     def _check_fixed_part(self) -> None:
         """The system prompt and tools, validated as every request will carry them (so a bad one fails now)."""
@@ -296,8 +308,12 @@ class ConversationCore:
         return list(self._path)
 
     def _sendable(self, path: Sequence[Node]) -> list[MessageParam]:
-        """The messages of `path` that later requests carry."""
-        return [cast(MessageParam, dict(n.message)) for n in path if n.status in ("ok", "pending")]
+        """The messages of `path` that later requests carry, without the thinking the current model cannot read
+        (after a model switch: `set_model`, a budget's degrade, `-m` on `--continue`)."""
+        nodes = [n for n in path if n.status in ("ok", "pending")]
+        messages = [cast(MessageParam, dict(n.message)) for n in nodes]
+        writers = [m if isinstance(m := n.meta.get("model"), str) else None for n in nodes]
+        return rules.strip_unreadable_thinking(messages, writers, self.model_info, self._catalog.get)
 
     @property
     def messages(self) -> list[MessageParam]:
@@ -489,6 +505,7 @@ class ConversationCore:
             self.model_info, self.system = previous
             self.threads = self.threads_requested and self.model_info.threads
             raise
+        self._warn_lifecycle()
         self.store.update_settings(self.id, changes)
 
     def _check_budget(self, plan: Plan, settings: RequestSettings) -> None:

@@ -155,7 +155,11 @@ class Catalog:
         for api in api_models:
             model_id = str(api["id"])
             entry = raw.setdefault(model_id, {"prices_note": "not in the catalog; default prices"})
-            entry.pop("same_as", None)
+            same_as = entry.pop("same_as", None)
+            if same_as in self._raw:
+                # A twin keeps what it inherits: only the API's facts replace the base model's.
+                base = {key: value for key, value in self._raw[same_as].items() if key not in ("aliases", "same_as")}
+                entry.update({**base, **entry})
             entry.update(_facts_from_api(api))
             if model_id not in self.models:
                 entry.setdefault("display_name", str(api.get("display_name") or model_id))

@@ -968,14 +968,15 @@ def strip_unreadable_thinking(
     writer (`writers[i]`, the model that produced `messages[i]`; None when unknown) `reader` cannot read are
     removed. Pure; messages that need no change are returned as they are (the cache prefix stays byte-stable).
 
-    A message that held only thinking is dropped (it had no tool call to answer); `normalize()` then merges the
-    user messages around it.
+    A message that held only thinking is dropped (it had no tool call to answer) and the history is then normalized,
+    which merges the user messages around it.
 
     Stripping is consistent across switches: blocks a model wrote were made with exactly the earlier blocks its
     own reading group keeps, so the prefix they are bound to is the one sent back."""
     if len(writers) != len(messages):
         raise ValueError(f"writers has {len(writers)} entries for {len(messages)} messages")
     kept: list[MessageParam] = []
+    dropped = False
     for message, writer_id in zip(messages, writers, strict=True):
         if writer_id is None or _role(message) != "assistant" or writer_id == reader.id:
             kept.append(message)
@@ -993,7 +994,9 @@ def strip_unreadable_thinking(
             kept.append(message)
         elif blocks:
             kept.append(cast(MessageParam, {**message, "content": blocks}))
-    return kept
+        else:
+            dropped = True
+    return normalize(kept) if dropped else kept
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -156,6 +156,11 @@ _BINDING_MESSAGE = (
     "tools or earlier messages changed since it was created. Keep the history append-only, or remove the "
     "thinking blocks of the turns you keep when you trim or summarise."
 )
+_MODEL_BINDING_MESSAGE = (
+    "Invalid `signature` in `thinking` block. The block was created by a model whose thinking this model cannot "
+    "read. Remove the thinking blocks of the other model's turns after a model switch, or set "
+    '`thinking.block_binding.prefix_mismatch_behavior: "drop_block"`.'
+)
 _PREFILL_MESSAGE = (
     "This model does not support assistant message prefill. The conversation must end with a user message."
 )
@@ -976,7 +981,9 @@ def check_thinking_signatures(request: Request) -> None:
     """Thinking blocks come back unmodified: the signature must verify for the text and, on models that bind
     thinking to its prefix, for everything before the block. A prefix mismatch is tolerated when the request
     opts into `block_binding.prefix_mismatch_behavior: "drop_block"` (beta `thinking-binding-controls-2026-08-01`):
-    the server drops the block. Thread continue requests are skipped: earlier turns are the server's own."""
+    the server drops the block. A block written by a model whose thinking this one may not read (see
+    `ModelInfo.thinking_readers`) fails the same way, and is dropped the same way. Thread continue requests are
+    skipped: earlier turns are the server's own."""
     if request.thread_continue:
         return
     positions = [
@@ -999,6 +1006,8 @@ def check_thinking_signatures(request: Request) -> None:
             raise invalid_request(f"{where}: Invalid `signature` in `thinking` block")
         if status == "prefix_mismatch" and not _drop_allowed(request):
             raise invalid_request(f"{where}: {_BINDING_MESSAGE}")
+        if status == "model_mismatch" and not _drop_allowed(request):
+            raise invalid_request(f"{where}: {_MODEL_BINDING_MESSAGE}")
 
 
 def _effective_body(body: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
