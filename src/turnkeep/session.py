@@ -45,6 +45,7 @@ from turnkeep.core.policies import (
     unknown_models,
 )
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
+from turnkeep.core.signals import RefusalFallback, refusal_fallback, thread_history_ignored
 from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
 from turnkeep.errors import BudgetExceeded, ContextWindowExceeded, PrefillNotSupported, UnknownConversation, UsageError
@@ -102,6 +103,11 @@ class Reply:
     def refusal(self) -> RefusalStopDetails | None:
         """Category and explanation of a refusal, when the API gave them."""
         return self.message.stop_details if self.refused else None
+
+    @property
+    def fallback(self) -> RefusalFallback | None:
+        """A refusal's fallback details (credit token, recommended model, prefill claim), when the API gave them."""
+        return refusal_fallback(self.message.stop_details) if self.refused else None
 
     @property
     def tool_calls(self) -> list[ToolUseBlock]:
@@ -770,9 +776,24 @@ class ConversationCore:
         self._sizes.learn(
             call.request, self._anchor, message, self.model_info, calibration=self.facts.calibrator.factor
         )
+        if self.threads and threads_core.continues(call.request, self._anchor):
+            self._check_thread_applied(message)
         self._anchor = anchor_after(call.request, message, self.model_info)
         self.facts.last_reply_id = message.id
         return observation
+
+    def _check_thread_applied(self, message: Message) -> None:
+        """A server that ignores `thread` answers a continue from its new messages alone: send full requests for
+        the rest of this conversation, and say so once."""
+        assert self._anchor is not None
+        if thread_history_ignored(self._anchor.tokens, message.usage.model_dump(exclude_none=True)):
+            self.threads = self.threads_requested = False
+            warnings.warn(
+                f"the server answered a thread continue of conversation {self.id} without its history (input "
+                "tokens too few): sending full requests from now on",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def thread_failed(self, error: BaseException) -> bool:
         """Whether a failed call should simply be sent again because only its thread was the problem."""
