@@ -14,7 +14,7 @@ Modes (chosen per request with the `x-emulator-responder` header, else the serve
 - `echo` repeats the last user message's text.
 - `scripted` plays the reply the caller queued (`script_reply`); with nothing queued it falls back to `recall`.
   Script forms: `{"text": ...}`, `{"content": [blocks]}`, `{"tool_use": [{"name", "input"}, ...], "text"?}`,
-  `{"thinking": ..., "text": ...}`, `{"refusal": {"category", "explanation"}, "text"?}`,
+  `{"thinking": ..., "text": ...}`, `{"refusal": {"category", "explanation", <fallback fields>?}, "text"?}`,
   `{"pause_turn": true, "text"?}`, and `{"stop_reason": "max_tokens" | "model_context_window_exceeded", "text"}`;
   any form may also set `stop_reason` / `stop_sequence`.
 
@@ -498,6 +498,10 @@ def _scripted(script: Mapping[str, Any], ids: IdFactory) -> _Draft:
                 "category": refusal.get("category"),
                 "explanation": refusal.get("explanation"),
             }
+            # The fallback fields of a refusal (SDK 2.16 `BetaRefusalStopDetails`), passed through when scripted.
+            for name in ("fallback_credit_token", "recommended_model", "fallback_has_prefill_claim"):
+                if name in refusal:
+                    stop_details[name] = refusal[name]
         if script.get("pause_turn"):
             query = str(script.get("query") or "emulated search")
             content.append(
