@@ -252,6 +252,11 @@ def test_the_catalog_deprecations_match_the_sdk_deprecated_models_table() -> Non
     assert deprecated == set(DEPRECATED_MODELS)
 
 
+def test_models_report_their_release_dates_where_a_source_gives_one() -> None:
+    assert _model_info(CATALOG.get("claude-sonnet-5"))["created_at"] == "2026-06-30T00:00:00Z"
+    assert _model_info(CATALOG.get("claude-haiku-4-5"))["created_at"] == "2025-10-01T00:00:00Z"
+
+
 def test_a_deprecated_model_warns_once_per_conversation() -> None:
     from turnkeep import Conversation
 
@@ -354,6 +359,7 @@ def test_the_emulator_serves_and_enforces_what_the_catalog_says(model: ModelInfo
     assert served["max_input_tokens"] == model.context_window
     assert served["max_tokens"] == model.max_output
     assert served["lifecycle"] == model.lifecycle
+    assert served["created_at"][:10] == (model.released or "1970-01-01")
     assert (served["retires_at"] or "")[:10] == (model.retires_at or "")
     assert (served["deprecated_at"] or "")[:10] == (model.deprecated_at or "")
     types = capabilities["thinking"]["types"]
