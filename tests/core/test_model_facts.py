@@ -153,6 +153,18 @@ def test_a_tool_choice_must_fit_the_tools(fields: dict[str, Any], rule: str) -> 
     both(request("claude-opus-5", **fields), accepted=False, rule=rule)
 
 
+def test_a_thread_continue_forces_a_tool_fixed_at_create() -> None:
+    # A continue carries no `tools` (they were fixed when the thread was created): its tool_choice is not checked
+    # against them here, the server holds them.
+    continue_ = request(
+        "claude-opus-5",
+        {"role": "user", "content": "Again."},
+        tool_choice={"type": "tool", "name": "get_weather"},
+        thread={"type": "continue", "previous_message_id": "msg_1"},
+    )
+    assert rules_verdict(continue_) is None
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Mid-conversation system messages
 
@@ -238,7 +250,7 @@ def test_opus_4_5_is_deprecated_retires_2027_01_22_and_names_opus_5_5(model: str
         "claude-opus-5-5",
     )
     assert lifecycle_warning(info) == (
-        "model 'claude-opus-4-5' is deprecated and retires on 2027-01-22; move to 'claude-opus-5-5'"
+        "model 'claude-opus-4-5' is deprecated (end of life: 2027-01-22); move to 'claude-opus-5-5'"
     )
     both(request(model), accepted=True)
 
@@ -265,7 +277,7 @@ def test_a_deprecated_model_warns_once_per_conversation() -> None:
         conversation = Conversation(model="claude-opus-4-5")
         conversation.set_model("claude-opus-4-5")
     notices = [str(w.message) for w in caught if "deprecated" in str(w.message)]
-    assert notices == ["model 'claude-opus-4-5' is deprecated and retires on 2027-01-22; move to 'claude-opus-5-5'"]
+    assert notices == ["model 'claude-opus-4-5' is deprecated (end of life: 2027-01-22); move to 'claude-opus-5-5'"]
 
 
 # --------------------------------------------------------------------------------------------------------------

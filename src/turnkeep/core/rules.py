@@ -839,7 +839,8 @@ def lifecycle_warning(model: ModelInfo) -> str | None:
     """The warning a deprecated model deserves (date and replacement), or None for an active or retired one."""
     if model.lifecycle != "deprecated":
         return None
-    when = f" and retires on {model.retires_at}" if model.retires_at else ""
+    # The SDK's wording ("end of life"), which reads true before and after the date (core has no clock).
+    when = f" (end of life: {model.retires_at})" if model.retires_at else ""
     instead = f"; move to {model.replacement!r}" if model.replacement else ""
     return f"model {model.id!r} is deprecated{when}{instead}"
 
@@ -874,6 +875,9 @@ def check_tool_choice(request: Mapping[str, Any], model: ModelInfo) -> None:
             "tool_choice_forced_unsupported",
             f"{model.id!r} rejects a forced tool_choice ({kind!r}); use 'auto' and say in the prompt which tool to use",
         )
+    thread = request.get("thread")
+    if isinstance(thread, Mapping) and thread.get("type") == "continue":
+        return  # the tools were fixed when the thread was created: not in this request
     tools = request.get("tools")
     names = {
         tool_view.get("name")
