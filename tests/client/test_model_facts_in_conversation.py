@@ -114,3 +114,15 @@ def test_a_server_that_ignores_thread_gets_full_requests_after_one_warning(
     assert sent[1]["thread"]["type"] == "continue"
     assert chat.send("What is my name?").text == "Your name is Ada."  # a full request again
     assert "thread" not in sent[2]
+
+
+def test_a_stream_shows_thinking_updates_when_asked_for_them(turnkeep_emulator: EmulatorServer) -> None:
+    chat = Conversation("claude-sonnet-5-5", client=turnkeep_emulator.client())
+    updates = {"type": "adaptive", "display": "updates"}
+    with chat.stream("My name is Ada.", thinking=updates, betas=["thinking-display-updates-2026-08-18"]) as stream:
+        shown = "".join(stream)
+    assert stream.reply is not None
+    thinking = next(b["thinking"] for b in stream.reply.content if b["type"] == "thinking")
+    assert shown == thinking + stream.reply.text  # the update first, then the reply's text
+    with chat.stream("What is my name?", thinking=ADAPTIVE) as plain:
+        assert "".join(plain) == "Your name is Ada."  # summarized thinking is not shown
