@@ -57,6 +57,12 @@ class BranchPath:
             return list(self._ok)
         return self._ok[: bisect.bisect_left(self._ok_at, before)]
 
+    def ok_models(self, before: int | None = None) -> list[str | None]:
+        """The model that wrote each of `ok_messages(before)` (None where unknown, as for user messages)."""
+        count = len(self.ok_messages(before))
+        models = (self._nodes[index].meta.get("model") for index in self._ok_at[:count])
+        return [model if isinstance(model, str) else None for model in models]
+
     def pending_index(self) -> int | None:
         """Where the pending user message (and anything after it) starts; None when no turn is pending."""
         nodes = self._nodes

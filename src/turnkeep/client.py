@@ -29,6 +29,7 @@ from anthropic.types import Message, MessageParam
 from turnkeep.core.budget import Budget, Forecast, Spent
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.policies import Plan, Policy
+from turnkeep.core.signals import thinking_update_text
 from turnkeep.core.turn import Call
 from turnkeep.errors import ConfigError
 from turnkeep.sdk import is_transport_failure, messages_resource, split_betas, stream_snapshot, transport_error
@@ -396,6 +397,11 @@ class _StreamedTurn:
 
     def _text(self, call: Call, event: Any, aligner: PrefixAligner) -> str:
         """The text an event brings the caller (a summary call's text is not the reply's)."""
+        # Asked for with thinking.display "updates": what the model writes between tool calls arrives as thinking.
+        update = thinking_update_text(call.request, event) if call.shows_text else None
+        if update:
+            self._shown = True
+            return update
         if call.shows_text and event.type == "content_block_delta" and event.delta.type == "text_delta":
             out = aligner.feed(event.delta.text)
             self._shown = self._shown or bool(out)

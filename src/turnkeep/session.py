@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -49,6 +50,7 @@ from turnkeep.core.policies import (
 )
 from turnkeep.core.policies.caching import Gaps
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
+from turnkeep.core.signals import RefusalFallback, refusal_fallback, thread_history_ignored
 from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
 from turnkeep.errors import (
@@ -114,6 +116,11 @@ class Reply:
     def refusal(self) -> RefusalStopDetails | None:
         """Category and explanation of a refusal, when the API gave them."""
         return self.message.stop_details if self.refused else None
+
+    @property
+    def fallback(self) -> RefusalFallback | None:
+        """A refusal's fallback details (credit token, recommended model, prefill claim), when the API gave them."""
+        return refusal_fallback(self.message.stop_details) if self.refused else None
 
     @property
     def tool_calls(self) -> list[ToolUseBlock]:
@@ -220,8 +227,12 @@ class ConversationCore:
         self._checkpoint: rules.Checkpoint | None = None  # what validating the last request settled
         self._sizes = Sizes({})
         self._queued_instructions: list[str] = []
-        # Everything the settings can get wrong is found before anything is stored.
-        self._check_fixed_part()
+        self._lifecycle_warned: set[str] = set()
+        self._warn_lifecycle()
+        # Everything the settings can get wrong is found before anything is stored. A stored conversation on a
+        # model retired since opens all the same, to be read or moved to another model; it cannot send.
+        if conversation_id is None or self.model_info.lifecycle != "retired":
+            self._check_fixed_part()
         if conversation_id is None:
             # A stored conversation opens as it is (to be read, exported or changed); a new one must be sound.
             unknown = unknown_models(self.policy, self._catalog)
@@ -236,6 +247,13 @@ class ConversationCore:
         self._facts: LedgerFacts | None = None
         self.path = BranchPath(self.store.path(self.id, self.store.branches(self.id).get(branch)))
         self._policy_state: dict[str, Any] | None = None  # read when first needed, then kept by commits
+
+    def _warn_lifecycle(self) -> None:
+        """Warn once per conversation that its model is deprecated (with the date and the replacement)."""
+        notice = rules.lifecycle_warning(self.model_info)
+        if notice is not None and self.model_info.id not in self._lifecycle_warned:
+            self._lifecycle_warned.add(self.model_info.id)
+            warnings.warn(notice, UserWarning, stacklevel=4)
 
     def _check_fixed_part(self) -> None:
         """The system prompt and tools, validated as every request will carry them (so a bad one fails now)."""
@@ -324,10 +342,19 @@ class ConversationCore:
         """Every node from the root to the head of this branch, refused and partial ones included."""
         return list(self.path.nodes)
 
+    def _ok_messages(self, before: int | None = None) -> list[MessageParam]:
+        """The messages later requests carry, without the thinking the current model cannot read (after a model
+        switch: `set_model`, a budget's degrade, `-m` on `--continue`); unchanged messages are the same objects."""
+        messages = self.path.ok_messages(before)
+        writers = self.path.ok_models(before)
+        if all(writer is None or writer == self.model for writer in writers):
+            return messages
+        return rules.strip_unreadable_thinking(messages, writers, self.model_info, self._catalog.get)
+
     @property
     def messages(self) -> list[MessageParam]:
         """Exactly the messages the next request will carry before the new user message."""
-        plan = self.policy.plan(self.path.ok_messages(), self.policy_state(), self._request_settings({}, now=None))
+        plan = self.policy.plan(self._ok_messages(), self.policy_state(), self._request_settings({}, now=None))
         return cast(list[MessageParam], plan.request["messages"])
 
     @property
@@ -432,7 +459,7 @@ class ConversationCore:
         rules.check_values({"messages": [node.message for node in new_nodes]})
         settings = self._request_settings(overrides, now=self.clock())
         # The committed messages before the turn, then the turn's own (pending) ones.
-        transcript = self.path.ok_messages(before)
+        transcript = self._ok_messages(before)
         transcript += [cast(MessageParam, n.message) for n in new_nodes]
         if prefill_mode == "native" and prefill is not None:
             transcript.append(cast(MessageParam, {"role": "assistant", "content": prefill}))
@@ -486,7 +513,7 @@ class ConversationCore:
 
     def explain(self, content: object | None, overrides: Mapping[str, Any]) -> Plan:
         """The plan of the next request (with `content` as its new user message, if given), sending nothing."""
-        ok = self.path.ok_messages()
+        ok = self._ok_messages()
         if content is not None:
             ok.append(cast(MessageParam, {"role": "user", "content": user_content(content)}))
         plan = self.policy.plan(ok, self.policy_state(), self._request_settings(overrides, now=self.clock()))
@@ -518,6 +545,7 @@ class ConversationCore:
             self.model_info, self.system = previous
             self.threads = self.threads_requested and self.model_info.threads
             raise
+        self._warn_lifecycle()
         self.store.update_settings(self.id, changes)
 
     def _check_budget(self, plan: Plan, settings: RequestSettings) -> None:
@@ -783,9 +811,24 @@ class ConversationCore:
         self._sizes.learn(
             call.request, self._anchor, message, self.model_info, calibration=self.facts.calibrator.factor
         )
+        if self.threads and threads_core.continues(call.request, self._anchor):
+            self._check_thread_applied(message)
         self._anchor = anchor_after(call.request, message, self.model_info)
         self.facts.last_reply_id = message.id
         return observation
+
+    def _check_thread_applied(self, message: Message) -> None:
+        """A server that ignores `thread` answers a continue from its new messages alone: send full requests for
+        the rest of this conversation, and say so once."""
+        assert self._anchor is not None
+        if thread_history_ignored(self._anchor.tokens, message.usage.model_dump(exclude_none=True)):
+            self.threads = self.threads_requested = False
+            warnings.warn(
+                f"the server answered a thread continue of conversation {self.id} without its history (input "
+                "tokens too few): sending full requests from now on",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def thread_failed(self, error: BaseException) -> bool:
         """Whether a failed call should simply be sent again because only its thread was the problem."""

@@ -19,7 +19,7 @@ from turnkeep.emulator.clock import Clock
 from turnkeep.emulator.tokenizer import request_segments
 
 MODEL = default_catalog().get("claude-sonnet-5")  # min_cache_tokens 1024
-PREFILL_MODEL = default_catalog().get("claude-sonnet-4-5")
+PREFILL_MODEL = default_catalog().get("claude-haiku-4-5")
 BIG_SYSTEM = "You are a careful assistant. " * 400  # ~3,000 tokens: above every model's minimum
 CONTROL_5M = {"type": "ephemeral", "ttl": "5m"}
 

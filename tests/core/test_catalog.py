@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from anthropic.types import Model
@@ -103,6 +104,11 @@ def test_user_file_overrides_field_by_field_and_adds_models() -> None:
         ("[models.claude-opus-5]\nwindow = 5\n", "unknown field(s) ['window']"),
         ("[models.claude-opus-5]\nprices = { input = 1 }\n", "prices lacks"),
         ('[models.x]\nsame_as = "nope"\n', "same_as names unknown model 'nope'"),
+        ('[models.claude-opus-5]\nlifecycle = "sunset"\n', "lifecycle must be one of active, deprecated, retired"),
+        ('[models.claude-opus-5]\nthinking = ["adaptive", "always"]\n', "thinking has unknown type(s) ['always']"),
+        ('[models.claude-opus-5]\nretires_at = "soon"\n', "retires_at must be a date written YYYY-MM-DD"),
+        ('[models.claude-opus-5]\nthinking_readers = ["claude-opus-5"]\n', "only to a model with thinking_binding"),
+        ('[models.claude-opus-5]\nforced_tool_choice = "no"\n', "forced_tool_choice must be true or false"),
     ],
 )
 def test_bad_override_files_name_what_is_wrong(text: str, message: str) -> None:
@@ -140,6 +146,54 @@ def test_refresh_takes_limits_and_capabilities_from_the_models_endpoint() -> Non
     new = catalog.get("claude-new-1")
     assert new.known
     assert (new.context_window, new.display_name) == (300_000, "Claude New")
+
+
+def test_refresh_keeps_all_four_thinking_types_the_models_endpoint_reports() -> None:
+    def types(**supported: bool) -> dict[str, Any]:
+        return {"thinking": {"supported": True, "types": {k: {"supported": v} for k, v in supported.items()}}}
+
+    catalog = default_catalog().refreshed(
+        [
+            {
+                "id": "claude-sonnet-5-5",
+                "capabilities": types(adaptive=True, enabled=False, disabled=False, between_tools=True),
+            },
+            {
+                "id": "claude-opus-4-8",
+                "capabilities": types(adaptive=True, enabled=True, disabled=True, between_tools=False),
+            },
+        ]
+    )
+    assert catalog.get("claude-sonnet-5-5").thinking == ("adaptive", "between_tools")
+    assert catalog.get("claude-opus-4-8").thinking == ("adaptive", "enabled", "disabled")
+
+
+def test_refresh_takes_the_lifecycle_dates() -> None:
+    catalog = default_catalog().refreshed(
+        [
+            {
+                "id": "claude-opus-4-6",
+                "lifecycle": "deprecated",
+                "deprecated_at": "2027-01-05T00:00:00Z",
+                "retires_at": "2027-04-01T00:00:00Z",
+            }
+        ]
+    )
+    info = catalog.get("claude-opus-4-6")
+    assert (info.lifecycle, info.deprecated_at, info.retires_at) == ("deprecated", "2027-01-05", "2027-04-01")
+
+
+def test_a_twin_keeps_what_it_inherits_when_refreshed() -> None:
+    refreshed = (
+        default_catalog().refreshed([{"id": "claude-mythos-5-2", "max_tokens": 64_000}]).get("claude-mythos-5-2")
+    )
+    fable = default_catalog().get("claude-fable-5-2")
+    assert refreshed.max_output == 64_000
+    assert (refreshed.prices, refreshed.system_messages, refreshed.thinking_readers) == (
+        fable.prices,
+        fable.system_messages,
+        fable.thinking_readers,
+    )
 
 
 def test_parse_catalog_alone_builds_a_table() -> None:

@@ -44,7 +44,7 @@ from turnkeep.emulator.validation import validate_request
 from turnkeep.errors import ContextWindowExceeded
 
 CATALOG = default_catalog()
-MODELS = [CATALOG.get(model_id) for model_id in CATALOG]
+MODELS = [CATALOG.get(model_id) for model_id in CATALOG if CATALOG.get(model_id).lifecycle != "retired"]
 API_VERSION = "2026-10-21"
 
 

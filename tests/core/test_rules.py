@@ -16,7 +16,7 @@ from turnkeep.core.catalog import ModelInfo, default_catalog
 from turnkeep.core.rules import RULES, UNANSWERED_TOOL_CALL, is_prefill, normalize, unanswered_tool_calls, validate
 from turnkeep.errors import HistoryError, PrefillNotSupported, UsageError
 
-PREFILL_MODEL = "claude-sonnet-4-5"  # prefill yes, thinking "enabled" only, max_output 64000
+PREFILL_MODEL = "claude-haiku-4-5"  # prefill yes, thinking "enabled" or "disabled", max_output 64000
 NO_PREFILL_MODEL = "claude-sonnet-4-6"  # prefill no, thinking adaptive + enabled
 SYSTEM_MESSAGES_MODEL = "claude-opus-5"  # role 'system' messages, compaction, thinking adaptive only
 
@@ -75,6 +75,7 @@ def server_tool_use(tool_id: str = "srvtoolu_1") -> dict[str, Any]:
 
 DOCUMENT = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "A report."}}
 IMAGE = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+WEATHER_TOOL = {"name": "get_weather", "input_schema": {"type": "object"}}
 HELLO = user("Hello")
 REPLY = assistant("Hi there.")
 CALL = assistant([text("Checking."), tool_use("toolu_1")])
@@ -120,6 +121,15 @@ CASES = [
     Case("messages_empty", request()),
     Case("too_many_messages", request(*_many_messages(100_001))),
     Case("thinking_type_unsupported", request(HELLO, thinking={"type": "adaptive"})),
+    Case("model_retired", request(HELLO, model="claude-sonnet-4-5"), model="claude-sonnet-4-5"),
+    Case("tool_choice_invalid", request(HELLO, tools=[WEATHER_TOOL], tool_choice={"type": "required"})),
+    Case(
+        "tool_choice_forced_unsupported",
+        request(HELLO, model="claude-sonnet-5-5", tools=[WEATHER_TOOL], tool_choice={"type": "any"}),
+        model="claude-sonnet-5-5",
+    ),
+    Case("tool_choice_unknown_tool", request(HELLO, tools=[WEATHER_TOOL], tool_choice={"type": "tool", "name": "f"})),
+    Case("tool_choice_without_tools", request(HELLO, tool_choice={"type": "any"})),
     Case("thinking_budget_invalid", request(HELLO, thinking={"type": "enabled", "budget_tokens": 1023})),
     Case(
         "thinking_budget_not_below_max_tokens",
@@ -167,6 +177,18 @@ CASES = [
         request(HELLO, system([text("Look:"), IMAGE]), REPLY, model=SYSTEM_MESSAGES_MODEL),
         message_index=1,
         block_index=1,
+        model=SYSTEM_MESSAGES_MODEL,
+    ),
+    Case(
+        "system_message_field_invalid",
+        request(HELLO, {**system("Be brief."), "clear_at": "tomorrow"}, REPLY, model=SYSTEM_MESSAGES_MODEL),
+        message_index=1,
+        model=SYSTEM_MESSAGES_MODEL,
+    ),
+    Case(
+        "system_message_beta_required",
+        request(HELLO, {**system("Be brief."), "clear_at": "next_user_message"}, REPLY, model=SYSTEM_MESSAGES_MODEL),
+        message_index=1,
         model=SYSTEM_MESSAGES_MODEL,
     ),
     Case(
@@ -349,7 +371,7 @@ def test_max_tokens_up_to_the_model_maximum_is_accepted() -> None:
 
 
 def test_a_dated_alias_is_the_same_model() -> None:
-    validate(request(HELLO, model="claude-sonnet-4-5-20250929"), model(PREFILL_MODEL))
+    validate(request(HELLO, model="claude-haiku-4-5-20251001"), model(PREFILL_MODEL))
 
 
 def test_thinking_disabled_is_accepted_on_every_model_and_others_only_where_listed() -> None:

@@ -18,7 +18,7 @@ from turnkeep.core.tokens import (
 )
 from turnkeep.emulator.tokenizer import input_tokens
 
-OLD = default_catalog().get("claude-sonnet-4-5")  # tokenizer generation 1
+OLD = default_catalog().get("claude-haiku-4-5")  # tokenizer generation 1
 NEW = default_catalog().get("claude-sonnet-5")  # generation 2
 PROSE = "The quick brown fox jumps over the lazy dog while the cat watches from the window. " * 20
 

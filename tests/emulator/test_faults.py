@@ -41,7 +41,8 @@ def test_short_and_object_forms_parse(spec: Any, expected: Fault) -> None:
 def test_a_429_has_a_retry_after_even_when_none_was_given() -> None:
     fault = parse_fault("429")
     assert fault.error_type == "rate_limit_error"
-    assert fault.headers() == {"retry-after": "0", "retry-after-ms": "0"}
+    # Never 0: the SDK ignores a zero wait; 1 ms is the shortest it honours.
+    assert fault.headers() == {"retry-after": "1", "retry-after-ms": "1"}
 
 
 def test_an_sse_error_fault_defaults_to_overloaded() -> None:

@@ -213,13 +213,24 @@ def test_an_unknown_mode_is_a_value_error() -> None:
 LONG_TEXT = " ".join(f"word{i}" for i in range(300))
 
 
-def test_max_tokens_truncates_on_a_word_boundary() -> None:
+def test_max_tokens_returns_the_first_max_tokens_tokens() -> None:
     result = reply(conversation("Go", max_tokens=20), mode="scripted", script={"text": LONG_TEXT})
     text = text_of(result)
     assert result.stop_reason == "max_tokens"
     assert tokenizer.output_tokens(result.content, GENERATION) <= 20
     assert LONG_TEXT.startswith(text)
-    assert LONG_TEXT[len(text)] == " "
+    longer = LONG_TEXT[: len(text) + 1]
+    assert tokenizer.text_tokens(longer.rstrip(), GENERATION) > 20 or longer.endswith(" ")
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_a_tiny_max_tokens_still_returns_the_first_tokens(limit: int) -> None:
+    # A three-token reply cut to one or two tokens: the API returns them, it does not return nothing.
+    result = reply(conversation("Go", max_tokens=limit), mode="scripted", script={"text": "Hello there, friend."})
+    assert result.stop_reason == "max_tokens"
+    assert text_of(result)
+    assert "Hello there, friend.".startswith(text_of(result))
+    assert 0 < tokenizer.output_tokens(result.content, GENERATION) <= limit
 
 
 @given(limit=st.integers(min_value=1, max_value=400))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
@@ -129,9 +130,24 @@ def test_a_moved_thinking_block_is_invalid_on_a_binding_model() -> None:
     assert not signature_valid(BINDING, moved, index, 1, block["thinking"], block["signature"])
 
 
-def test_a_bound_signature_still_validates_on_a_non_binding_model() -> None:
+def test_a_bound_block_is_readable_only_by_the_models_its_writer_names() -> None:
+    # Opus 5.5 blocks are for Opus 5.5; Fable 5.2 blocks for Fable 5.2 and Mythos 5.2 (catalog thinking_readers).
     body, index = conversation("claude-opus-5-5")
-    assert valid("claude-opus-5", body, index)
+    block = body["messages"][index]["content"][0]
+    for reader in ("claude-opus-5", "claude-sonnet-5-5"):
+        status = signature_status(CATALOG.get(reader), body, index, 0, block["thinking"], block["signature"])
+        assert status == "model_mismatch", reader
+    fable_body, fable_index = conversation("claude-fable-5-2")
+    assert valid("claude-mythos-5-2", fable_body, fable_index)
+    assert not valid("claude-fable-5-1", fable_body, fable_index)
+
+
+def test_an_edited_reader_list_is_invalid() -> None:
+    body, index = conversation("claude-sonnet-5-5")
+    block = body["messages"][index]["content"][0]
+    raw = base64.b64decode(block["signature"])
+    forged = base64.b64encode(raw + b",claude-opus-5-5").decode()
+    assert signature_status(CATALOG.get("claude-opus-5-5"), body, index, 0, block["thinking"], forged) != "valid"
 
 
 def test_a_text_only_signature_is_a_prefix_mismatch_on_a_binding_model() -> None:

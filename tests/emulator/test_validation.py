@@ -407,7 +407,7 @@ CASES = [
     Case(
         "system message with an image",
         body(user("Hi"), system_message([{"type": "image", "source": {}}])),
-        "may only contain text blocks",
+        "may only contain text, tool_addition and tool_removal blocks",
     ),
     # --- cache_control ------------------------------------------------------------------------------------
     Case(
@@ -501,6 +501,68 @@ CASES = [
         "not finished",
         error_code="compaction_incomplete_turn",
         betas=frozenset({"compact-2026-09-04"}),
+    ),
+    # --- as strict as the API (probed with the official SDKs) ------------------------------------------------
+    Case("an unknown top-level field", body(foo=1), "foo: Extra inputs are not permitted"),
+    Case("removed sampling on an old version is still known", body(temperature=0.5), status=200, api_version=OLD_API),
+    Case(
+        "text before a tool_result",
+        body(user("Hi"), assistant([tool_use()]), user([text("Here:"), tool_result()])),
+        "`tool_result` blocks must come first",
+    ),
+    Case(
+        "an image without source", body(user([{"type": "image"}, text("What is it?")])), "image.source: Field required"
+    ),
+    Case(
+        "an image of an unsupported type",
+        body(user([{"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": "AAAA"}}])),
+        "media_type: Input should be 'image/jpeg'",
+    ),
+    Case(
+        "a base64 image without data",
+        body(user([{"type": "image", "source": {"type": "base64", "media_type": "image/png"}}])),
+        "source.base64.data: Field required",
+    ),
+    Case(
+        "a url image",
+        body(user([{"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}, text("Hi")])),
+        status=200,
+    ),
+    Case(
+        "a document without source",
+        body(user([{"type": "document"}, text("Sum up.")])),
+        "document.source: Field required",
+    ),
+    Case(
+        "a text document",
+        body(user([{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "A."}}])),
+        status=200,
+    ),
+    Case(
+        "tool_choice naming a tool not in tools",
+        body(
+            model="claude-opus-5",
+            tools=[{"name": "lookup", "input_schema": {}}],
+            tool_choice={"type": "tool", "name": "search"},
+        ),
+        "no tool named 'search'",
+    ),
+    Case("tool_choice any without tools", body(model="claude-opus-5", tool_choice={"type": "any"}), "requires `tools`"),
+    Case(
+        "a forced tool_choice on Opus 5.5",
+        body(tools=[{"name": "lookup", "input_schema": {}}], tool_choice={"type": "any"}),
+        "'any' is not supported for this model",
+    ),
+    Case(
+        "thinking display updates without its beta",
+        body(thinking={"type": "adaptive", "display": "updates"}),
+        "requires the beta header `anthropic-beta: thinking-display-updates-2026-08-18`",
+    ),
+    Case(
+        "thinking display updates with its beta",
+        body(thinking={"type": "adaptive", "display": "updates"}),
+        status=200,
+        betas=frozenset({"thinking-display-updates-2026-08-18"}),
     ),
     # --- context window -----------------------------------------------------------------------------------
     Case("prompt too long", body(user(MANY_TOKENS), model="claude-haiku-4-5"), "prompt is too long: "),

@@ -274,7 +274,11 @@ def api_error_text(err: BaseException) -> str | None:
         kind = error.get("type") or type(err).__name__
         message = error.get("message") or err.message
         request = f" (request {err.request_id})" if err.request_id else ""
-        return one_line(f"the API answered {err.status_code} {kind}: {message}{request}")
+        from turnkeep.core.signals import error_hint
+
+        hint = error_hint(body)
+        fix = f"; {hint}" if hint else ""
+        return one_line(f"the API answered {err.status_code} {kind}: {message}{fix}{request}")
     if isinstance(err, anthropic.APIConnectionError):
         return one_line(f"cannot reach the API: {err.message}")
     return one_line(f"{type(err).__name__}: {err}")

@@ -63,6 +63,8 @@ def emulate(host: str, port: int, clock: str, responder: str, fault_rate: float,
         sock.close()
         raise click.UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
     bound_port = sock.getsockname()[1]
+    # Listen before saying so: a client that connects as soon as it reads the line must not be refused.
+    sock.listen(2048)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", loop="asyncio", http="h11")
     quiet_deliberate_drops()
     try:

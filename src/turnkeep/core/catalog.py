@@ -9,6 +9,7 @@ Money is `Decimal` throughout: prices are parsed from TOML as decimals, so costs
 
 from __future__ import annotations
 
+import datetime
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,8 @@ from typing import Any
 from turnkeep.errors import ConfigError
 
 __all__ = [
+    "LIFECYCLES",
+    "THINKING_TYPES",
     "Catalog",
     "LongContextPrices",
     "ModelInfo",
@@ -29,9 +32,23 @@ __all__ = [
 ]
 
 _PRICE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
-_BOOL_FIELDS = ("prefill", "system_messages", "thinking_binding", "compaction", "context_editing", "threads")
+_BOOL_FIELDS = (
+    "prefill",
+    "system_messages",
+    "thinking_binding",
+    "compaction",
+    "context_editing",
+    "threads",
+    "forced_tool_choice",
+)
 _INT_FIELDS = ("context_window", "max_output", "min_cache_tokens", "tokenizer")
-_STR_FIELDS = ("display_name", "lifecycle", "retires_at", "prices_note")
+_STR_FIELDS = ("display_name", "lifecycle", "retires_at", "deprecated_at", "replacement", "released", "prices_note")
+_DATE_FIELDS = ("retires_at", "deprecated_at", "released")
+
+#: Every `thinking.type` the API knows (SDK 2.16 `ThinkingConfigParam`; `GET /v1/models` reports each).
+THINKING_TYPES = ("adaptive", "enabled", "disabled", "between_tools")
+#: A model's lifecycle as `GET /v1/models` reports it.
+LIFECYCLES = ("active", "deprecated", "retired")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +87,7 @@ class ModelInfo:
     context_editing: bool
     threads: bool
     thinking: tuple[str, ...]
+    """Every `thinking.type` the model accepts ("disabled" included only where it is accepted)."""
     prices: Prices
     long_context: LongContextPrices | None = None
     batch_discount: Decimal = Decimal("0.5")
@@ -78,6 +96,15 @@ class ModelInfo:
     prices_note: str | None = None
     aliases: tuple[str, ...] = ()
     known: bool = True
+    forced_tool_choice: bool = True
+    """Accepts `tool_choice` of type "any" or "tool"."""
+    thinking_readers: tuple[str, ...] = ()
+    """On a binding model: the models that can read the thinking blocks it writes."""
+    deprecated_at: str | None = None
+    replacement: str | None = None
+    """The model to move to, for a deprecated or retired model."""
+    released: str | None = None
+    """Release date (YYYY-MM-DD) where it is known."""
 
     def prices_for(self, total_input_tokens: int) -> Prices:
         """The price list that applies to a request of that many input tokens (long-context bands)."""
@@ -100,7 +127,8 @@ class Catalog:
         info = self.models.get(model)
         if info is not None:
             return info
-        return replace(self.defaults, id=model, display_name=model, known=False)
+        readers = (model,) if self.defaults.thinking_binding else ()
+        return replace(self.defaults, id=model, display_name=model, known=False, thinking_readers=readers)
 
     def __contains__(self, model: object) -> bool:
         return model in self.models
@@ -127,7 +155,11 @@ class Catalog:
         for api in api_models:
             model_id = str(api["id"])
             entry = raw.setdefault(model_id, {"prices_note": "not in the catalog; default prices"})
-            entry.pop("same_as", None)
+            same_as = entry.pop("same_as", None)
+            if same_as in self._raw:
+                # A twin keeps what it inherits: only the API's facts replace the base model's.
+                base = {key: value for key, value in self._raw[same_as].items() if key not in ("aliases", "same_as")}
+                entry.update({**base, **entry})
             entry.update(_facts_from_api(api))
             if model_id not in self.models:
                 entry.setdefault("display_name", str(api.get("display_name") or model_id))
@@ -144,6 +176,8 @@ def _facts_from_api(api: Mapping[str, Any]) -> dict[str, Any]:
         facts["lifecycle"] = str(api["lifecycle"])
     if api.get("retires_at"):
         facts["retires_at"] = str(api["retires_at"])[:10]
+    if api.get("deprecated_at"):
+        facts["deprecated_at"] = str(api["deprecated_at"])[:10]
     capabilities = api.get("capabilities") or {}
     management = capabilities.get("context_management") or {}
     if management:
@@ -151,9 +185,8 @@ def _facts_from_api(api: Mapping[str, Any]) -> dict[str, Any]:
         facts["context_editing"] = bool((management.get("clear_tool_uses_20250919") or {}).get("supported"))
     thinking_types = (capabilities.get("thinking") or {}).get("types") or {}
     if thinking_types:
-        facts["thinking"] = [
-            name for name in ("adaptive", "enabled") if (thinking_types.get(name) or {}).get("supported")
-        ]
+        # All four types, `disabled` and `between_tools` included: each is accepted or refused on its own.
+        facts["thinking"] = [name for name in THINKING_TYPES if (thinking_types.get(name) or {}).get("supported")]
     return facts
 
 
@@ -216,15 +249,33 @@ def _info(model_id: str, entry: Mapping[str, Any], defaults: Mapping[str, Any], 
         "long_context",
         "batch_discount",
         "aliases",
+        "thinking_readers",
     }
     if unknown:
         raise ValueError(f"[models.{model_id}] has unknown field(s) {sorted(unknown)}")
+    merged.setdefault("forced_tool_choice", True)  # a later field: files written before it stay valid
     for name in _BOOL_FIELDS:
         if not isinstance(merged.get(name), bool):
             raise ValueError(f"[models.{model_id}] {name} must be true or false")
     for name in _INT_FIELDS:
         if not isinstance(merged.get(name), int) or isinstance(merged.get(name), bool) or merged[name] <= 0:
             raise ValueError(f"[models.{model_id}] {name} must be a positive integer")
+    lifecycle = str(merged.get("lifecycle", "active"))
+    if lifecycle not in LIFECYCLES:
+        raise ValueError(f"[models.{model_id}] lifecycle must be one of {', '.join(LIFECYCLES)}, not {lifecycle!r}")
+    thinking = tuple(str(t) for t in merged.get("thinking", ()))
+    unknown_types = [t for t in thinking if t not in THINKING_TYPES]
+    if unknown_types:
+        raise ValueError(
+            f"[models.{model_id}] thinking has unknown type(s) {unknown_types}; known: {', '.join(THINKING_TYPES)}"
+        )
+    for name in _DATE_FIELDS:
+        value = merged.get(name)
+        if value is not None and not _is_date(value):
+            raise ValueError(f"[models.{model_id}] {name} must be a date written YYYY-MM-DD, not {value!r}")
+    readers = tuple(str(r) for r in merged.get("thinking_readers", ()))
+    if readers and not merged["thinking_binding"]:
+        raise ValueError(f"[models.{model_id}] thinking_readers applies only to a model with thinking_binding = true")
     long_context = None
     if merged.get("long_context") is not None:
         band = dict(merged["long_context"])
@@ -242,16 +293,37 @@ def _info(model_id: str, entry: Mapping[str, Any], defaults: Mapping[str, Any], 
         compaction=merged["compaction"],
         context_editing=merged["context_editing"],
         threads=merged["threads"],
-        thinking=tuple(str(t) for t in merged.get("thinking", ())),
+        thinking=thinking,
         prices=_prices(merged.get("prices"), model_id),
         long_context=long_context,
         batch_discount=Decimal(str(merged.get("batch_discount", "0.5"))),
-        lifecycle=str(merged.get("lifecycle", "active")),
-        retires_at=str(merged["retires_at"]) if merged.get("retires_at") else None,
+        lifecycle=lifecycle,
+        retires_at=_date(merged.get("retires_at")),
         prices_note=merged.get("prices_note"),
         aliases=tuple(str(a) for a in merged.get("aliases", ())),
         known=known,
+        forced_tool_choice=merged.get("forced_tool_choice", True),
+        # A binding model's blocks are readable by itself alone unless the catalog names its readers.
+        thinking_readers=readers or ((model_id,) if merged["thinking_binding"] else ()),
+        deprecated_at=_date(merged.get("deprecated_at")),
+        replacement=str(merged["replacement"]) if merged.get("replacement") else None,
+        released=_date(merged.get("released")),
     )
+
+
+def _is_date(value: object) -> bool:
+    if isinstance(value, datetime.date):
+        return True
+    text = str(value)
+    try:
+        datetime.date.fromisoformat(text[:10])
+    except ValueError:
+        return False
+    return len(text) >= 10
+
+
+def _date(value: object) -> str | None:
+    return str(value)[:10] if value else None
 
 
 def _prices(value: object, model_id: str) -> Prices:

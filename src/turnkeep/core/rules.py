@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast
@@ -35,9 +35,17 @@ __all__ = [
     "RULES",
     "UNANSWERED_TOOL_CALL",
     "Checkpoint",
+    "can_read_thinking",
+    "check_model_lifecycle",
+    "check_system_message_fields",
+    "check_thinking_type",
+    "check_tool_change_block",
+    "check_tool_choice",
     "check_values",
     "is_prefill",
+    "lifecycle_warning",
     "normalize",
+    "strip_unreadable_thinking",
     "unanswered_tool_calls",
     "validate",
 ]
@@ -65,7 +73,13 @@ RULES: Mapping[str, str] = MappingProxyType(
         "messages_invalid": "`messages` is required and must be a list",
         "messages_empty": "`messages` must hold at least one message",
         "too_many_messages": "a request holds at most 100,000 messages",
-        "thinking_type_unsupported": "thinking.type must be 'disabled' or a type the model accepts",
+        "model_retired": "a retired model is refused before sending; the error names its replacement",
+        "thinking_type_unsupported": "thinking.type must be one the model accepts (its catalog `thinking`; "
+        "'disabled' is not accepted everywhere)",
+        "tool_choice_invalid": "tool_choice is {'type': 'auto' | 'any' | 'tool' | 'none'}; type 'tool' names a tool",
+        "tool_choice_forced_unsupported": "a forced tool_choice (any/tool) on a model that rejects it",
+        "tool_choice_unknown_tool": "tool_choice {'type': 'tool'} must name a tool in `tools`",
+        "tool_choice_without_tools": "a forced tool_choice (any/tool) needs `tools`",
         "thinking_budget_invalid": "enabled thinking needs an integer budget_tokens >= 1024",
         "thinking_budget_not_below_max_tokens": "thinking.budget_tokens must be less than max_tokens",
         "stop_sequences_invalid": "`stop_sequences` must be a list of strings",
@@ -86,7 +100,11 @@ RULES: Mapping[str, str] = MappingProxyType(
         "system_message_not_after_user": "a role 'system' message must directly follow a user message",
         "system_message_not_before_assistant": "a role 'system' message must be followed by an assistant message "
         "or be the last message",
-        "system_message_not_text": "a role 'system' message holds text only",
+        "system_message_not_text": "a role 'system' message holds text, or tool_addition / tool_removal blocks",
+        "system_message_field_invalid": "a role 'system' message's clear_at is 'next_user_message' or 'never'; its "
+        "output_config holds only effort (low, medium, high, xhigh, max)",
+        "system_message_beta_required": "clear_at, output_config and tool_addition / tool_removal blocks of a "
+        "role 'system' message need their beta in `betas`",
         "system_message_empty": "a role 'system' message's text must be non-empty and not whitespace-only",
         # Messages: content blocks.
         "empty_content": "message content may not be '' or []",
@@ -290,7 +308,9 @@ class _Validator:
 
     def run(self, *, complete: bool, since: Checkpoint | None) -> Checkpoint | None:
         messages = self._check_required()
+        check_model_lifecycle(self.model)
         self._check_options()
+        check_tool_choice(self.request, self.model)
         self._check_tools()
         self._check_system()
         start = 0
@@ -377,12 +397,7 @@ class _Validator:
             if reason:
                 raise _fail("max_tokens_zero_not_allowed", f"max_tokens 0 (cache warming) is not allowed with {reason}")
         if thinking is not None:
-            allowed = ("disabled", *model.thinking)
-            if thinking_type not in allowed:
-                raise _fail(
-                    "thinking_type_unsupported",
-                    f"thinking type {thinking_type!r} is not accepted by {model.id!r} (accepted: {', '.join(allowed)})",
-                )
+            check_thinking_type(thinking_type, model)
             if thinking_type == "enabled":
                 budget = cast(Mapping[str, Any], thinking).get("budget_tokens")
                 if not isinstance(budget, int) or isinstance(budget, bool) or budget < MIN_THINKING_BUDGET:
@@ -487,6 +502,8 @@ class _Validator:
                 if view is None or not isinstance(view.get("type"), str):
                     raise _fail("message_invalid", "a content block must be an object with a type", index, block_index)
                 blocks.append((block_index, view))
+        elif role == "system" and content is None and "content" not in message:
+            blocks = []  # a system message may carry only its output_config (checked with the message)
         else:
             raise _fail("message_invalid", "content must be a string or a list of content blocks", index)
         if role == "system":
@@ -539,9 +556,15 @@ class _Validator:
             )
 
     def _check_system_message(self, index: int, blocks: list[tuple[int | None, Mapping[str, Any]]]) -> None:
-        if not blocks:
+        message = cast(Mapping[str, Any], cast(Sequence[Any], self.request["messages"])[index])
+        has_config = check_system_message_fields(message, index, _betas(self.request))
+        if not blocks and not has_config:
             raise _fail("system_message_empty", "a role 'system' message may not be empty", index)
         for block_index, view in blocks:
+            if view["type"] in SYSTEM_MESSAGE_TOOL_BLOCKS:
+                check_tool_change_block(view, index, block_index, _betas(self.request))
+                self._breakpoint(view.get("cache_control"), _where(index, block_index), index, block_index)
+                continue
             if view["type"] == "compaction":
                 raise _fail(
                     "compaction_block_misplaced",
@@ -552,7 +575,7 @@ class _Validator:
             if view["type"] != "text" or not isinstance(view.get("text"), str):
                 raise _fail(
                     "system_message_not_text",
-                    f"a role 'system' message holds text only, not {view['type']!r}",
+                    f"a role 'system' message holds text, tool_addition or tool_removal blocks, not {view['type']!r}",
                     index,
                     block_index,
                 )
@@ -781,6 +804,211 @@ class _Here:
 
 def _nonempty_str(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and bool(value)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model facts: rules that depend on what the catalog says about the model (lifecycle, thinking types, forced tool
+# choice, mid-conversation system messages, which thinking blocks a model can read). Each is a small function of
+# the request and the model's `ModelInfo`, so the emulator's validator and these rules can be tested on one table.
+
+#: Beta headers of the richer role 'system' messages (SDK 2.16 `BetaSystemMessageParam`).
+SYSTEM_MESSAGE_TOOL_CHANGES_BETA = "mid-conversation-tool-changes-2026-07-01"
+SYSTEM_MESSAGE_OUTPUT_CONFIG_BETA = "mid-conversation-output-config-2026-07-01"
+SYSTEM_MESSAGE_CLEAR_AT_BETA = "mid-conversation-system-clear-at-2026-08-21"
+SYSTEM_MESSAGE_TOOL_BLOCKS = ("tool_addition", "tool_removal")
+SYSTEM_MESSAGE_CLEAR_AT = ("next_user_message", "never")
+EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
+TOOL_CHOICE_TYPES = ("auto", "any", "tool", "none")
+_TOOL_REFERENCES = {
+    "tool_addition": ("tool_reference", "mcp_tool_reference", "mcp_toolset_reference", "tool_definition"),
+    "tool_removal": ("tool_reference", "mcp_tool_reference", "mcp_toolset_reference"),
+}
+
+
+def _betas(request: Mapping[str, Any]) -> frozenset[str]:
+    betas = request.get("betas")
+    if isinstance(betas, str):
+        return frozenset(b.strip() for b in betas.split(","))
+    if isinstance(betas, list | tuple):
+        return frozenset(str(b) for b in betas)
+    return frozenset()
+
+
+def check_model_lifecycle(model: ModelInfo) -> None:
+    """A retired model is refused before sending (the API would answer 404), naming its replacement."""
+    if model.lifecycle != "retired":
+        return
+    when = f" on {model.retires_at}" if model.retires_at else ""
+    instead = f"; use {model.replacement!r} instead" if model.replacement else "; choose a current model"
+    raise _fail("model_retired", f"model {model.id!r} was retired{when}{instead}")
+
+
+def lifecycle_warning(model: ModelInfo) -> str | None:
+    """The warning a deprecated model deserves (date and replacement), or None for an active or retired one."""
+    if model.lifecycle != "deprecated":
+        return None
+    # The SDK's wording ("end of life"), which reads true before and after the date (core has no clock).
+    when = f" (end of life: {model.retires_at})" if model.retires_at else ""
+    instead = f"; move to {model.replacement!r}" if model.replacement else ""
+    return f"model {model.id!r} is deprecated{when}{instead}"
+
+
+def check_thinking_type(thinking_type: object, model: ModelInfo) -> None:
+    """`thinking.type` is one of the types the model accepts: exactly its catalog list ("disabled" included only
+    where the model accepts it). Leaving `thinking` out is always accepted: the model uses its own default."""
+    if thinking_type in model.thinking:
+        return
+    accepted = ", ".join(model.thinking) or "none (leave `thinking` out)"
+    raise _fail(
+        "thinking_type_unsupported",
+        f"thinking type {thinking_type!r} is not accepted by {model.id!r} (accepted: {accepted})",
+    )
+
+
+def check_tool_choice(request: Mapping[str, Any], model: ModelInfo) -> None:
+    """`tool_choice`: a known type; a forced one (any/tool) needs `tools` and a model that accepts it; type 'tool'
+    names a tool of `tools`."""
+    choice = request.get("tool_choice")
+    if choice is None:
+        return
+    view = _view(choice)
+    kind = view.get("type") if view is not None else None
+    if kind not in TOOL_CHOICE_TYPES:
+        raise _fail("tool_choice_invalid", f"tool_choice type {kind!r} is not one of {', '.join(TOOL_CHOICE_TYPES)}")
+    assert view is not None
+    if kind not in ("any", "tool"):
+        return
+    if not model.forced_tool_choice:
+        raise _fail(
+            "tool_choice_forced_unsupported",
+            f"{model.id!r} rejects a forced tool_choice ({kind!r}); use 'auto' and say in the prompt which tool to use",
+        )
+    thread = request.get("thread")
+    if isinstance(thread, Mapping) and thread.get("type") == "continue":
+        return  # the tools were fixed when the thread was created: not in this request
+    tools = request.get("tools")
+    names = {
+        tool_view.get("name")
+        for tool in (tools if isinstance(tools, list | tuple) else ())
+        if (tool_view := _view(tool)) is not None
+    }
+    if not names:
+        raise _fail("tool_choice_without_tools", f"tool_choice {kind!r} forces a tool call but `tools` is empty")
+    if kind == "tool":
+        name = view.get("name")
+        if not isinstance(name, str):
+            raise _fail("tool_choice_invalid", "tool_choice {'type': 'tool'} needs the tool's `name`")
+        if name not in names:
+            raise _fail("tool_choice_unknown_tool", f"tool_choice names tool {name!r}, which is not in `tools`")
+
+
+def check_system_message_fields(message: Mapping[str, Any], index: int, betas: frozenset[str]) -> bool:
+    """The extra fields of a role 'system' message (`clear_at`, `output_config`), each behind its beta; True when
+    the message carries an output_config (which lets it go without content)."""
+    clear_at = message.get("clear_at")
+    if clear_at is not None:
+        if clear_at not in SYSTEM_MESSAGE_CLEAR_AT:
+            raise _fail(
+                "system_message_field_invalid",
+                f"clear_at must be 'next_user_message' or 'never', not {clear_at!r}",
+                index,
+            )
+        _require_beta(SYSTEM_MESSAGE_CLEAR_AT_BETA, "clear_at", betas, index, None)
+    config = message.get("output_config")
+    if config is None:
+        return False
+    if not isinstance(config, Mapping) or set(config) - {"effort"}:
+        raise _fail(
+            "system_message_field_invalid",
+            "a role 'system' message's output_config holds only `effort` (`format` stays top-level)",
+            index,
+        )
+    effort = config.get("effort")
+    if effort is not None and effort not in EFFORT_LEVELS:
+        raise _fail(
+            "system_message_field_invalid", f"output_config.effort must be one of {', '.join(EFFORT_LEVELS)}", index
+        )
+    _require_beta(SYSTEM_MESSAGE_OUTPUT_CONFIG_BETA, "output_config", betas, index, None)
+    return effort is not None or "content" in message
+
+
+def check_tool_change_block(
+    view: Mapping[str, Any], index: int, block_index: int | None, betas: frozenset[str]
+) -> None:
+    """A tool_addition / tool_removal block in a role 'system' message: a `tool` of a kind its type accepts."""
+    block_type = str(view["type"])
+    tool = view.get("tool")
+    tool_kind = tool.get("type") if isinstance(tool, Mapping) else None
+    if tool_kind not in _TOOL_REFERENCES[block_type]:
+        raise _fail(
+            "block_invalid",
+            f"a {block_type} block needs `tool`, one of {', '.join(_TOOL_REFERENCES[block_type])}",
+            index,
+            block_index,
+        )
+    _require_beta(SYSTEM_MESSAGE_TOOL_CHANGES_BETA, f"a {block_type} block", betas, index, block_index)
+
+
+def _require_beta(beta: str, what: str, betas: frozenset[str], index: int, block_index: int | None) -> None:
+    if beta not in betas:
+        raise _fail(
+            "system_message_beta_required",
+            f"{what} in a role 'system' message needs the beta {beta!r}",
+            index,
+            block_index,
+        )
+
+
+def can_read_thinking(reader: ModelInfo, writer: ModelInfo) -> bool:
+    """Whether `reader` accepts the thinking blocks `writer` produced.
+
+    A binding model's blocks are readable only by the models its catalog entry names (`thinking_readers`; itself by
+    default). A binding reader needs the prefix record only binding writers put in a block, so it reads no block of
+    a non-binding model; non-binding models read each other's blocks."""
+    if writer.thinking_binding:
+        return reader.id in writer.thinking_readers or any(alias in writer.thinking_readers for alias in reader.aliases)
+    return not reader.thinking_binding
+
+
+def strip_unreadable_thinking(
+    messages: Sequence[MessageParam],
+    writers: Sequence[str | None],
+    reader: ModelInfo,
+    lookup: Callable[[str], ModelInfo],
+) -> list[MessageParam]:
+    """The history as `reader` can take it: thinking and redacted_thinking blocks of assistant messages whose
+    writer (`writers[i]`, the model that produced `messages[i]`; None when unknown) `reader` cannot read are
+    removed. Pure; messages that need no change are returned as they are (the cache prefix stays byte-stable).
+
+    A message that held only thinking is dropped (it had no tool call to answer) and the history is then normalized,
+    which merges the user messages around it.
+
+    Stripping is consistent across switches: blocks a model wrote were made with exactly the earlier blocks its
+    own reading group keeps, so the prefix they are bound to is the one sent back."""
+    if len(writers) != len(messages):
+        raise ValueError(f"writers has {len(writers)} entries for {len(messages)} messages")
+    kept: list[MessageParam] = []
+    dropped = False
+    for message, writer_id in zip(messages, writers, strict=True):
+        if writer_id is None or _role(message) != "assistant" or writer_id == reader.id:
+            kept.append(message)
+            continue
+        writer = lookup(writer_id)
+        if writer.id == reader.id or can_read_thinking(reader, writer):
+            kept.append(message)
+            continue
+        content = message.get("content")
+        if not isinstance(content, list | tuple):
+            kept.append(message)
+            continue
+        blocks = [block for block in content if _block_type(block) not in ("thinking", "redacted_thinking")]
+        if len(blocks) == len(content):
+            kept.append(message)
+        elif blocks:
+            kept.append(cast(MessageParam, {**message, "content": blocks}))
+        else:
+            dropped = True
+    return normalize(kept) if dropped else kept
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 from turnkeep.core.anchor import Anchor, extends
 
-__all__ = ["THREADS_BETA", "lost", "unsupported", "wire_request"]
+__all__ = ["THREADS_BETA", "continues", "lost", "unsupported", "wire_request"]
 
 THREADS_BETA = "message-threads-2026-08-12"
 # Errors after which the same request, sent whole as a new thread, succeeds.
@@ -41,6 +41,11 @@ def wire_request(request: Mapping[str, Any], anchor: Anchor | None) -> tuple[dic
         wire["thread"] = {"type": "continue", "previous_message_id": anchor.message_id}
         return _with_beta(wire), True
     return _with_beta({**request, "thread": {"type": "create"}}), False
+
+
+def continues(request: Mapping[str, Any], anchor: Anchor | None) -> bool:
+    """Whether `wire_request` sends `request` as a thread continue."""
+    return extends(request, anchor)
 
 
 def lost(error: BaseException) -> bool:

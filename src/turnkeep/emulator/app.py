@@ -26,6 +26,7 @@ Every response carries a `request-id` header (errors repeat it in their body).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
@@ -44,7 +45,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from turnkeep.core import values
-from turnkeep.core.catalog import Catalog, ModelInfo, default_catalog
+from turnkeep.core.catalog import THINKING_TYPES, Catalog, ModelInfo, default_catalog
 from turnkeep.emulator import compaction, responders, tokenizer, validation
 from turnkeep.emulator.billing import Bill
 from turnkeep.emulator.cache import Diagnostics, PromptCache
@@ -171,7 +172,11 @@ class Emulator:
             raise invalid_request("model: Field required")
         if model_id not in self.catalog:
             raise not_found(f"model: {model_id}")
-        return self.catalog.get(model_id)
+        model = self.catalog.get(model_id)
+        if model.lifecycle == "retired":
+            # The API answers a retired model like one it never had.
+            raise not_found(f"model: {model_id}")
+        return model
 
     def count_tokens(
         self, scope: str, body: Mapping[str, Any], *, api_version: str, betas: frozenset[str]
@@ -211,6 +216,12 @@ class Emulator:
             validation.check_beta_parameters(
                 validation.Request(body=body, model=model, api_version=api_version, betas=betas, endpoint="messages")
             )
+            if not model.threads:
+                raise invalid_request(
+                    "thread: message threads are not supported on this model; send the full conversation "
+                    "without `thread`",
+                    error_code="thread_unsupported_request",
+                )
             turn = self.threads.begin(scope, body)
             body = turn.body
         try:
@@ -626,14 +637,18 @@ def _model_info(model: ModelInfo) -> dict[str, Any]:
 
     line = next((name for name in ("haiku", "sonnet", "opus", "fable", "mythos") if name in model.id), None)
     thinking = set(model.thinking)
+
+    def instant(date: str | None) -> str | None:
+        return f"{date}T00:00:00Z" if date else None
+
     return {
         "type": "model",
         "id": model.id,
         "display_name": model.display_name,
-        "created_at": _EPOCH,
-        "deprecated_at": None,
+        "created_at": instant(model.released) or _EPOCH,
+        "deprecated_at": instant(model.deprecated_at),
         "lifecycle": model.lifecycle,
-        "retires_at": f"{model.retires_at}T00:00:00Z" if model.retires_at else None,
+        "retires_at": instant(model.retires_at),
         "line": line,
         "max_input_tokens": model.context_window,
         "max_tokens": model.max_output,
@@ -659,13 +674,8 @@ def _model_info(model: ModelInfo) -> dict[str, Any]:
             "server_tools": {"supported": True, "code_execution": support(True), "web_search": support(True)},
             "structured_outputs": support(True),
             "thinking": {
-                "supported": bool(thinking),
-                "types": {
-                    "adaptive": support("adaptive" in thinking),
-                    "between_tools": support(False),
-                    "disabled": support(True),
-                    "enabled": support("enabled" in thinking),
-                },
+                "supported": bool(thinking - {"disabled"}),
+                "types": {name: support(name in thinking) for name in THINKING_TYPES},
             },
         },
     }
@@ -817,7 +827,12 @@ def create_app(
     async def bill_endpoint(request: Request) -> Response:
         key = request.query_params.get("key") or _optional_key(request)
         if request.query_params.get("all") in ("1", "true") or key is None:
-            return JSONResponse(emulator.bill.summary())
+            # Unauthenticated: every key's totals, but never the keys themselves.
+            everyone = emulator.bill.summary()
+            everyone["scopes"] = {_masked_key(scope): bill for scope, bill in everyone["scopes"].items()}
+            for bill in everyone["scopes"].values():
+                bill.pop("scope", None)
+            return JSONResponse(everyone)
         return JSONResponse(emulator.bill.summary(key))
 
     async def stats_endpoint(request: Request) -> Response:
@@ -866,6 +881,12 @@ def create_app(
     )
     app.state.emulator = emulator
     return app
+
+
+def _masked_key(key: str) -> str:
+    """An API key as the all-keys bill shows it: enough to tell keys apart, never enough to use one."""
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:8]
+    return f"{key[:4]}…{key[-4:]} ({digest})" if len(key) >= 16 else f"key {digest}"
 
 
 def _position(ids: list[str], model_id: str) -> int:

@@ -86,9 +86,10 @@ class Fault:
         """Extra response headers of a status fault (`retry-after` on a 429, or wherever one was asked for)."""
         if self.retry_after is None:
             return {}
-        seconds = max(self.retry_after, 0.0)
-        # Whole seconds like the real API, plus the SDK's millisecond form so sub-second waits stay sub-second.
-        return {"retry-after": str(math.ceil(seconds)), "retry-after-ms": str(max(round(seconds * 1000), 0))}
+        # Whole seconds like the real API, plus the SDK's millisecond form so sub-second waits stay sub-second. Never
+        # 0: the SDK ignores a zero wait and falls back to its own backoff.
+        milliseconds = max(round(self.retry_after * 1000), 1)
+        return {"retry-after": str(max(math.ceil(self.retry_after), 1)), "retry-after-ms": str(milliseconds)}
 
 
 def _status_fault(status: int, spec: Mapping[str, Any]) -> Fault:
@@ -97,7 +98,7 @@ def _status_fault(status: int, spec: Mapping[str, Any]) -> Fault:
     error_type = str(spec.get("error_type") or ERROR_TYPES[status])
     retry_after = spec.get("retry_after")
     if retry_after is None and status == 429:
-        retry_after = 0
+        retry_after = 0.001  # a bare 429 asks for the shortest wait the SDK honours
     code = spec.get("error_code")
     return Fault(
         kind="status",

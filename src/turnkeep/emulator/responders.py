@@ -14,16 +14,17 @@ Modes (chosen per request with the `x-emulator-responder` header, else the serve
 - `echo` repeats the last user message's text.
 - `scripted` plays the reply the caller queued (`script_reply`); with nothing queued it falls back to `recall`.
   Script forms: `{"text": ...}`, `{"content": [blocks]}`, `{"tool_use": [{"name", "input"}, ...], "text"?}`,
-  `{"thinking": ..., "text": ...}`, `{"refusal": {"category", "explanation"}, "text"?}`,
+  `{"thinking": ..., "text": ...}`, `{"refusal": {"category", "explanation", <fallback fields>?}, "text"?}`,
   `{"pause_turn": true, "text"?}`, and `{"stop_reason": "max_tokens" | "model_context_window_exceeded", "text"}`;
   any form may also set `stop_reason` / `stop_sequence`.
 
 Whatever the mode, a request that asks to summarise the conversation (the last user message or the system
-prompt says "summarise/summarize … conversation") gets a deterministic extractive summary, `max_tokens` truncates
-the reply on word boundaries (`stop_reason: "max_tokens"`; `max_tokens: 0` → no content), `stop_sequences` cut it
-(`stop_reason: "stop_sequence"`, naming the sequence), and a request that ends with an assistant message (prefill)
-gets a reply that continues that text instead of repeating it. When the request enables thinking, `recall` and
-`echo` replies start with a short thinking block, signed for its position by `signatures.sign_thinking`.
+prompt says "summarise/summarize … conversation") gets a deterministic extractive summary, `max_tokens` cuts the
+reply to its first `max_tokens` tokens (`stop_reason: "max_tokens"`; `max_tokens: 0` → no content),
+`stop_sequences` cut it (`stop_reason: "stop_sequence"`, naming the sequence), and a request that ends with an
+assistant message (prefill) gets a reply that continues that text instead of repeating it. When the request enables
+thinking, `recall` and `echo` replies start with a short thinking block, signed for its position by
+`signatures.sign_thinking`.
 """
 
 from __future__ import annotations
@@ -497,6 +498,10 @@ def _scripted(script: Mapping[str, Any], ids: IdFactory) -> _Draft:
                 "category": refusal.get("category"),
                 "explanation": refusal.get("explanation"),
             }
+            # The fallback fields of a refusal (SDK 2.16 `BetaRefusalStopDetails`), passed through when scripted.
+            for name in ("fallback_credit_token", "recommended_model", "fallback_has_prefill_claim"):
+                if name in refusal:
+                    stop_details[name] = refusal[name]
         if script.get("pause_turn"):
             query = str(script.get("query") or "emulated search")
             content.append(
@@ -584,17 +589,11 @@ def _fit(content: list[dict[str, Any]], max_tokens: int, generation: int) -> lis
 def _longest_prefix(
     kept: list[dict[str, Any]], block: dict[str, Any], field_name: str, max_tokens: int, generation: int
 ) -> dict[str, Any] | None:
-    words = re.findall(r"\S+\s*", str(block.get(field_name, "")))
-    low, high = 0, len(words)  # invariant: the first `low` words fit
-    while low < high:
-        middle = (low + high + 1) // 2
-        candidate = {**block, field_name: "".join(words[:middle]).rstrip()}
-        if tokenizer.output_tokens([*kept, candidate], generation) <= max_tokens:
-            low = middle
-        else:
-            high = middle - 1
-    text = "".join(words[:low]).rstrip()
-    return {**block, field_name: text} if text else None
+    # Like the API, the reply is its first `max_tokens` tokens: cut between tokens, not words, so even
+    # max_tokens=1 returns the first token.
+    remaining = max_tokens - tokenizer.output_tokens(kept, generation)
+    text = tokenizer.truncate_to_tokens(str(block.get(field_name, "")), remaining, generation)
+    return {**block, field_name: text} if text.strip() else None
 
 
 def _sign(content: list[dict[str, Any]], model: ModelInfo, body: Mapping[str, Any]) -> None:

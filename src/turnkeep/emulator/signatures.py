@@ -14,9 +14,14 @@ What a signature covers depends on the model (`ModelInfo.thinking_binding`):
 The prefix is canonicalised the way the cache sees it: string content equals one text block, and
 `cache_control` is ignored, so moving a cache breakpoint never invalidates a thinking block.
 
+A bound signature also records which models may read the block (`ModelInfo.thinking_readers` of the model that
+wrote it: a Sonnet 5.5 block is for Sonnet 5.5 only, a Fable 5.2 block for Fable 5.2 and Mythos 5.2). Any other
+model answers `model_mismatch`, the API's `model_binding_mismatch`.
+
 Layout (before base64): version byte `1`, a kind byte (`0` text only, `1` bound), the 32-byte text MAC and, for
-kind 1, the 32-byte bound MAC. A non-binding model checks only the text MAC, so a block made by a binding model
-still validates there; a binding model requires kind 1 and checks the bound MAC.
+kind 1, the 32-byte bound MAC followed by the readers (model ids joined by commas, UTF-8; the bound MAC covers
+them). A non-binding model checks the text MAC and, on a bound block, that it is a reader; a binding model requires
+kind 1, checks that it is a reader, then checks the bound MAC.
 """
 
 from __future__ import annotations
@@ -50,8 +55,9 @@ _BOUND = 1
 _MAC_SIZE = 32
 
 #: `valid`; `prefix_mismatch` (the thinking text is intact but the block was made for a different prefix, or
-#: carries no record of one on a binding model); `invalid` (edited, truncated or not a signature of ours).
-SignatureStatus = Literal["valid", "prefix_mismatch", "invalid"]
+#: carries no record of one on a binding model); `model_mismatch` (intact, but written by a model whose thinking
+#: this one may not read); `invalid` (edited, truncated or not a signature of ours).
+SignatureStatus = Literal["valid", "prefix_mismatch", "model_mismatch", "invalid"]
 
 
 def _without_cache_control(block: Any) -> Any:
@@ -137,8 +143,17 @@ def _text_mac(thinking: str) -> bytes:
     return _mac(b"text", thinking.encode("utf-8"))
 
 
-def _bound_mac(digest: str, thinking: str) -> bytes:
-    return _mac(b"bound", digest.encode("ascii"), thinking.encode("utf-8"))
+def _bound_mac(digest: str, thinking: str, readers: bytes) -> bytes:
+    return _mac(b"bound", digest.encode("ascii"), thinking.encode("utf-8"), readers)
+
+
+def _readers(model: ModelInfo) -> bytes:
+    return ",".join(model.thinking_readers or (model.id,)).encode("utf-8")
+
+
+def _reads(model: ModelInfo, readers: bytes) -> bool:
+    names = set(readers.decode("utf-8", "replace").split(","))
+    return model.id in names or any(alias in names for alias in model.aliases)
 
 
 def sign_with_digest(model: ModelInfo, digest: str | None, thinking: str) -> str:
@@ -146,7 +161,8 @@ def sign_with_digest(model: ModelInfo, digest: str | None, thinking: str) -> str
     if model.thinking_binding:
         if digest is None:
             raise ValueError(f"{model.id} binds thinking to its prefix: a prefix digest is required")
-        raw = bytes([_VERSION, _BOUND]) + _text_mac(thinking) + _bound_mac(digest, thinking)
+        readers = _readers(model)
+        raw = bytes([_VERSION, _BOUND]) + _text_mac(thinking) + _bound_mac(digest, thinking, readers) + readers
     else:
         raw = bytes([_VERSION, _TEXT_ONLY]) + _text_mac(thinking)
     return base64.b64encode(raw).decode("ascii")
@@ -175,14 +191,18 @@ def status_with_digest(model: ModelInfo, digest: str | None, thinking: str, sign
     if len(raw) < 2 + _MAC_SIZE or raw[0] != _VERSION or raw[1] not in (_TEXT_ONLY, _BOUND):
         return "invalid"
     kind = raw[1]
-    expected_size = 2 + _MAC_SIZE * (2 if kind == _BOUND else 1)
-    if len(raw) != expected_size or not hmac.compare_digest(raw[2 : 2 + _MAC_SIZE], _text_mac(thinking)):
+    size = 2 + _MAC_SIZE * (2 if kind == _BOUND else 1)
+    wrong_size = len(raw) <= size if kind == _BOUND else len(raw) != size
+    if wrong_size or not hmac.compare_digest(raw[2 : 2 + _MAC_SIZE], _text_mac(thinking)):
         return "invalid"
+    readers = raw[size:]
+    if kind == _BOUND and not _reads(model, readers):
+        return "model_mismatch"
     if not model.thinking_binding:
         return "valid"
     if kind != _BOUND or digest is None:
         return "prefix_mismatch"
-    if not hmac.compare_digest(raw[2 + _MAC_SIZE :], _bound_mac(digest, thinking)):
+    if not hmac.compare_digest(raw[2 + _MAC_SIZE : size], _bound_mac(digest, thinking, readers)):
         return "prefix_mismatch"
     return "valid"
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.catalog import THINKING_TYPES, ModelInfo
 from turnkeep.emulator.errors import invalid_request
 from turnkeep.emulator.signatures import prefix_digests, status_with_digest
 from turnkeep.emulator.tokenizer import content_blocks, input_tokens
@@ -35,6 +35,7 @@ __all__ = [
     "CHECKS",
     "MAX_MESSAGES",
     "MAX_REQUEST_BYTES",
+    "MESSAGES_FIELDS",
     "REMOVED_SAMPLING_VERSION",
     "Request",
     "check_context_window",
@@ -104,7 +105,48 @@ _SYSTEM_MESSAGE_BLOCKS = frozenset({"text", "tool_addition", "tool_removal"})
 # A final assistant message ending in one of these is a turn sent back to be resumed, not a prefill.
 _RESUMABLE_LAST_BLOCKS = _SERVER_TOOL_BLOCKS | {"compaction"}
 _ROLES = ("user", "assistant", "system")
-_THINKING_TYPES = ("adaptive", "disabled", "enabled")
+_THINKING_TYPES = THINKING_TYPES
+THINKING_DISPLAY_UPDATES_BETA = "thinking-display-updates-2026-08-18"
+SYSTEM_TOOL_CHANGES_BETA = "mid-conversation-tool-changes-2026-07-01"
+SYSTEM_OUTPUT_CONFIG_BETA = "mid-conversation-output-config-2026-07-01"
+SYSTEM_CLEAR_AT_BETA = "mid-conversation-system-clear-at-2026-08-21"
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+# Every top-level field of a Messages request in SDK 2.16 (`MessageCreateParams` of the beta resource, which is
+# a superset, plus `stream`); anything else is answered "Extra inputs are not permitted", as the API does.
+MESSAGES_FIELDS = frozenset(
+    {
+        "billing_policy",
+        "cache_control",
+        "compaction",
+        "container",
+        "context_management",
+        "diagnostics",
+        "fallback_credit_token",
+        "fallbacks",
+        "inference_geo",
+        "max_tokens",
+        "mcp_servers",
+        "messages",
+        "metadata",
+        "model",
+        "output_config",
+        "service_tier",
+        "speed",
+        "stop_sequences",
+        "stream",
+        "system",
+        "thinking",
+        "thread",
+        "tool_choice",
+        "tools",
+        "user_profile_id",
+        "workspace_id",
+    }
+)
+_SAMPLING_PARAMETERS = ("temperature", "top_p", "top_k")
+_IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_IMAGE_SOURCES = ("base64", "url", "file")
+_DOCUMENT_SOURCES = ("base64", "text", "content", "url", "file")
 _TOOL_CHOICE_TYPES = ("any", "auto", "none", "tool")
 _TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
@@ -113,6 +155,11 @@ _BINDING_MESSAGE = (
     "Invalid `signature` in `thinking` block. The block is bound to a different conversation: the system prompt, "
     "tools or earlier messages changed since it was created. Keep the history append-only, or remove the "
     "thinking blocks of the turns you keep when you trim or summarise."
+)
+_MODEL_BINDING_MESSAGE = (
+    "Invalid `signature` in `thinking` block. The block was created by a model whose thinking this model cannot "
+    "read. Remove the thinking blocks of the other model's turns after a model switch, or set "
+    '`thinking.block_binding.prefix_mismatch_behavior: "drop_block"`.'
 )
 _PREFILL_MESSAGE = (
     "This model does not support assistant message prefill. The conversation must end with a user message."
@@ -258,6 +305,16 @@ def check_removed_sampling_parameters(request: Request) -> None:
             )
 
 
+def check_extra_fields(request: Request) -> None:
+    """Top-level fields the API does not know are rejected ("Extra inputs are not permitted"); the removed
+    sampling parameters are still known to API versions before 2026-10-21. `count_tokens` takes the same body
+    (its reply-shaping fields are ignored there)."""
+    for name in request.body:
+        if name in MESSAGES_FIELDS or (name in _SAMPLING_PARAMETERS and request.api_version < REMOVED_SAMPLING_VERSION):
+            continue
+        raise invalid_request(f"{name}: Extra inputs are not permitted")
+
+
 def _beta_hint(betas: Sequence[str]) -> str:
     hint = f"`anthropic-beta: {betas[0]}`"
     if len(betas) > 1:
@@ -396,9 +453,11 @@ def check_thinking_config(request: Request) -> None:
             + ", ".join(f"'{t}'" for t in _THINKING_TYPES)
         )
     supported = request.model.thinking
-    if kind != "disabled" and kind not in supported:
+    if kind not in supported:
         message = f"thinking.type.{kind} is not supported for this model."
-        if kind == "enabled" and "adaptive" in supported:
+        if kind == "disabled" and "between_tools" in supported:
+            message += " Use thinking.type.between_tools to turn off thinking before the first tool call."
+        elif kind == "enabled" and "adaptive" in supported:
             message += " Use thinking.type.adaptive and output_config.effort to control thinking behavior."
         elif kind == "adaptive" and "enabled" in supported:
             message += " Use thinking.type.enabled with thinking.budget_tokens."
@@ -415,6 +474,15 @@ def check_thinking_config(request: Request) -> None:
             raise invalid_request(
                 "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our documentation at "
                 "https://docs.claude.com/en/docs/build-with-claude/extended-thinking#max-tokens-and-context-window-size"
+            )
+    display = thinking.get("display")
+    if display is not None:
+        if display not in ("summarized", "omitted", "updates") or kind not in ("adaptive", "enabled"):
+            raise invalid_request(f"thinking.{kind}.display: Input should be 'summarized', 'omitted' or 'updates'")
+        if display == "updates" and THINKING_DISPLAY_UPDATES_BETA not in request.betas:
+            raise invalid_request(
+                f"thinking.{kind}.display: 'updates' requires the beta header "
+                f"{_beta_hint([THINKING_DISPLAY_UPDATES_BETA])}"
             )
     binding = thinking.get("block_binding")
     if binding is not None:
@@ -472,6 +540,17 @@ def check_tool_choice(request: Request) -> None:
         )
     if kind == "tool" and not isinstance(choice.get("name"), str):
         raise invalid_request("tool_choice.tool.name: Field required")
+    if kind not in ("any", "tool"):
+        return
+    if not request.model.forced_tool_choice:
+        raise invalid_request(
+            f"tool_choice.type: '{kind}' is not supported for this model; use 'auto' and ask for the tool in the prompt"
+        )
+    names = {tool.get("name") for tool in request.body.get("tools") or []}
+    if not names:
+        raise invalid_request(f"tool_choice: a tool_choice of type '{kind}' requires `tools`")
+    if kind == "tool" and choice["name"] not in names:
+        raise invalid_request(f"tool_choice.tool.name: no tool named '{choice['name']}' in `tools`")
 
 
 # --- messages ----------------------------------------------------------------------------------------------
@@ -564,19 +643,73 @@ def check_system_messages(request: Request) -> None:
                 f"{_at(index, 'role')}: a 'system' message must be followed by an 'assistant' message or be the "
                 "last message"
             )
+        _check_system_message_fields(request, index, message)
         blocks = request.blocks(index)
         if not blocks and not isinstance(message.get("output_config"), Mapping):
             raise invalid_request(f"{_at(index)}: system messages must have non-empty content")
         for block_index, block in enumerate(blocks):
             if block["type"] not in _SYSTEM_MESSAGE_BLOCKS:
                 raise invalid_request(
-                    f"{_at(index, 'content', block_index)}: system messages may only contain text blocks"
+                    f"{_at(index, 'content', block_index)}: system messages may only contain text, tool_addition "
+                    "and tool_removal blocks"
                 )
+            if block["type"] in ("tool_addition", "tool_removal"):
+                _check_tool_change(request, index, block_index, block)
             if block["type"] == "text":
                 text = block.get("text")
                 problem = _text_ok(text if isinstance(text, str) else "")
                 if problem:
                     raise invalid_request(f"{_at(index, 'content', block_index, 'text')}: {problem}")
+
+
+def _check_system_message_fields(request: Request, index: int, message: Mapping[str, Any]) -> None:
+    """`clear_at` and `output_config` (effort only) of a role 'system' message, each behind its beta."""
+    clear_at = message.get("clear_at")
+    if clear_at is not None:
+        if clear_at not in ("next_user_message", "never"):
+            raise invalid_request(f"{_at(index, 'clear_at')}: Input should be 'next_user_message' or 'never'")
+        if SYSTEM_CLEAR_AT_BETA not in request.betas:
+            raise invalid_request(
+                f"{_at(index, 'clear_at')}: this field requires the beta header {_beta_hint([SYSTEM_CLEAR_AT_BETA])}"
+            )
+    config = message.get("output_config")
+    if config is None:
+        return
+    if not isinstance(config, Mapping):
+        raise invalid_request(f"{_at(index, 'output_config')}: Input should be a valid dictionary")
+    for name in config:
+        if name != "effort":
+            raise invalid_request(f"{_at(index, 'output_config', name)}: Extra inputs are not permitted")
+    effort = config.get("effort")
+    if effort is not None and effort not in _EFFORTS:
+        raise invalid_request(
+            f"{_at(index, 'output_config', 'effort')}: Input should be " + ", ".join(f"'{e}'" for e in _EFFORTS)
+        )
+    if SYSTEM_OUTPUT_CONFIG_BETA not in request.betas:
+        raise invalid_request(
+            f"{_at(index, 'output_config')}: this field requires the beta header "
+            f"{_beta_hint([SYSTEM_OUTPUT_CONFIG_BETA])}"
+        )
+
+
+_TOOL_CHANGE_KINDS: Mapping[str, tuple[str, ...]] = {
+    "tool_addition": ("tool_reference", "mcp_tool_reference", "mcp_toolset_reference", "tool_definition"),
+    "tool_removal": ("tool_reference", "mcp_tool_reference", "mcp_toolset_reference"),
+}
+
+
+def _check_tool_change(request: Request, index: int, block_index: int, block: Mapping[str, Any]) -> None:
+    kind = block["type"]
+    where = _at(index, "content", block_index, kind)
+    if SYSTEM_TOOL_CHANGES_BETA not in request.betas:
+        raise invalid_request(f"{where}: this block requires the beta header {_beta_hint([SYSTEM_TOOL_CHANGES_BETA])}")
+    tool = block.get("tool")
+    tool_kind = tool.get("type") if isinstance(tool, Mapping) else None
+    if tool_kind not in _TOOL_CHANGE_KINDS[kind]:
+        raise invalid_request(
+            f"{where}.tool: Input tag '{tool_kind}' found using 'type' does not match any of the expected tags: "
+            + ", ".join(f"'{t}'" for t in _TOOL_CHANGE_KINDS[kind])
+        )
 
 
 def check_message_content(request: Request) -> None:
@@ -607,8 +740,16 @@ def check_message_content(request: Request) -> None:
                     "assistant message"
                 )
             continue
+        other_content = False
         for block_index, block in enumerate(request.blocks(index)):
             _check_block(index, block_index, role, block, tool_ids)
+            if block["type"] == "tool_result" and other_content:
+                raise invalid_request(
+                    f"{_at(index, 'content', block_index)}: `tool_result` blocks must come first in the user "
+                    "message, before any other content"
+                )
+            if block["type"] not in ("tool_result", "compaction"):
+                other_content = True
 
 
 def _check_block(index: int, block_index: int, role: Any, block: Mapping[str, Any], tool_ids: set[str]) -> None:
@@ -646,6 +787,42 @@ def _check_block(index: int, block_index: int, role: Any, block: Mapping[str, An
             raise invalid_request(f"{where}.thinking.signature: Field required")
     elif kind == "redacted_thinking" and not isinstance(block.get("data"), str):
         raise invalid_request(f"{where}.redacted_thinking.data: Field required")
+    elif kind == "image":
+        _check_source(f"{where}.image", block, _IMAGE_SOURCES, _IMAGE_MEDIA_TYPES)
+    elif kind == "document":
+        _check_source(f"{where}.document", block, _DOCUMENT_SOURCES, None)
+
+
+def _check_source(
+    where: str, block: Mapping[str, Any], kinds: tuple[str, ...], media_types: tuple[str, ...] | None
+) -> None:
+    """An image or document `source`: a known type with the fields that type requires."""
+    source = block.get("source")
+    if not isinstance(source, Mapping):
+        raise invalid_request(f"{where}.source: Field required")
+    kind = source.get("type")
+    if kind not in kinds:
+        raise invalid_request(
+            f"{where}.source: Input tag '{kind}' found using 'type' does not match any of the expected tags: "
+            + ", ".join(f"'{k}'" for k in kinds)
+        )
+    required = {"base64": ("media_type", "data"), "text": ("media_type", "data"), "url": ("url",)}.get(
+        str(kind), ("file_id",) if kind == "file" else ("content",)
+    )
+    for name in required:
+        if source.get(name) is None:
+            raise invalid_request(f"{where}.source.{kind}.{name}: Field required")
+    media_type = source.get("media_type")
+    if kind == "base64":
+        allowed = media_types or ("application/pdf",)
+        if media_type not in allowed:
+            raise invalid_request(
+                f"{where}.source.base64.media_type: Input should be " + ", ".join(f"'{m}'" for m in allowed)
+            )
+        if not isinstance(source["data"], str) or not source["data"]:
+            raise invalid_request(f"{where}.source.base64.data: base64 data must be a non-empty string")
+    if kind == "text" and media_type != "text/plain":
+        raise invalid_request(f"{where}.source.text.media_type: Input should be 'text/plain'")
 
 
 def check_versioned_content(request: Request) -> None:
@@ -804,7 +981,9 @@ def check_thinking_signatures(request: Request) -> None:
     """Thinking blocks come back unmodified: the signature must verify for the text and, on models that bind
     thinking to its prefix, for everything before the block. A prefix mismatch is tolerated when the request
     opts into `block_binding.prefix_mismatch_behavior: "drop_block"` (beta `thinking-binding-controls-2026-08-01`):
-    the server drops the block. Thread continue requests are skipped: earlier turns are the server's own."""
+    the server drops the block. A block written by a model whose thinking this one may not read (see
+    `ModelInfo.thinking_readers`) fails the same way, and is dropped the same way. Thread continue requests are
+    skipped: earlier turns are the server's own."""
     if request.thread_continue:
         return
     positions = [
@@ -827,6 +1006,8 @@ def check_thinking_signatures(request: Request) -> None:
             raise invalid_request(f"{where}: Invalid `signature` in `thinking` block")
         if status == "prefix_mismatch" and not _drop_allowed(request):
             raise invalid_request(f"{where}: {_BINDING_MESSAGE}")
+        if status == "model_mismatch" and not _drop_allowed(request):
+            raise invalid_request(f"{where}: {_MODEL_BINDING_MESSAGE}")
 
 
 def _effective_body(body: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
@@ -867,6 +1048,7 @@ Check = Callable[[Request], None]
 CHECKS: tuple[Check, ...] = (
     check_shape,
     check_removed_sampling_parameters,
+    check_extra_fields,
     check_beta_parameters,
     check_context_management,
     check_compaction_parameter,
