@@ -23,6 +23,9 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 
+from turnkeep.store.pgserver import TemporaryServer, find_bindir
+from turnkeep.store.postgres import PostgresStore
+
 settings.register_profile(
     "ci",
     derandomize=True,
@@ -34,8 +37,6 @@ settings.register_profile(
 settings.register_profile("thorough", deadline=None, max_examples=2_000, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-from turnkeep.store.pgserver import TemporaryServer, find_bindir
-from turnkeep.store.postgres import PostgresStore
 
 _real_connect = socket.socket.connect
 

@@ -347,7 +347,7 @@ class ConversationCore:
         switch: `set_model`, a budget's degrade, `-m` on `--continue`); unchanged messages are the same objects."""
         messages = self.path.ok_messages(before)
         writers = self.path.ok_models(before)
-        if all(writer is None or writer == self.model for writer in writers):
+        if all(writer is None or writer == self.model_info.id for writer in writers):
             return messages
         return rules.strip_unreadable_thinking(messages, writers, self.model_info, self._catalog.get)
 

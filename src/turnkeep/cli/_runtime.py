@@ -12,6 +12,7 @@ printed or stored.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from contextlib import ExitStack
 from pathlib import Path
