@@ -226,9 +226,8 @@ def parse_policy(spec: str | None) -> Policy | None:
     try:
         return read_policy(spec)
     except UsageError as err:
-        reason = err.__cause__
-        if isinstance(reason, UsageError) and not str(reason).startswith("unknown context policy"):
-            raise ConfigError(f"policy {spec!r}: {reason}") from err  # a known policy refused a value
+        if "unknown context policy" not in str(err):  # a known policy refused a value, or a spelling slip
+            raise ConfigError(str(err) if str(err).startswith("policy ") else f"policy {spec!r}: {err}") from err
         raise ConfigError(
             f"unknown policy {spec!r}: use full-history, window:TURNS, token-budget:TOKENS, or a policy with its "
             f"settings such as summarize(trigger=20000) ({err})"
