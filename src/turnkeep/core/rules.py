@@ -1005,7 +1005,7 @@ def strip_unreadable_thinking(
         if len(blocks) == len(content):
             kept.append(message)
         elif blocks:
-            kept.append(cast(MessageParam, {**message, "content": blocks}))
+            kept.append(cast("MessageParam", {**message, "content": blocks}))
         else:
             dropped = True
     return normalize(kept) if dropped else kept
