@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import cast
@@ -32,6 +33,8 @@ class BranchPath:
         self._nodes: list[Node] = list(nodes)
         self._ok: list[MessageParam] = []
         self._ok_at = array("q")  # the node index of each message in `_ok`
+        self._ok_writers: list[str | None] = []  # the model that wrote each message in `_ok` (None: unknown)
+        self._writer_counts: Counter[str] = Counter()  # how many of `_ok` each model wrote
         self._count_ok(0)
         # `normalize` of the ok messages and the checkpoint validating them left, kept while only appends happen.
         # Tagged with how many ok messages it covers; any cut of the ok messages forgets it.
@@ -59,9 +62,13 @@ class BranchPath:
 
     def ok_models(self, before: int | None = None) -> list[str | None]:
         """The model that wrote each of `ok_messages(before)` (None where unknown, as for user messages)."""
-        count = len(self.ok_messages(before))
-        models = (self._nodes[index].meta.get("model") for index in self._ok_at[:count])
-        return [model if isinstance(model, str) else None for model in models]
+        if before is None or before >= len(self._nodes):
+            return list(self._ok_writers)
+        return self._ok_writers[: bisect.bisect_left(self._ok_at, before)]
+
+    def written_only_by(self, model: str) -> bool:
+        """No ok message was written by a model other than `model`: the usual case, answered without a walk."""
+        return all(writer == model for writer in self._writer_counts)
 
     def pending_index(self) -> int | None:
         """Where the pending user message (and anything after it) starts; None when no turn is pending."""
@@ -138,8 +145,11 @@ class BranchPath:
         del self._nodes[keep:]
         cut = bisect.bisect_left(self._ok_at, first_changed)
         if cut < len(self._ok):
+            self._writer_counts.subtract(writer for writer in self._ok_writers[cut:] if writer is not None)
+            self._writer_counts += Counter()  # drop the models no kept message was written by
             del self._ok[cut:]
             del self._ok_at[cut:]
+            del self._ok_writers[cut:]
             self._history = None
 
     def _count_ok(self, start: int) -> None:
@@ -149,3 +159,7 @@ class BranchPath:
             if node.status == "ok":
                 self._ok.append(cast(MessageParam, node.message))
                 self._ok_at.append(index)
+                writer = node.meta.get("model")
+                self._ok_writers.append(writer if isinstance(writer, str) else None)
+                if isinstance(writer, str):
+                    self._writer_counts[writer] += 1

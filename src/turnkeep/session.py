@@ -346,10 +346,11 @@ class ConversationCore:
         """The messages later requests carry, without the thinking the current model cannot read (after a model
         switch: `set_model`, a budget's degrade, `-m` on `--continue`); unchanged messages are the same objects."""
         messages = self.path.ok_messages(before)
-        writers = self.path.ok_models(before)
-        if all(writer is None or writer == self.model_info.id for writer in writers):
+        if self.path.written_only_by(self.model_info.id):
             return messages
-        return rules.strip_unreadable_thinking(messages, writers, self.model_info, self._catalog.get)
+        return rules.strip_unreadable_thinking(
+            messages, self.path.ok_models(before), self.model_info, self._catalog.get
+        )
 
     @property
     def messages(self) -> list[MessageParam]:
