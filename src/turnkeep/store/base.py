@@ -26,6 +26,7 @@ __all__ = [
     "NodeStatus",
     "SearchHit",
     "Store",
+    "ledger_row",
 ]
 
 NodeStatus = Literal["ok", "pending", "partial", "refused"]
@@ -318,6 +319,26 @@ def title_of(message: Mapping[str, Any]) -> str | None:
     if not text:
         return None
     return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def ledger_row(conversation_id: str, e: LedgerEntry) -> tuple[Any, ...]:
+    """A ledger entry as the SQL stores insert it: the conversation, then the columns in the stores' order."""
+    return (
+        conversation_id,
+        e.purpose,
+        e.model,
+        e.request_id,
+        e.message_id,
+        e.stop_reason,
+        dumps(e.usage, "ledger usage"),
+        e.cost_usd,
+        e.latency_ms,
+        e.at,
+        e.error,
+        e.cache_miss_reason,
+        e.node_id,
+        json.dumps(list(e.calibration)) if e.calibration is not None else None,
+    )
 
 
 def ledger_dict(entry: LedgerEntry) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from turnkeep.store.base import (
     check_query,
     check_status,
     dumps,
+    ledger_row,
     searchable_text,
     title_of,
 )
@@ -361,25 +362,7 @@ def _insert_ledger(conversation_id: str, cost: str, ledger: Sequence[LedgerEntry
     yield _Op(
         f"INSERT INTO ledger (conversation_id, {_LEDGER_COLUMNS}) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json)",
-        [
-            (
-                conversation_id,
-                e.purpose,
-                e.model,
-                e.request_id,
-                e.message_id,
-                e.stop_reason,
-                dumps(e.usage, "ledger usage"),
-                e.cost_usd,
-                e.latency_ms,
-                e.at,
-                e.error,
-                e.cache_miss_reason,
-                e.node_id,
-                json.dumps(list(e.calibration)) if e.calibration is not None else None,
-            )
-            for e in ledger
-        ],
+        [ledger_row(conversation_id, e) for e in ledger],
         "many",
     )
     return str(Decimal(cost) + sum((Decimal(e.cost_usd) for e in ledger), Decimal(0)))
