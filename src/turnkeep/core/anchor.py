@@ -101,12 +101,19 @@ class Digests:
         self._limit = max(self._limit, 2 * size + 1024)
 
 
+_last_fixed: list[tuple[object, object, str]] = []
+
+
 def fixed_digest(request: Mapping[str, Any]) -> str:
-    """What every request of a conversation starts with: system and tools."""
-    system = request.get("system")
-    if isinstance(system, str):
-        system = [{"type": "text", "text": system}]
-    return digest([system, request.get("tools")])
+    """What every request of a conversation starts with: system and tools. A turn asks several times about the
+    same request, so the last answer is remembered by the identity of its system and tools (never changed in
+    place: a request is built anew, and a changed system prompt is a new object)."""
+    system, tools = request.get("system"), request.get("tools")
+    if _last_fixed and _last_fixed[0][0] is system and _last_fixed[0][1] is tools:
+        return _last_fixed[0][2]
+    value = digest([[{"type": "text", "text": system}] if isinstance(system, str) else system, tools])
+    _last_fixed[:] = [(system, tools, value)]
+    return value
 
 
 _NEXT_USER: MessageParam = {"role": "user", "content": "next"}

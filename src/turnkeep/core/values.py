@@ -117,6 +117,13 @@ def find_problem(
     limit: int = MAX_DEPTH,
 ) -> Problem | None:
     """The first hostile thing inside `value` (depth-first), with its path; None when it is clean."""
+    if not _suspect(value, depth=depth, surrogates=surrogates, secrets=secrets, limit=limit):
+        return None  # the common case, found without building a path for every value
+    return _locate(value, path, depth=depth, surrogates=surrogates, secrets=secrets, limit=limit)
+
+
+def _locate(value: object, path: str, *, depth: bool, surrogates: bool, secrets: bool, limit: int) -> Problem | None:
+    """`find_problem`'s answer, walking with paths."""
     for where, item, level in _walk(value, path):
         if depth and level > limit and isinstance(item, Mapping | list | tuple):
             return Problem("depth", short_path(where), f"nested more than {limit} levels deep")
@@ -132,6 +139,40 @@ def find_problem(
             if secrets and is_secret_value(item):
                 return Problem("secret_value", where, "holds what looks like an API key")
     return None
+
+
+def _bad_text(text: str, *, surrogates: bool, secrets: bool) -> bool:
+    if surrogates and not text.isascii() and _SURROGATE.search(text):
+        return True
+    return secrets and "sk-ant-" in text and _SECRET_VALUE.search(text) is not None
+
+
+def _suspect(value: object, *, depth: bool, surrogates: bool, secrets: bool, limit: int) -> bool:
+    """Whether `find_problem` would find anything: the same checks in one pass without paths (each string is
+    scanned only when it could hold what is looked for)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, str):
+            if _bad_text(item, surrogates=surrogates, secrets=secrets):
+                return True
+        elif isinstance(item, Mapping):
+            if depth and level > limit:
+                return True
+            for key, child in item.items():
+                if isinstance(key, str) and (
+                    (secrets and is_secret_key(key)) or _bad_text(key, surrogates=surrogates, secrets=False)
+                ):
+                    return True
+                if not isinstance(child, str | int | float | bool | None):
+                    stack.append((child, level + 1))
+                elif isinstance(child, str) and _bad_text(child, surrogates=surrogates, secrets=secrets):
+                    return True
+        elif isinstance(item, list | tuple):
+            if depth and level > limit:
+                return True
+            stack.extend((child, level + 1) for child in item)
+    return False
 
 
 def first_index(items: Sequence[object], path: str, **options: bool) -> Problem | None:

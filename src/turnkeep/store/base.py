@@ -218,10 +218,12 @@ class Store(Protocol):
 # Shared encoding and checks
 
 
-def dumps(value: object, what: str) -> str:
+def dumps(value: object, what: str, *, checked: bool = False) -> str:
     """Compact JSON, non-ASCII kept as is: the exact text a reopened conversation decodes and resends. Every stored
-    value passes `check_value` first (no credential, no lone surrogate, bounded depth)."""
-    check_value(value, what)
+    value passes `check_value` first (no credential, no lone surrogate, bounded depth); `checked` says it already
+    did (a node's message and meta, by `check_new_nodes`), so it is not walked twice."""
+    if not checked:
+        check_value(value, what)
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as err:

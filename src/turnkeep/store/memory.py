@@ -59,7 +59,10 @@ def _copy(value: Mapping[str, Any], what: str) -> dict[str, Any]:
 
 def _encode(node: Node) -> tuple[Node, tuple[str, str]]:
     """A private copy of `node` to keep, and its message and meta as JSON (the same encoding as SQLite's)."""
-    encoded = (dumps(node.message, f"message of node {node.id!r}"), dumps(node.meta, f"meta of node {node.id!r}"))
+    encoded = (
+        dumps(node.message, f"message of node {node.id!r}", checked=True),
+        dumps(node.meta, f"meta of node {node.id!r}", checked=True),
+    )
     return Node(node.id, node.parent_id, json.loads(encoded[0]), node.status, json.loads(encoded[1])), encoded
 
 
@@ -141,8 +144,6 @@ class MemoryStore:
         ledger: Sequence[LedgerEntry] = (),
         policy_state: Mapping[str, Any] | None = None,
     ) -> None:
-        encoded = [_encode(n) for n in nodes]
-        new_nodes = [node for node, _ in encoded]
         new_state = _copy(policy_state, "policy state") if policy_state is not None else None
         with self._lock:
             conversation = self._get(conversation_id)
@@ -151,7 +152,9 @@ class MemoryStore:
                 if node_id not in conversation.nodes:
                     raise UsageError(f"no node {node_id!r} to settle in conversation {conversation_id!r}")
                 check_status(status, f"settle of node {node_id!r}")
-            check_new_nodes(new_nodes, conversation.nodes)
+            check_new_nodes(nodes, conversation.nodes)  # before encoding: `_encode` writes the values unchecked
+            encoded = [_encode(n) for n in nodes]
+            new_nodes = [node for node, _ in encoded]
             # Every check passed: from here on nothing can fail half-way.
             for node_id, status in (settle or {}).items():
                 old = conversation.nodes[node_id]
@@ -301,9 +304,9 @@ class MemoryStore:
     ) -> None:
         check_no_secrets(settings)
         stored_settings = _copy(settings, "settings")
+        check_new_nodes(nodes, ())  # before encoding: it checks the values `_encode` then writes unchecked
         encoded = [_encode(n) for n in nodes]
         new_nodes = [node for node, _ in encoded]
-        check_new_nodes(new_nodes, ())
         ids = {n.id for n in new_nodes}
         for name, head in branches.items():
             if head is not None and head not in ids:

@@ -327,9 +327,9 @@ def _insert_nodes(conversation_id: str, nodes: Sequence[Node]) -> Ops[str | None
                 node.id,
                 node.parent_id,
                 str(node.message["role"]),
-                dumps(node.message, f"message of node {node.id!r}"),
+                dumps(node.message, f"message of node {node.id!r}", checked=True),
                 node.status,
-                dumps(node.meta, f"meta of node {node.id!r}"),
+                dumps(node.meta, f"meta of node {node.id!r}", checked=True),
                 searchable_text(node.message) or None,
             )
         )

@@ -381,8 +381,8 @@ class SQLiteStore:
         """Insert nodes and their search text; returns the first title found among them."""
         title = None
         for node in nodes:
-            message = dumps(node.message, f"message of node {node.id!r}")
-            meta = dumps(node.meta, f"meta of node {node.id!r}")
+            message = dumps(node.message, f"message of node {node.id!r}", checked=True)
+            meta = dumps(node.meta, f"meta of node {node.id!r}", checked=True)
             role = str(node.message["role"])
             cursor = db.execute(
                 "INSERT INTO nodes (conversation_id, id, parent_id, role, message, status, meta) "
