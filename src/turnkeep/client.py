@@ -232,7 +232,8 @@ class Conversation(_Facade):
     retries and timeouts are the client's. `store` defaults to a `MemoryStore`. `policy` decides what each
     request carries (default `FullHistory`). `auto_continue=N` continues a reply cut by `max_tokens` up to N
     times; `pause_turn` replies are resumed up to `max_resumes` times. Refused exchanges are left out of later
-    requests unless `keep_refusals`.
+    requests unless `keep_refusals`. `refusal_retry=True` answers a refusal that recommends another model once more
+    on that model, with the refusal's fallback credit (both requests in the ledger; `Reply.fell_back`).
     """
 
     @property
@@ -264,6 +265,7 @@ class Conversation(_Facade):
         auto_continue: int = 0,
         max_resumes: int = 5,
         keep_refusals: bool = False,
+        refusal_retry: bool = False,
         clock: Callable[[], float] | None = None,
         threads: bool = False,
         budget: Budget | None = None,
@@ -279,6 +281,7 @@ class Conversation(_Facade):
             auto_continue=auto_continue,
             max_resumes=max_resumes,
             keep_refusals=keep_refusals,
+            refusal_retry=refusal_retry,
             clock=clock,
             threads=threads,
             budget=budget,
@@ -542,6 +545,7 @@ class AsyncConversation(_Facade):
         auto_continue: int = 0,
         max_resumes: int = 5,
         keep_refusals: bool = False,
+        refusal_retry: bool = False,
         clock: Callable[[], float] | None = None,
         threads: bool = False,
         budget: Budget | None = None,
@@ -557,6 +561,7 @@ class AsyncConversation(_Facade):
             auto_continue=auto_continue,
             max_resumes=max_resumes,
             keep_refusals=keep_refusals,
+            refusal_retry=refusal_retry,
             clock=clock,
             threads=threads,
             budget=budget,

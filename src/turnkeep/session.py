@@ -97,6 +97,8 @@ class Reply:
     cost: Cost
     stop_reason: str
     partial: bool = False
+    fell_back: bool = False
+    """The first answer was a refusal and this reply came from the model it recommended (`refusal_retry`)."""
 
     @property
     def text(self) -> str:
@@ -193,6 +195,7 @@ class ConversationCore:
         max_resumes: int,
         keep_refusals: bool,
         conversation_id: str | None = None,
+        refusal_retry: bool = False,
         branch: str = "main",
         clock: Callable[[], float] | None = None,
         threads: bool = False,
@@ -216,6 +219,7 @@ class ConversationCore:
         self.auto_continue = auto_continue
         self.max_resumes = max_resumes
         self.keep_refusals = keep_refusals
+        self.refusal_retry = refusal_retry
         self.budget = budget
         self.branch = branch
         # Message threads carry only the new messages while the history grows: a transport choice, stored with the
@@ -296,6 +300,7 @@ class ConversationCore:
             "auto_continue": self.auto_continue,
             "max_resumes": self.max_resumes,
             "keep_refusals": self.keep_refusals,
+            "refusal_retry": self.refusal_retry,
             "budget": self.budget.settings() if self.budget else None,
             "threads": self.threads_requested,
         }
@@ -327,6 +332,7 @@ class ConversationCore:
             auto_continue=settings.get("auto_continue", 0),
             max_resumes=settings.get("max_resumes", 5),
             keep_refusals=settings.get("keep_refusals", False),
+            refusal_retry=bool(settings.get("refusal_retry", False)),
             budget=budget_core.Budget.from_settings(settings.get("budget")),
             conversation_id=conversation_id,
             branch=branch,
@@ -507,6 +513,7 @@ class ConversationCore:
             replan=replan,
             shrink=shrink if isinstance(policy, Shrinks) else None,
             lookup=self._catalog.get,
+            refusal_retry=self.refusal_retry,
             checkpoint=self._checkpoint,
         )
         turn.start()  # validates the first request now, before anything is stored or sent
@@ -780,7 +787,15 @@ class ConversationCore:
         self._policy_state = dict(pending.turn.plan.state)
         self.path.advance([reply_node], settle)
         usage, cost = self._totals(outcome.responses)
-        return Reply(outcome.content, outcome.message, outcome.responses, usage, cost, outcome.stop_reason)
+        return Reply(
+            outcome.content,
+            outcome.message,
+            outcome.responses,
+            usage,
+            cost,
+            outcome.stop_reason,
+            fell_back=outcome.fell_back,
+        )
 
     def wire(self, call: Call) -> dict[str, Any]:
         """The request to send for `call`: threaded when threads are on and the call continues the conversation,
@@ -843,10 +858,22 @@ class ConversationCore:
             return True
         return False
 
+    def _answered_by(self, message: Message) -> ModelInfo:
+        """The catalog's facts of the model that wrote `message` (the conversation's own when it is not known)."""
+        info = self._catalog.get(message.model)
+        return info if info.known else self.model_info
+
     def _totals(self, responses: Sequence[Message]) -> tuple[TokenCounts, Cost]:
         usages = [m.usage.model_dump(exclude_none=True) for m in responses]
         counts = sum((token_counts(u) for u in usages), TokenCounts())
-        cost = sum((usage_cost(u, self.model_info, model_prices=self._catalog.get) for u in usages), Cost())
+        # Each response on the model that answered it (a summary or refusal fallback may use another one).
+        cost = sum(
+            (
+                usage_cost(u, self._answered_by(m), model_prices=self._catalog.get)
+                for u, m in zip(usages, responses, strict=True)
+            ),
+            Cost(),
+        )
         return counts, cost
 
     def fail(self, pending: PendingTurn, *, partial: Sequence[Block] | None = None) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "Cost",
     "TokenCounts",
     "context_counts",
+    "credit_redeemed",
     "token_counts",
     "usage_cost",
 ]
@@ -148,12 +149,24 @@ def usage_cost(
                     item_model = model_prices(str(named))
                 total = total + _priced(token_counts(item), item_model, batch)
             return total
-        return _priced(token_counts(data), model, batch)
+        return _priced(token_counts(data), model, batch, writes_as_reads=credit_redeemed(data))
     return _priced(usage, model, batch)
 
 
-def _priced(counts: TokenCounts, model: ModelInfo, batch: bool) -> Cost:
+def credit_redeemed(usage: Mapping[str, Any]) -> bool:
+    """Whether a retry redeemed a refusal's fallback credit (`usage.fallback_credit.status.type == "redeemed"`):
+    its cache writes, all of the prefix that was warm on the refused model, are billed at the cache-read rate."""
+    credit = usage.get("fallback_credit")
+    status = credit.get("status") if isinstance(credit, Mapping) else None
+    return isinstance(status, Mapping) and status.get("type") == "redeemed"
+
+
+def _priced(counts: TokenCounts, model: ModelInfo, batch: bool, *, writes_as_reads: bool = False) -> Cost:
     prices = model.prices_for(counts.total_input)
+    if writes_as_reads:
+        return _priced(
+            TokenCounts(counts.input, 0, 0, counts.cache_read + counts.cache_write, counts.output), model, batch
+        )
     factor = (1 - model.batch_discount) if batch else Decimal(1)
 
     def priced(tokens: int, per_million: Decimal) -> Decimal:

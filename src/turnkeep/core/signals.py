@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from turnkeep.core.messages import block_view
 
@@ -83,7 +83,11 @@ def refusal_fallback(stop_details: object) -> RefusalFallback | None:
 
 
 def fallback_retry(
-    request: Mapping[str, Any], refusal: RefusalFallback, partial: Sequence[Any] = ()
+    request: Mapping[str, Any],
+    refusal: RefusalFallback,
+    partial: Sequence[Any] = (),
+    *,
+    mode: Literal["strict", "best_effort"] | None = None,
 ) -> dict[str, Any] | None:
     """The retry of a refused `request` on the recommended model (None when the refusal names none).
 
@@ -96,7 +100,9 @@ def fallback_retry(
     retry = {**request, "model": refusal.recommended_model}
     if refusal.fallback_credit_token is None:
         return retry
-    retry["fallback_credit_token"] = refusal.fallback_credit_token
+    token = refusal.fallback_credit_token
+    # The bare token is `strict` (a failing redemption is a 400); `best_effort` serves the retry at the normal price.
+    retry["fallback_credit_token"] = token if mode is None else {"token": token, "mode": mode}
     betas = list(request.get("betas") or [])
     if FALLBACK_CREDIT_BETA not in betas:
         betas.append(FALLBACK_CREDIT_BETA)

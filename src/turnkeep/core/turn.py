@@ -29,7 +29,8 @@ from turnkeep.core import rules
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import Block, as_blocks, merge_assistant_content, text_of
 from turnkeep.core.policies import Plan
-from turnkeep.errors import TurnOrderError
+from turnkeep.core.signals import fallback_retry, refusal_fallback
+from turnkeep.errors import TurnkeepError, TurnOrderError
 
 __all__ = ["CONTINUE_PROMPT", "Call", "Turn", "TurnOutcome", "is_prompt_too_long", "prefill_instruction"]
 
@@ -38,7 +39,7 @@ CONTINUE_PROMPT = (
     "without repeating anything and without any preamble."
 )
 
-Purpose = Literal["summary", "reply", "continue", "resume", "overflow"]
+Purpose = Literal["summary", "reply", "continue", "resume", "overflow", "fallback"]
 
 # The API reports an over-long prompt as a plain 400 with no error code; its message is the only signal.
 _PROMPT_TOO_LONG = "prompt is too long"
@@ -66,6 +67,8 @@ class TurnOutcome:
     stop_reason: str
     continuations: int = 0
     resumes: int = 0
+    fell_back: bool = False
+    """The first reply was a refusal and the turn was answered again on the model the refusal recommended."""
 
     @property
     def message(self) -> Message:
@@ -102,7 +105,10 @@ class Turn:
     `replan(plan, summary_text_or_None)` is the policy's next plan once the summary call of `plan` answered
     (None: it failed, use the fallback); `shrink(plan)` is a smaller plan after the prompt did not fit (tried once;
     it may carry a summary call of its own to make first; None: the policy cannot shrink, the error stands).
-    `lookup` gives the facts of another model (a summary call may use a cheaper one).
+    `lookup` gives the facts of another model (a summary call may use a cheaper one). `refusal_retry`: a refusal
+    that names a recommended model is answered once more on that model, with the refusal's fallback credit (mode
+    `best_effort`: served at the normal price if the credit cannot be redeemed) and, when the refusal grants a
+    prefill claim, its partial reply to continue; skipped when that request is not valid for the recommended model.
     """
 
     plan: Plan
@@ -114,6 +120,7 @@ class Turn:
     replan: Callable[[Plan, str | dict[str, Any] | None], Plan] | None = None
     shrink: Callable[[Plan], Plan | None] | None = None
     lookup: Callable[[str], ModelInfo] | None = None
+    refusal_retry: bool = False
     checkpoint: rules.Checkpoint | None = None
     """What validating the conversation's previous request settled (advanced as this turn's requests are
     validated), so each validation walks only what is new."""
@@ -126,6 +133,8 @@ class Turn:
     _last_purpose: Purpose = field(default="reply", init=False)
     _summarising: bool = field(default=False, init=False)
     _first: Call | None = field(default=None, init=False)
+    _sent: dict[str, Any] | None = field(default=None, init=False)
+    _fell_back: bool = field(default=False, init=False)
     summarized: bool = field(default=False, init=False)
     """A summary (or compaction) call of this turn answered, and its result is in `plan.state`: worth keeping
     even if the turn then fails, so a retry does not pay for it again."""
@@ -170,6 +179,10 @@ class Turn:
             assert self.plan.summary is not None
             return self._after_summary(self.plan.summary.result(message))
         stop = message.stop_reason
+        if stop == "refusal" and may_resend and self._can_fall_back():
+            retry = self._fallback(message)
+            if retry is not None:
+                return retry
         if stop == "model_context_window_exceeded" and may_resend and self._can_shrink():
             smaller = self._overflow()
             if smaller is not None:
@@ -179,6 +192,10 @@ class Turn:
         # content is the same turn going on, so it is kept whole.
         keep_thinking = self._last_purpose != "continue"
         self._content = merge_assistant_content(self._content, new, keep_thinking=keep_thinking)
+        if self._last_purpose == "fallback":
+            # Answered on another model: continuing or resuming would go back to the conversation's own model.
+            self._done = True
+            return None
         # `compaction` (pause_after_compaction) pauses like `pause_turn`: send the reply back to go on.
         if stop in ("pause_turn", "compaction") and self._resumes < self.max_resumes:
             self._resumes += 1
@@ -216,6 +233,7 @@ class Turn:
             stop_reason=str(last.stop_reason),
             continuations=self._continuations,
             resumes=self._resumes,
+            fell_back=self._fell_back,
         )
 
     # -- internals ---------------------------------------------------------------------------------------------
@@ -258,9 +276,40 @@ class Turn:
         if model is self.model:
             self.checkpoint = rules.validate(request, model, since=self.checkpoint)
         else:
-            rules.validate(request, model)  # a summary call on another model: not this conversation's prefix
+            rules.validate(request, model)  # a summary or fallback call on another model: not this prefix
         self._last_purpose = purpose
+        self._sent = request
         return Call(purpose, request)
+
+    def _can_fall_back(self) -> bool:
+        # Only an answer to the turn's own request, once, and not after a continuation was already shown.
+        return (
+            self.refusal_retry
+            and self.lookup is not None
+            and not self._fell_back
+            and self._last_purpose in ("reply", "overflow")
+            and self._continuations == 0
+            and self._resumes == 0
+        )
+
+    def _fallback(self, message: Message) -> Call | None:
+        """The retry a refusal invites, or None (no recommended model, or no request valid on it)."""
+        refusal = refusal_fallback(message.stop_details)
+        if refusal is None or self._sent is None:
+            return None
+        partial = as_blocks(message.content)
+        retry = fallback_retry(self._sent, refusal, partial, mode="best_effort")
+        if retry is None:
+            return None
+        try:
+            call = self._emit("fallback", retry)
+        except TurnkeepError:
+            return None  # e.g. the recommended model does not accept this thinking setting: the refusal stands
+        self._fell_back = True
+        # With a prefill claim the retry continues the partial reply (its last message); otherwise it starts over.
+        continued = len(retry["messages"]) > len(self._base) and retry["messages"][-1]["role"] == "assistant"
+        self._content = as_blocks(retry["messages"][-1]["content"]) if continued else []
+        return call
 
     def _assistant(self) -> MessageParam:
         return cast(MessageParam, {"role": "assistant", "content": [dict(b) for b in self._content]})

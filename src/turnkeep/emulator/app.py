@@ -50,6 +50,7 @@ from turnkeep.emulator import compaction, responders, tokenizer, validation
 from turnkeep.emulator.billing import Bill
 from turnkeep.emulator.cache import Diagnostics, PromptCache
 from turnkeep.emulator.clock import Clock
+from turnkeep.emulator.credits import Credits
 from turnkeep.emulator.errors import ApiError, invalid_request, not_found
 from turnkeep.emulator.faults import Fault, RandomFaults, parse_fault, parse_fault_header
 from turnkeep.emulator.threads import ThreadStore, ThreadTurn
@@ -84,6 +85,7 @@ class Emulator:
         self.diagnostics = Diagnostics(self.clock)
         self.bill = Bill(self.catalog)
         self.threads = ThreadStore(self.clock)
+        self.credits = Credits(self.clock)
         self.random_faults = RandomFaults(fault_rate, seed)
         self.scripts: dict[str, deque[dict[str, Any]]] = {}
         self.faults: dict[str, deque[Fault]] = {}
@@ -144,6 +146,7 @@ class Emulator:
         self.cache.clear()
         self.diagnostics.clear()
         self.bill.reset()
+        self.credits.reset()
         self.threads.clear()
         self.scripts.clear()
         self.faults.clear()
@@ -225,9 +228,13 @@ class Emulator:
             turn = self.threads.begin(scope, body)
             body = turn.body
         try:
+            credit = self.credits.redeem(scope, body, betas)
             message, segments = self._answer(
                 scope, body, model, api_version=api_version, betas=betas, mode=mode, script_header=script_header
             )
+            if credit is not None:
+                message["usage"]["fallback_credit"] = credit
+            self._issue_credit(scope, body, message)
             self.bill.add(scope, model, message["usage"])
             if turn is not None:
                 self.threads.complete(scope, turn, message)
@@ -238,6 +245,18 @@ class Emulator:
             raise
         self.diagnostics.record(message["id"], scope=scope, model=model.id, segments=segments)
         return message
+
+    def _issue_credit(self, scope: str, body: Mapping[str, Any], message: dict[str, Any]) -> None:
+        """A refusal that carries a fallback credit token (scripted; `true` mints one) can be redeemed later."""
+        details = message.get("stop_details")
+        if not isinstance(details, dict) or details.get("type") != "refusal":
+            return
+        token = details.get("fallback_credit_token")
+        if token is True:
+            token = details["fallback_credit_token"] = self.credits.mint()
+        if isinstance(token, str) and token:
+            recommended = details.get("recommended_model")
+            self.credits.issue(scope, token, body, recommended if isinstance(recommended, str) else None)
 
     def _answer(
         self,
@@ -395,8 +414,9 @@ def sse_events(message: Mapping[str, Any]) -> Iterator[bytes]:
         for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
         if key in usage
     }
-    if "iterations" in usage:
-        delta_usage["iterations"] = usage["iterations"]
+    for key in ("iterations", "fallback_credit"):
+        if key in usage:
+            delta_usage[key] = usage[key]
     delta: dict[str, Any] = {
         "type": "message_delta",
         "delta": {

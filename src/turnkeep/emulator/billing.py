@@ -79,11 +79,12 @@ class Bill:
 
     def add(self, scope: str, model: ModelInfo, usage: Mapping[str, Any], *, batch: bool = False) -> None:
         """Bill one response's `usage` (the API's JSON dict) to API key `scope` on `model`."""
-        parts = [(model, token_counts(usage))]
         iterations = usage.get("iterations")
         if iterations:
             parts = [(self._model_of(item, model), token_counts(item)) for item in iterations]
-        priced = [(info, counts, usage_cost(counts, info, batch=batch)) for info, counts in parts]
+            priced = [(info, counts, usage_cost(counts, info, batch=batch)) for info, counts in parts]
+        else:  # priced from the usage itself: a redeemed fallback credit changes the price, not the counts
+            priced = [(model, token_counts(usage), usage_cost(usage, model, batch=batch))]
         with self._lock:
             account = self._accounts.setdefault(scope, _Account())
             account.total.requests += 1
