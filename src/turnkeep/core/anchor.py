@@ -101,18 +101,18 @@ class Digests:
         self._limit = max(self._limit, 2 * size + 1024)
 
 
-_last_fixed: list[tuple[object, object, str]] = []
+_last_fixed: list[tuple[object, str]] = []
 
 
 def fixed_digest(request: Mapping[str, Any]) -> str:
-    """What every request of a conversation starts with: system and tools. A turn asks several times about the
-    same request, so the last answer is remembered by the identity of its system and tools (never changed in
-    place: a request is built anew, and a changed system prompt is a new object)."""
-    system, tools = request.get("system"), request.get("tools")
-    if _last_fixed and _last_fixed[0][0] is system and _last_fixed[0][1] is tools:
-        return _last_fixed[0][2]
-    value = digest([[{"type": "text", "text": system}] if isinstance(system, str) else system, tools])
-    _last_fixed[:] = [(system, tools, value)]
+    """What every request of a conversation starts with: system and tools. The answer for the last request asked
+    about is remembered by its identity: a turn asks several times about the one request it sent."""
+    last = _last_fixed[0] if _last_fixed else None  # one read: another thread may replace it meanwhile
+    if last is not None and last[0] is request:
+        return last[1]
+    system = request.get("system")
+    value = digest([[{"type": "text", "text": system}] if isinstance(system, str) else system, request.get("tools")])
+    _last_fixed[:] = [(request, value)]
     return value
 
 
@@ -152,17 +152,26 @@ def _same_prefix(messages: Sequence[Any], anchored: tuple[Any, ...]) -> bool:
     )
 
 
+_last_extends: list[tuple[object, object, bool]] = []
+
+
 def extends(request: Mapping[str, Any], anchor: Anchor | None, *, same_model: bool = True) -> bool:
     """Whether `request` is the anchored messages and reply followed by new messages, with the same system and
     tools (and model, unless `same_model` is False)."""
+    if anchor is None or (same_model and anchor.model != request.get("model")):
+        return False
+    # Asked twice about the request a turn sent (to forecast it, then to learn from it): answered once.
+    last = _last_extends[0] if _last_extends else None  # one read: another thread may replace it meanwhile
+    if last is not None and last[0] is request and last[1] is anchor:
+        return last[2]
     messages: Sequence[MessageParam] = request["messages"]
-    return (
-        anchor is not None
-        and (not same_model or anchor.model == request.get("model"))
-        and len(messages) > anchor.count
+    answer = (
+        len(messages) > anchor.count
         and anchor.fixed == fixed_digest(request)
         and _same_prefix(messages, anchor.messages)
     )
+    _last_extends[:] = [(request, anchor, answer)]
+    return answer
 
 
 @dataclass

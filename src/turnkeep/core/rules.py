@@ -280,8 +280,20 @@ def validate(
     return _Validator(request, model).run(complete=complete, since=since)
 
 
+_DIGESTS: dict[int, tuple[object, str]] = {}
+
+
 def _digest(message: object) -> str:
-    return hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
+    """A message's digest, remembered by identity (a conversation never changes a message in place): a turn asks
+    for the same few messages' digests again, and so does the next turn. Bounded: forgotten all at once when full."""
+    entry = _DIGESTS.get(id(message))
+    if entry is not None and entry[0] is message:
+        return entry[1]
+    value = hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
+    if len(_DIGESTS) >= 1024:
+        _DIGESTS.clear()
+    _DIGESTS[id(message)] = (message, value)
+    return value
 
 
 def _has_breakpoint(value: object) -> bool:
