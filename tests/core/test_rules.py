@@ -757,12 +757,24 @@ def test_normalize_replaces_an_sdk_block_only_where_it_edits_it() -> None:
     assert out[1]["content"] == [kept, {"type": "text", "text": "Done"}]
 
 
-def test_an_unchanged_message_keeps_its_form_and_is_not_shared() -> None:
-    messages = [user([text("Hello")]), REPLY]
+def test_an_unchanged_message_keeps_its_form_and_is_not_copied() -> None:
+    # A long history is normalised every turn: what needs no change is the very message, never a copy (nothing
+    # changes a message in place; a change is a new object, and the input is never mutated).
+    messages = [user([text("Hello")]), REPLY, user("Thanks ")]
     out = normalize(messages)
     assert out == messages
+    assert out[0] is messages[0]
+    assert out[1] is messages[1]
+
+
+def test_a_changed_message_is_a_new_object_and_its_input_is_left_alone() -> None:
+    messages = [user([text("Hello"), text("   ")]), assistant([text("Hi  ")])]
+    out = normalize(messages)
     assert out[0] is not messages[0]
-    assert out[0]["content"] is not messages[0]["content"]
+    assert out[0]["content"] == [text("Hello")]
+    assert messages[0]["content"] == [text("Hello"), text("   ")]
+    assert out[1]["content"] == [text("Hi")]
+    assert messages[1]["content"] == [text("Hi  ")]
 
 
 # ----------------------------------------------------------------------------------------------------------------

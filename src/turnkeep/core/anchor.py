@@ -45,7 +45,7 @@ class Anchor:
     message_id: str
     messages: tuple[Any, ...]
     model: str
-    fixed: str
+    fixed: bytes
     tokenizer: int
     tokens: int
 
@@ -69,24 +69,26 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def digest(value: Any) -> str:
-    """A digest of JSON-ready `value` as the API reads it (see `_canonical`)."""
+def digest(value: Any) -> bytes:
+    """A digest of JSON-ready `value` as the API reads it (see `_canonical`): 16 bytes of SHA-256, as many are held
+    (one per message of a long history)."""
     text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).digest()[:16]
 
 
 class Digests:
     """`digest` of messages, remembered per message object (messages in a path are never changed in place), so a
-    message is serialised once in its life rather than once per turn. Bounded: it forgets everything when it
-    holds far more messages than the conversation has shown it recently."""
+    message is serialised once in its life rather than once per turn. Bounded: it forgets everything when full
+    (a request whose prefix changed, as a window step, is far smaller; a whole long history is digested only
+    when a reopened conversation first sends, and is not worth holding a digest per message for)."""
 
     __slots__ = ("_limit", "_memo")
 
     def __init__(self, limit: int = 4096) -> None:
-        self._memo: dict[int, tuple[object, str]] = {}
+        self._memo: dict[int, tuple[object, bytes]] = {}
         self._limit = limit
 
-    def __call__(self, message: object) -> str:
+    def __call__(self, message: object) -> bytes:
         entry = self._memo.get(id(message))
         if entry is not None and entry[0] is message:
             return entry[1]
@@ -96,15 +98,11 @@ class Digests:
         self._memo[id(message)] = (message, value)
         return value
 
-    def grow(self, size: int) -> None:
-        """Make room for a request of `size` messages (twice over: this request and the next)."""
-        self._limit = max(self._limit, 2 * size + 1024)
+
+_last_fixed: list[tuple[object, bytes]] = []
 
 
-_last_fixed: list[tuple[object, str]] = []
-
-
-def fixed_digest(request: Mapping[str, Any]) -> str:
+def fixed_digest(request: Mapping[str, Any]) -> bytes:
     """What every request of a conversation starts with: system and tools. The answer for the last request asked
     about is remembered by its identity: a turn asks several times about the one request it sent."""
     last = _last_fixed[0] if _last_fixed else None  # one read: another thread may replace it meanwhile
@@ -178,7 +176,7 @@ def extends(request: Mapping[str, Any], anchor: Anchor | None, *, same_model: bo
 class Sizes:
     """Exact input sizes learned from usage, per message (by digest) and for the fixed part (system, tools)."""
 
-    messages: dict[str, int]
+    messages: dict[bytes, int]
     base: int | None = None
     digests: Digests = field(default_factory=Digests, repr=False, compare=False)
 
@@ -199,7 +197,6 @@ class Sizes:
             if len(new) == 1:
                 self.messages[self.digests(new[0])] = counts.total_input - anchor.tokens
         else:
-            self.digests.grow(len(messages))
             found = [self.messages.get(self.digests(m)) for m in messages]
             known = sum(size for size in found if size is not None)
             unknown = [m for m, size in zip(messages, found, strict=True) if size is None]
@@ -242,7 +239,6 @@ def input_forecast(
         # A changed prefix (a window step, a new summary): add up what is known message by message.
         known = 0
         estimated = 0
-        sizes.digests.grow(len(request["messages"]))
         for message in request["messages"]:
             size = sizes.messages.get(sizes.digests(message))
             if size is None:

@@ -1046,7 +1046,8 @@ class _Turn:
         return self.content
 
     def materialize(self) -> Any:
-        if self.role is None:
+        if self.role is None or (not self.changed and type(self.source) is dict):
+            # Unchanged: the very message (a long history is not copied; nothing changes a message in place).
             return self.source
         content = self.content if isinstance(self.content, str) else list(self.content)
         return {**self.source, "content": content}

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, cast, get_args
 
 from turnkeep.core import values
 from turnkeep.core.messages import block_texts
@@ -27,6 +28,7 @@ __all__ = [
     "SearchHit",
     "Store",
     "ledger_row",
+    "nodes_from_rows",
 ]
 
 NodeStatus = Literal["ok", "pending", "partial", "refused"]
@@ -216,6 +218,43 @@ class Store(Protocol):
 
 # --------------------------------------------------------------------------------------------------------------
 # Shared encoding and checks
+
+
+def nodes_from_rows(rows: Sequence[Sequence[Any]]) -> list[Node]:
+    """Nodes from stored `(id, parent_id, message JSON, status, meta JSON)` rows, in order.
+
+    A long path holds tens of thousands of messages that repeat the same few words: keys, roles, block types,
+    statuses, meta values, and each id twice (as a node's id and its child's parent). Decoded in one pass (the JSON
+    decoder shares the keys it meets within one document) and with those words shared, a 10,000-turn path takes
+    about half the memory it takes decoded row by row."""
+    if not rows:
+        return []
+    messages = json.loads("[" + ",".join(row[2] for row in rows) + "]")
+    metas = json.loads("[" + ",".join(row[4] for row in rows) + "]")
+    ids: dict[str, str] = {}
+    nodes: list[Node] = []
+    for row, message, meta in zip(rows, messages, metas, strict=True):
+        node_id = ids.setdefault(row[0], row[0])
+        parent = None if row[1] is None else ids.get(row[1], row[1])
+        _share_words(message, meta)
+        nodes.append(Node(node_id, parent, message, cast(NodeStatus, sys.intern(row[3])), meta))
+    return nodes
+
+
+def _share_words(message: object, meta: object) -> None:
+    if isinstance(message, dict):
+        role = message.get("role")
+        if isinstance(role, str):
+            message["role"] = sys.intern(role)
+        content = message.get("content")
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and isinstance(block.get("type"), str):
+                    block["type"] = sys.intern(block["type"])
+    if isinstance(meta, dict):
+        for key, value in meta.items():
+            if isinstance(value, str) and len(value) <= 64:
+                meta[key] = sys.intern(value)
 
 
 def dumps(value: object, what: str, *, checked: bool = False) -> str:

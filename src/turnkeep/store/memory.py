@@ -26,6 +26,7 @@ from turnkeep.store.base import (
     check_query,
     check_status,
     dumps,
+    nodes_from_rows,
     searchable_text,
     title_of,
 )
@@ -66,10 +67,11 @@ def _encode(node: Node) -> tuple[Node, tuple[str, str]]:
     return Node(node.id, node.parent_id, json.loads(encoded[0]), node.status, json.loads(encoded[1])), encoded
 
 
-def _out(conversation: _Conversation, node: Node) -> Node:
-    """A copy of a kept node that the caller may change freely."""
-    message, meta = conversation.encoded[node.id]
-    return Node(node.id, node.parent_id, json.loads(message), node.status, json.loads(meta))
+def _decoded(conversation: _Conversation, nodes: Sequence[Node]) -> list[Node]:
+    """Copies of kept nodes that the caller may change freely (decoded as a database's rows are)."""
+    return nodes_from_rows(
+        [(n.id, n.parent_id, conversation.encoded[n.id][0], n.status, conversation.encoded[n.id][1]) for n in nodes]
+    )
 
 
 class MemoryStore:
@@ -125,7 +127,7 @@ class MemoryStore:
                 node = conversation.nodes[head]
                 nodes.append(node)
                 head = node.parent_id
-            return [_out(conversation, n) for n in nodes[::-1]]
+            return _decoded(conversation, nodes[::-1])
 
     def _check_head(self, conversation: _Conversation, branch: str, expected: str | None) -> None:
         if conversation.branches.get(branch) != expected:
@@ -231,7 +233,7 @@ class MemoryStore:
     def nodes(self, conversation_id: str) -> list[Node]:
         with self._lock:
             conversation = self._get(conversation_id)
-            return [_out(conversation, n) for n in conversation.nodes.values()]
+            return _decoded(conversation, list(conversation.nodes.values()))
 
     def _info(self, conversation_id: str, conversation: _Conversation) -> ConversationInfo:
         model = conversation.settings.get("model")

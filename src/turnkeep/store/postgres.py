@@ -29,7 +29,7 @@ import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from turnkeep.errors import ConflictError, StorageError, UnknownConversation, UsageError
 from turnkeep.store.base import (
@@ -46,6 +46,7 @@ from turnkeep.store.base import (
     check_status,
     dumps,
     ledger_row,
+    nodes_from_rows,
     searchable_text,
     title_of,
 )
@@ -194,10 +195,6 @@ def _server(conninfo: str, psycopg: Any) -> str:
     host = str(params.get("host") or params.get("hostaddr") or "localhost")
     port = str(params.get("port") or "5432")
     return f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
-
-
-def _node(row: Sequence[Any]) -> Node:
-    return Node(row[0], row[1], json.loads(row[2]), cast(NodeStatus, row[3]), json.loads(row[4]))
 
 
 def _entry(row: Sequence[Any]) -> LedgerEntry:
@@ -408,7 +405,7 @@ def _path(conversation_id: str, head: str | None) -> Ops[list[Node]]:
     rows = yield from _existing_rows(conversation_id, _PATH, {"conversation": conversation_id, "head": head})
     if not rows:
         raise UsageError(f"conversation {conversation_id!r} has no node {head!r}")
-    return [_node(row) for row in rows]
+    return nodes_from_rows(rows)
 
 
 def _append(
@@ -541,7 +538,7 @@ def _nodes(conversation_id: str) -> Ops[list[Node]]:
         f"SELECT {_NODE_COLUMNS} FROM nodes WHERE conversation_id = %s ORDER BY seq",
         (conversation_id,),
     )
-    return [_node(row) for row in rows]
+    return nodes_from_rows(rows)
 
 
 def _info_of(conversation_id: str) -> Ops[ConversationInfo]:

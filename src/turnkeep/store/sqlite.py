@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from turnkeep.errors import ConflictError, StorageError, UnknownConversation, UsageError
 from turnkeep.store.base import (
@@ -40,6 +40,7 @@ from turnkeep.store.base import (
     check_status,
     dumps,
     ledger_row,
+    nodes_from_rows,
     searchable_text,
     title_of,
 )
@@ -183,10 +184,6 @@ def _malformed(query: str) -> bool:
     finally:
         probe.close()
     return False
-
-
-def _node(row: Sequence[Any]) -> Node:
-    return Node(row[0], row[1], json.loads(row[2]), cast(NodeStatus, row[3]), json.loads(row[4]))
 
 
 def _entry(row: Sequence[Any]) -> LedgerEntry:
@@ -471,7 +468,7 @@ class SQLiteStore:
         rows = self._read_existing(conversation_id, _PATH, {"conversation": conversation_id, "head": head})
         if not rows:
             raise UsageError(f"conversation {conversation_id!r} has no node {head!r}")
-        return [_node(row) for row in rows]
+        return nodes_from_rows(rows)
 
     def append(
         self,
@@ -612,7 +609,7 @@ class SQLiteStore:
             f"SELECT {_NODE_COLUMNS} FROM nodes WHERE conversation_id = ? ORDER BY seq",
             (conversation_id,),
         )
-        return [_node(row) for row in rows]
+        return nodes_from_rows(rows)
 
     def info(self, conversation_id: str) -> ConversationInfo:
         rows = self._read(f"{_INFO} WHERE c.id = ?", (conversation_id,))
