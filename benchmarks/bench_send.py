@@ -172,6 +172,39 @@ class CannedAPI:
         )
 
 
+class InCall:
+    """The CPU time spent inside the SDK's `messages.create` (sync or async), read per turn: subtracted from the
+    same turn's whole send, it is turnkeep's overhead without the noise of comparing two separate runs."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+
+    def wrap(self, client: Any) -> Any:
+        for resource in (client.messages, client.beta.messages):
+            create = resource.create
+            if isinstance(client, anthropic.AsyncAnthropic):
+
+                async def timed_async(*args: Any, _create: Any = create, **kwargs: Any) -> Any:
+                    started = time.process_time()
+                    try:
+                        return await _create(*args, **kwargs)
+                    finally:
+                        self.spent += time.process_time() - started
+
+                resource.create = timed_async
+            else:
+
+                def timed(*args: Any, _create: Any = create, **kwargs: Any) -> Any:
+                    started = time.process_time()
+                    try:
+                        return _create(*args, **kwargs)
+                    finally:
+                        self.spent += time.process_time() - started
+
+                resource.create = timed
+        return client
+
+
 # -- building a history directly in the store ----------------------------------------------------------------
 
 
@@ -233,10 +266,16 @@ class Row:
     sdk_ms: float
     summary_turns: int
     sent: int
+    paired_ms: float | None = None  # median over turns of (whole - the SDK's own time inside that very call)
 
     @property
     def overhead_ms(self) -> float:
         return max(self.whole_ms - self.sdk_ms, 0.0)
+
+    @property
+    def judged_ms(self) -> float:
+        """The overhead held to the target: paired where measured (same call, no cross-run noise)."""
+        return self.paired_ms if self.paired_ms is not None else self.overhead_ms
 
 
 def _cpu(action: Callable[[], object]) -> float:
@@ -258,17 +297,22 @@ def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Pa
     api = CannedAPI()
     texts = _user_texts(size)
     whole: list[float] = []
+    paired: list[float] = []
     summary_turns = 0
     normal_bodies: list[bytes] = []
+    in_call = InCall()
     if driver == "async":
-        whole, summary_turns, normal_bodies = asyncio.run(_measure_async(api, store, conversation_id, clock, texts))
+        whole, paired, summary_turns, normal_bodies = asyncio.run(
+            _measure_async(api, store, conversation_id, clock, texts)
+        )
     else:
-        chat = Conversation.open(conversation_id, store=store, client=api.client(), clock=clock)
+        chat = Conversation.open(conversation_id, store=store, client=in_call.wrap(api.client()), clock=clock)
         for turn in range(TURNS + 1):
             clock.now += GAP
             text = next(texts)
             before = len(api.bodies)
             gc.collect()  # each measurement starts without the garbage of the one before (the SDK's alike)
+            in_call.spent = 0.0
             if driver == "stream":
 
                 def action(text: str = text) -> None:
@@ -285,6 +329,8 @@ def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Pa
                 summary_turns += 1
                 continue
             whole.append(spent)
+            if driver == "send":  # a stream's SDK work is interleaved with ours: only the unpaired figure
+                paired.append(spent - in_call.spent * 1000)
             normal_bodies.append(api.bodies[-1])
     sent = len(json.loads(normal_bodies[-1])["messages"]) if normal_bodies else 0
     sdk = sdk_cost(driver, normal_bodies)
@@ -299,20 +345,24 @@ def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Pa
         sdk,
         summary_turns,
         sent,
+        statistics.median(paired) if paired else None,
     )
 
 
 async def _measure_async(
     api: CannedAPI, store: Store, conversation_id: str, clock: Clock, texts: Iterator[str]
-) -> tuple[list[float], int, list[bytes]]:
-    chat = AsyncConversation.open(conversation_id, store=store, client=api.async_client(), clock=clock)
+) -> tuple[list[float], list[float], int, list[bytes]]:
+    in_call = InCall()
+    chat = AsyncConversation.open(conversation_id, store=store, client=in_call.wrap(api.async_client()), clock=clock)
     whole: list[float] = []
+    paired: list[float] = []
     bodies: list[bytes] = []
     summary_turns = 0
     for turn in range(TURNS + 1):
         clock.now += GAP
         before = len(api.bodies)
         gc.collect()
+        in_call.spent = 0.0
         started = time.process_time()
         await chat.send(next(texts))
         spent = (time.process_time() - started) * 1000
@@ -322,8 +372,9 @@ async def _measure_async(
             summary_turns += 1
             continue
         whole.append(spent)
+        paired.append(spent - in_call.spent * 1000)
         bodies.append(api.bodies[-1])
-    return whole, summary_turns, bodies
+    return whole, paired, summary_turns, bodies
 
 
 def sdk_cost(driver: str, bodies: list[bytes]) -> float:
@@ -416,19 +467,24 @@ def report(rows: list[Row], memory_rows: list[tuple[str, int, int]]) -> str:
         f"reopened; one unmeasured turn, then {TURNS} measured turns. CPU time per turn (median): the whole call, "
         "the SDK alone sending the same request bodies on the same `httpx2.MockTransport`, and turnkeep's "
         "overhead (the difference). Summarize's turns with a summary call are counted apart, not timed. "
-        "`before`: the same run on the code before the send path was made incremental.",
+        "`before`: the same run on the code before the send path was made incremental. `overhead, paired`: per "
+        "turn, the whole call minus the CPU the SDK's own `messages.create` spent inside that very call (median); "
+        "it is what the target is judged on where measured (`send` and async), because `whole - SDK alone` "
+        "compares two separate runs and moves by milliseconds with the machine's load; a stream's SDK work is "
+        "interleaved with turnkeep's, so streams are judged on the unpaired figure.",
         "",
-        "| driver | store | policy | turns | messages sent | whole | SDK alone | overhead | target | "
-        "| before: whole / overhead | whole, before / now |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| driver | store | policy | turns | messages sent | whole | SDK alone | whole - SDK alone "
+        "| overhead, paired | target | | before: whole / overhead | whole, before / now |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for row in rows:
         target = TARGET_MS.get(row.turns)
-        verdict = "" if target is None else ("**PASS**" if row.overhead_ms <= target else "**FAIL**")
+        verdict = "" if target is None else ("**PASS**" if row.judged_ms <= target else "**FAIL**")
         summaries = f" ({row.summary_turns} summary turns)" if row.summary_turns else ""
+        paired = f"{row.paired_ms:.2f} ms" if row.paired_ms is not None else "n/a"
         lines.append(
             f"| {row.driver} | {row.store} | `{row.policy}`{summaries} | {row.turns:,} | {row.sent:,} "
-            f"| {row.whole_ms:.2f} ms | {row.sdk_ms:.2f} ms | {row.overhead_ms:.2f} ms "
+            f"| {row.whole_ms:.2f} ms | {row.sdk_ms:.2f} ms | {row.overhead_ms:.2f} ms | {paired} "
             f"| {'<= ' + format(target, 'g') + ' ms' if target else ''} | {verdict} | {_before(row)} |"
         )
     lines += [
@@ -459,7 +515,7 @@ def main() -> None:
             rows.append(measure(driver, store, policy, size, workdir))
             print(
                 f"   whole {rows[-1].whole_ms:.2f} ms, SDK {rows[-1].sdk_ms:.2f} ms, "
-                f"overhead {rows[-1].overhead_ms:.2f} ms",
+                f"overhead {rows[-1].overhead_ms:.2f} ms, paired {rows[-1].paired_ms}",
                 flush=True,
             )
         memory_rows = []
