@@ -22,31 +22,24 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, Self, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from anthropic.types import Message, MessageParam
 
 from turnkeep.core.budget import Budget, Forecast, Spent
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.policies import Plan, Policy
-from turnkeep.core.signals import thinking_update_text
+from turnkeep.core.streaming import StreamFold
 from turnkeep.core.turn import Call
-from turnkeep.errors import ConfigError
-from turnkeep.sdk import is_transport_failure, messages_resource, split_betas, stream_snapshot, transport_error
-from turnkeep.session import (
-    ConversationCore,
-    PendingTurn,
-    PrefillFallback,
-    PrefixAligner,
-    Reply,
-    partial_content,
-    stream_prefix,
-)
-from turnkeep.store import LedgerEntry, Node, Store
+from turnkeep.core.writes import Write
+from turnkeep.errors import ConfigError, ConflictError, UsageError
+from turnkeep.sdk import messages_resource, split_betas, stream_snapshot
+from turnkeep.session import Change, ConversationCore, PendingTurn, PrefillFallback, Reply, Sent
+from turnkeep.store import AsyncStore, LedgerEntry, MemoryStore, Node, Store
+from turnkeep.store.writes import apply, apply_async, is_async_store, load_replica
 
 if TYPE_CHECKING:
     import anthropic
-    from anthropic.lib.streaming import AsyncMessageStream, MessageStream
 
 
 __all__ = ["AsyncConversation", "AsyncReplyStream", "Conversation", "Reply", "ReplyStream"]
@@ -56,30 +49,55 @@ def _betas(betas: list[str] | None) -> dict[str, Any]:
     return {"betas": betas} if betas else {}
 
 
-def _raise_ours(error: BaseException) -> NoReturn:
-    """Re-raise a call's error; a raw transport failure the SDK let through becomes `TransportError`."""
-    if is_transport_failure(error):
-        raise transport_error(error) from error
-    raise error
-
-
 class _Facade:
-    """Methods both drivers expose unchanged."""
+    """Methods both drivers expose unchanged, and how a change the core decided reaches the store."""
 
     _core: ConversationCore
     _client: Any  # anthropic.Anthropic or anthropic.AsyncAnthropic, as the driver needs; None until first needed
+    _async_store: AsyncStore | None
+    """With an `AsyncStore` (async driver only), the core reads a replica of the conversation kept in memory
+    (`_core.store`); every write goes to the async store first, then to the replica."""
+    _outbox: list[Write]
+    """Writes of history edits (`add_user`, `undo`, `fork` ...) made without an `await` on a conversation whose
+    store is async: already in the replica, written to the async store before its next request (or `flush()`)."""
 
     @classmethod
-    def _bound(cls, core: ConversationCore, client: Any) -> Self:
+    def _bound(cls, core: ConversationCore, client: Any, like: _Facade | None = None) -> Self:
         """A driver over an existing core (another branch of the same conversation, a reopened one)."""
         self = cls.__new__(cls)
-        self._attach(core, client)
+        self._attach(core, client, like._async_store if like else None, like._outbox if like else None)
         return self
 
-    def _attach(self, core: ConversationCore, client: Any | None) -> None:
+    def _attach(
+        self,
+        core: ConversationCore,
+        client: Any | None,
+        async_store: AsyncStore | None = None,
+        outbox: list[Write] | None = None,
+    ) -> None:
         """Drive `core` with `client`, or with the SDK client the environment configures."""
         self._core = core
         self._client = client
+        self._async_store = async_store
+        self._outbox = outbox if outbox is not None else []
+        self._apply(core.created)
+
+    def _apply(self, change: Change) -> None:
+        """Store a change, then make it in memory. On a store whose head another writer moved, record what was
+        paid for, read the conversation again, and raise `ConflictError`."""
+        store = self._core.store
+        if self._async_store is not None:
+            apply(store, change.writes)  # the replica; the async store gets them with the next await
+            self._outbox.extend(change.writes)
+            change.done()
+            return
+        try:
+            apply(store, change.writes)
+        except ConflictError:
+            apply(store, change.on_conflict)
+            self._core.refresh()
+            raise
+        change.done()
 
     def _resolved_client(self) -> Any:
         """The client given, else the SDK's own from the environment, made on first use: a conversation that only
@@ -98,21 +116,19 @@ class _Facade:
     def _default_client() -> Any:
         raise NotImplementedError
 
-    def _failed(self, pending: PendingTurn, call: Call, error: BaseException, started: float) -> Call | None:
-        """A call raised: record it; the call to make instead, or raise (a raw transport failure as ours)."""
-        following = self._core.failed(pending, call, error, time.monotonic() - started)
-        if following is None:
-            self._core.fail(pending, partial=partial_content(pending.turn, None) or None)
-            _raise_ours(error)
-        return following
+    @staticmethod
+    def _timed(started: float, message: Message | None, error: BaseException | None, **facts: Any) -> Sent:
+        return Sent(message, time.monotonic() - started, error, **facts)
 
     def fork(self, name: str | None = None) -> Self:
         """A new branch at the current head, sharing this conversation's store and client."""
-        return self._bound(self._core.fork(name), self._client)
+        branch, change = self._core.new_branch(name)
+        self._apply(change)
+        return self._bound(self._core.on_branch(branch), self._client, self)
 
     def switch(self, branch: str) -> Self:
         """The same conversation bound to another existing branch."""
-        return self._bound(self._core.on_branch(branch), self._client)
+        return self._bound(self._core.on_branch(branch), self._client, self)
 
     @property
     def id(self) -> str:
@@ -175,11 +191,11 @@ class _Facade:
 
     def set_system(self, system: str | list[dict[str, Any]]) -> None:
         """Replace the system prompt for later turns. The prompt cache of the messages starts over."""
-        self._core.update(system=system)
+        self._apply(self._core.update(system=system))
 
     def set_model(self, model: str) -> None:
         """Switch later turns to another model. The prompt cache starts over (caches are per model)."""
-        self._core.update(model=model)
+        self._apply(self._core.update(model=model))
 
     def explain(self, content: object | None = None, **request_overrides: Any) -> Plan:
         """The plan of the next request, sent nowhere: what the context policy keeps, drops or summarises, the
@@ -188,11 +204,11 @@ class _Facade:
 
     def add_user(self, content: object) -> None:
         """Append a user message without sending it (merged with the next one when sent)."""
-        self._core.add("user", content)
+        self._apply(self._core.add("user", content))
 
     def add_assistant(self, content: object) -> None:
         """Append an assistant message without a request (e.g. few-shot examples or an imported history)."""
-        self._core.add("assistant", content)
+        self._apply(self._core.add("assistant", content))
 
     def instruct(self, text: str) -> None:
         """Add a mid-conversation system message (sent after the next user message) on models that accept it."""
@@ -200,11 +216,11 @@ class _Facade:
 
     def rollback(self) -> None:
         """Drop the pending user message of a failed turn."""
-        self._core.rollback()
+        self._apply(self._core.rollback())
 
     def undo(self) -> None:
         """Step back one turn on this branch (the turn stays in the tree)."""
-        self._core.undo()
+        self._apply(self._core.undo())
 
 
 NO_CREDENTIALS = (
@@ -298,23 +314,25 @@ class Conversation(_Facade):
     ) -> Reply:
         """Send a user message and return the reply. `request_overrides` are extra `messages.create` arguments
         for this turn only (e.g. `thinking`, `tool_choice`, `stop_sequences`, `max_tokens`)."""
-        pending = self._sending().begin(
-            content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
+        return self._run(
+            *self._sending().begin(
+                content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
+            )
         )
-        return self._run(pending)
 
     def send_tool_results(self, results: Mapping[str, object], *, text: str | None = None, **overrides: Any) -> Reply:
         """Answer every pending tool call of the last reply: `{tool_use_id: result}`; an exception as a result is
         sent as an error (`is_error`). `text` adds a user note after the results."""
         content = self._core.tool_results_content(results, text)
-        pending = self._sending().begin(
-            content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
+        return self._run(
+            *self._sending().begin(
+                content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
+            )
         )
-        return self._run(pending)
 
     def retry(self, **request_overrides: Any) -> Reply:
         """Resend the pending user message of a failed or cut-off turn."""
-        return self._run(self._sending().begin_retry(request_overrides))
+        return self._run(*self._sending().begin_retry(request_overrides))
 
     def stream(
         self,
@@ -325,9 +343,10 @@ class Conversation(_Facade):
         **request_overrides: Any,
     ) -> ReplyStream:
         """Like `send`, streaming: `with chat.stream("Hi") as s: for text in s: ...`, then `s.reply`."""
-        pending = self._sending().begin(
+        pending, change = self._sending().begin(
             content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
         )
+        self._apply(change)
         return ReplyStream(self, pending)
 
     @classmethod
@@ -368,27 +387,36 @@ class Conversation(_Facade):
 
     def stream_retry(self, **request_overrides: Any) -> ReplyStream:
         """Like `retry`, streaming."""
-        return ReplyStream(self, self._sending().begin_retry(request_overrides))
+        pending, change = self._sending().begin_retry(request_overrides)
+        self._apply(change)
+        return ReplyStream(self, pending)
 
     def _create(self, call: Call) -> Message:
         request, betas = split_betas(self._core.wire(call))
         return cast(Message, messages_resource(self.client, betas).create(**request, **_betas(betas)))
 
-    def _run(self, pending: PendingTurn) -> Reply:
-        call: Call | None = pending.turn.start()
-        while call is not None:
+    def _run(self, pending: PendingTurn, change: Change) -> Reply:
+        self._apply(change)
+        flow, sent = self._core.flow(pending), None
+        while True:
+            try:
+                effect = flow.send(sent)
+            except StopIteration as stop:
+                return cast(Reply, stop.value)
+            if isinstance(effect, Change):
+                self._apply(effect)
+                sent = None
+                continue
             started = time.monotonic()
             try:
-                message = self._create(call)
+                sent = self._timed(started, self._create(effect), None)
             except BaseException as err:
-                call = self._failed(pending, call, err, started)
-                continue
-            call = self._core.answered(pending, call, message, time.monotonic() - started)
-        return self._core.commit(pending, pending.turn.outcome())
+                sent = self._timed(started, None, err)
 
 
 class _StreamedTurn:
-    """What a streamed turn's sync and async drivers share: its state, the text to show, finishing, abandoning."""
+    """What a streamed turn's sync and async drivers share: the turn's flow, the fold of its events, finishing
+    and abandoning. The drivers only loop over the SDK's stream."""
 
     def __init__(self, core: ConversationCore, pending: PendingTurn) -> None:
         self._core = core
@@ -396,58 +424,48 @@ class _StreamedTurn:
         self._stream: Any = None
         self.reply: Reply | None = None
         self._finished = False
-        self._shown = False  # whether any of the model's text reached the caller (then no silent resend)
+        self._flow = core.flow(pending)
+        self._fold = StreamFold(pending.turn.prefill, pending.turn.prefill_mode)
 
-    def _text(self, call: Call, event: Any, aligner: PrefixAligner) -> str:
-        """The text an event brings the caller (a summary call's text is not the reply's)."""
-        # Asked for with thinking.display "updates": what the model writes between tool calls arrives as thinking.
-        update = thinking_update_text(call.request, event) if call.shows_text else None
-        if update:
-            self._shown = True
-            return update
-        if call.shows_text and event.type == "content_block_delta" and event.delta.type == "text_delta":
-            out = aligner.feed(event.delta.text)
-            self._shown = self._shown or bool(out)
-            return out
-        return ""
+    def _next(self, sent: Sent | None) -> Call | Change | None:
+        """The flow's next effect (None: the turn is over, `reply` is set)."""
+        try:
+            return self._flow.send(sent)
+        except StopIteration as stop:
+            self._finished = True
+            self.reply = cast(Reply, stop.value)
+            return None
+        except BaseException:
+            self._finished = True
+            self.reply = self._pending.reply
+            raise
 
-    def _finish(self, aligner: PrefixAligner) -> str:
-        """Commit the reply; returns the last text held back by the prefix aligner."""
-        tail = aligner.flush()
-        self._finished = True
-        self.reply = self._core.commit(self._pending, self._pending.turn.outcome())
-        return tail
+    def _open(self, call: Call) -> Any:
+        """The SDK's stream manager for `call` (its events are folded as they arrive)."""
+        self._fold.begin(call.request, shows_text=call.shows_text)
+        request, betas = split_betas(self._core.wire(call))
+        return messages_resource(self._client(), betas).stream(**request, **_betas(betas))
 
-    def _failed(self, call: Call, error: BaseException, started: float, request_id: str | None) -> Call | None:
-        """A streamed call raised: record it with what had arrived; the call to make instead, or raise."""
-        snapshot, self._stream = stream_snapshot(self._stream), None
-        latency = time.monotonic() - started
-        may_resend = not self._shown
-        following = self._core.failed(
-            self._pending, call, error, latency, received=snapshot, request_id=request_id, may_resend=may_resend
-        )
-        if following is None:
-            self._abandon(snapshot)
-            _raise_ours(error)
-        return following
+    def _client(self) -> Any:
+        raise NotImplementedError
 
-    def _answered(self, call: Call, message: Message, started: float, request_id: str | None) -> Call | None:
-        """A streamed call finished: record it; the turn's next call (None: the turn is over)."""
+    def _sent(self, started: float, message: Message | None, error: BaseException | None, request_id: Any) -> Sent:
+        """What happened to a streamed call (a failed one with what had arrived)."""
+        if error is not None:
+            message = stream_snapshot(self._stream)
         self._stream = None
         latency = time.monotonic() - started
-        return self._core.answered(
-            self._pending, call, message, latency, request_id=request_id, may_resend=not self._shown
-        )
+        request_id = request_id if isinstance(request_id, str) else None
+        return Sent(message, latency, error, request_id=request_id, may_resend=not self._fold.shown)
 
-    def _abandon(self, snapshot: Message | None = None) -> None:
-        """Keep what arrived as a partial reply (never sent back); the user message stays pending."""
+    def _abandon_change(self) -> Change | None:
+        """Leaving unfinished: what arrived is kept as a partial reply (never sent back); the message stays pending."""
         if self._finished:
-            return
+            return None
         self._finished = True
-        snapshot = snapshot or stream_snapshot(self._stream)
-        content = partial_content(self._pending.turn, snapshot)
+        change, self.reply = self._core.abandon(self._pending, stream_snapshot(self._stream))
         self._stream = None
-        self.reply = self._core.partial_reply(self._pending, content, snapshot)
+        return change
 
 
 class ReplyStream(_StreamedTurn):
@@ -469,40 +487,39 @@ class ReplyStream(_StreamedTurn):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._iterator is not None:
-            self._iterator.close()  # an unfinished generator records and stores what it had (see its except)
-        self._abandon()
+            self._iterator.close()  # an unfinished turn stores what it had (its flow ends it)
+        change = self._abandon_change()
+        if change is not None:
+            self._conversation._apply(change)
 
     def __iter__(self) -> Iterator[str]:
         if self._iterator is None:
             self._iterator = self._text_stream()
         return self._iterator
 
+    def _client(self) -> Any:
+        return self._conversation.client
+
     def _text_stream(self) -> Generator[str, None, None]:
-        core, turn = self._conversation._core, self._pending.turn
-        prefix, aligner = stream_prefix(self._pending)
-        if prefix:
-            yield prefix
-        call: Call | None = turn.start()
-        while call is not None:
-            started = time.monotonic()
-            request, betas = split_betas(core.wire(call))
-            manager = messages_resource(self._conversation.client, betas).stream(**request, **_betas(betas))
-            try:
-                request_id = None
-                with manager as stream:
-                    self._stream = cast("MessageStream[Any]", stream)
-                    request_id = stream.request_id
-                    for event in stream:
-                        out = self._text(call, event, aligner)
-                        if out:
-                            yield out
-                    message = cast(Message, stream.get_final_message())
-            except BaseException as err:
-                call = self._failed(call, err, started, request_id)
+        if self._fold.prefix:
+            yield self._fold.prefix
+        sent: Sent | None = None
+        while (effect := self._next(sent)) is not None:
+            sent = None
+            if isinstance(effect, Change):
+                self._conversation._apply(effect)
                 continue
-            call = self._answered(call, message, started, request_id)
-        tail = self._finish(aligner)
-        if tail:
+            started, request_id = time.monotonic(), None
+            try:
+                with self._open(effect) as stream:
+                    self._stream, request_id = stream, stream.request_id
+                    for event in stream:
+                        if out := self._fold.feed(event):
+                            yield out
+                    sent = self._sent(started, cast(Message, stream.get_final_message()), None, request_id)
+            except BaseException as err:
+                sent = self._sent(started, None, err, request_id)
+        if tail := self._fold.finish():
             yield tail
 
     def until_done(self) -> Reply:
@@ -514,7 +531,14 @@ class ReplyStream(_StreamedTurn):
 
 
 class AsyncConversation(_Facade):
-    """The `asyncio`/`anyio` twin of `Conversation`: the same behaviour with `await`."""
+    """The `asyncio`/`anyio` twin of `Conversation`: the same behaviour with `await`.
+
+    `store` may be a `Store` (called as it is) or an `AsyncStore` such as `AsyncPostgresStore`, whose writes are
+    awaited, never run on the event loop's thread. On an `AsyncStore` the conversation reads a copy of itself kept
+    in memory (loaded by `await AsyncConversation.load(...)`, kept current by its own writes); history edits made
+    without `await` (`add_user`, `undo`, `fork` ...) reach the store before the next request, or at
+    `await conversation.flush()`.
+    """
 
     @property
     def client(self) -> anthropic.AsyncAnthropic:
@@ -540,7 +564,7 @@ class AsyncConversation(_Facade):
         client: anthropic.AsyncAnthropic | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         policy: Policy | None = None,
-        store: Store | None = None,
+        store: Store | AsyncStore | None = None,
         catalog: Catalog | None = None,
         auto_continue: int = 0,
         max_resumes: int = 5,
@@ -550,13 +574,16 @@ class AsyncConversation(_Facade):
         threads: bool = False,
         budget: Budget | None = None,
     ) -> None:
+        async_store = store if is_async_store(store) else None
+        if async_store is not None:
+            store = MemoryStore()  # the replica the core reads; the conversation is created in both
         core = ConversationCore(
             model,
             system=system,
             max_tokens=max_tokens,
             tools=tools,
             policy=policy,
-            store=store,
+            store=cast("Store | None", store),
             catalog=catalog,
             auto_continue=auto_continue,
             max_resumes=max_resumes,
@@ -566,7 +593,43 @@ class AsyncConversation(_Facade):
             threads=threads,
             budget=budget,
         )
-        self._attach(core, client)
+        self._attach(core, client, cast("AsyncStore | None", async_store))
+
+    async def _apply_now(self, change: Change) -> None:
+        """Store a change, awaited on an `AsyncStore` (after any writes still in the outbox), then make it in
+        memory; on `ConflictError`, record what was paid for, read the conversation again and raise."""
+        store = self._async_store
+        if store is None:
+            self._apply(change)
+            return
+        await self.flush()
+        try:
+            await apply_async(store, change.writes)
+        except ConflictError:
+            await apply_async(store, change.on_conflict)
+            await self._reload()
+            raise
+        apply(self._core.store, change.writes)
+        change.done()
+
+    async def flush(self) -> None:
+        """Write the history edits still waiting for the async store (see the class docstring); with a `Store`,
+        there are none."""
+        store = self._async_store
+        while self._outbox and store is not None:
+            try:
+                await apply_async(store, self._outbox[:1])
+            except ConflictError:
+                self._outbox.clear()
+                await self._reload()
+                raise
+            del self._outbox[0]
+
+    async def _reload(self) -> None:
+        """Read the conversation again from the async store into the replica (another writer moved a head)."""
+        assert self._async_store is not None
+        await load_replica(self._async_store, self._core.id, into=cast(MemoryStore, self._core.store))
+        self._core.refresh()
 
     async def send(
         self,
@@ -577,24 +640,26 @@ class AsyncConversation(_Facade):
         **request_overrides: Any,
     ) -> Reply:
         """See `Conversation.send`."""
-        pending = self._sending().begin(
-            content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
+        return await self._run(
+            *self._sending().begin(
+                content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
+            )
         )
-        return await self._run(pending)
 
     async def send_tool_results(
         self, results: Mapping[str, object], *, text: str | None = None, **overrides: Any
     ) -> Reply:
         """See `Conversation.send_tool_results`."""
         content = self._core.tool_results_content(results, text)
-        pending = self._sending().begin(
-            content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
+        return await self._run(
+            *self._sending().begin(
+                content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
+            )
         )
-        return await self._run(pending)
 
     async def retry(self, **request_overrides: Any) -> Reply:
         """See `Conversation.retry`."""
-        return await self._run(self._sending().begin_retry(request_overrides))
+        return await self._run(*self._sending().begin_retry(request_overrides))
 
     def stream(
         self,
@@ -605,10 +670,12 @@ class AsyncConversation(_Facade):
         **request_overrides: Any,
     ) -> AsyncReplyStream:
         """`async with chat.stream("Hi") as s: async for text in s: ...`, then `s.reply`."""
-        pending = self._sending().begin(
-            content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
+        return AsyncReplyStream(
+            self,
+            *self._sending().begin(
+                content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
+            ),
         )
-        return AsyncReplyStream(self, pending)
 
     @classmethod
     def open(
@@ -623,11 +690,47 @@ class AsyncConversation(_Facade):
         clock: Callable[[], float] | None = None,
         threads: bool | None = None,
     ) -> AsyncConversation:
-        """See `Conversation.open`."""
+        """See `Conversation.open` (for an `AsyncStore`: `await AsyncConversation.load(...)`)."""
+        if is_async_store(store):
+            raise UsageError(f"{type(store).__name__} is an AsyncStore: use `await AsyncConversation.load(...)`")
         core = ConversationCore.open(
             store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
         )
         return cls._bound(core, client)
+
+    @classmethod
+    async def load(
+        cls,
+        conversation_id: str,
+        *,
+        store: Store | AsyncStore,
+        client: anthropic.AsyncAnthropic | None = None,
+        branch: str = "main",
+        policy: Policy | None = None,
+        catalog: Catalog | None = None,
+        clock: Callable[[], float] | None = None,
+        threads: bool | None = None,
+    ) -> AsyncConversation:
+        """`open` for either kind of store: an `AsyncStore`'s conversation is read with `await`."""
+        if not is_async_store(store):
+            return cls.open(
+                conversation_id,
+                store=cast(Store, store),
+                client=client,
+                branch=branch,
+                policy=policy,
+                catalog=catalog,
+                clock=clock,
+                threads=threads,
+            )
+        async_store = cast(AsyncStore, store)
+        replica = await load_replica(async_store, conversation_id)
+        core = ConversationCore.open(
+            replica, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
+        )
+        self = cls.__new__(cls)
+        self._attach(core, client, async_store)
+        return self
 
     async def forecast(
         self, content: object | None = None, *, exact: bool = False, **request_overrides: Any
@@ -644,32 +747,44 @@ class AsyncConversation(_Facade):
 
     def stream_retry(self, **request_overrides: Any) -> AsyncReplyStream:
         """See `Conversation.stream_retry`."""
-        return AsyncReplyStream(self, self._sending().begin_retry(request_overrides))
+        return AsyncReplyStream(self, *self._sending().begin_retry(request_overrides))
 
     async def _create(self, call: Call) -> Message:
         request, betas = split_betas(self._core.wire(call))
         return cast(Message, await messages_resource(self.client, betas).create(**request, **_betas(betas)))
 
-    async def _run(self, pending: PendingTurn) -> Reply:
-        call: Call | None = pending.turn.start()
-        while call is not None:
+    async def _run(self, pending: PendingTurn, change: Change) -> Reply:
+        await self._apply_now(change)
+        flow, sent = self._core.flow(pending), None
+        while True:
+            try:
+                effect = flow.send(sent)
+            except StopIteration as stop:
+                return cast(Reply, stop.value)
+            if isinstance(effect, Change):
+                await self._apply_now(effect)
+                sent = None
+                continue
             started = time.monotonic()
             try:
-                message = await self._create(call)
+                sent = self._timed(started, await self._create(effect), None)
             except BaseException as err:
-                call = self._failed(pending, call, err, started)
-                continue
-            call = self._core.answered(pending, call, message, time.monotonic() - started)
-        return self._core.commit(pending, pending.turn.outcome())
+                sent = self._timed(started, None, err)
 
 
 class AsyncReplyStream(_StreamedTurn):
     """The async twin of `ReplyStream`."""
 
-    def __init__(self, conversation: AsyncConversation, pending: PendingTurn) -> None:
+    def __init__(self, conversation: AsyncConversation, pending: PendingTurn, begin: Change) -> None:
         super().__init__(conversation._core, pending)
         self._conversation = conversation
         self._iterator: AsyncGenerator[str, None] | None = None
+        self._begin: Change | None = begin  # stored (awaited) when the stream starts
+
+    async def _began(self) -> None:
+        begin, self._begin = self._begin, None
+        if begin is not None:
+            await self._conversation._apply_now(begin)
 
     async def __aenter__(self) -> AsyncReplyStream:
         return self
@@ -679,39 +794,40 @@ class AsyncReplyStream(_StreamedTurn):
     ) -> None:
         if self._iterator is not None:
             await self._iterator.aclose()
-        self._abandon()
+        await self._began()
+        change = self._abandon_change()
+        if change is not None:
+            await self._conversation._apply_now(change)
 
     def __aiter__(self) -> AsyncIterator[str]:
         if self._iterator is None:
             self._iterator = self._text_stream()
         return self._iterator
 
+    def _client(self) -> Any:
+        return self._conversation.client
+
     async def _text_stream(self) -> AsyncGenerator[str, None]:
-        core, turn = self._conversation._core, self._pending.turn
-        prefix, aligner = stream_prefix(self._pending)
-        if prefix:
-            yield prefix
-        call: Call | None = turn.start()
-        while call is not None:
-            started = time.monotonic()
-            request, betas = split_betas(core.wire(call))
-            manager = messages_resource(self._conversation.client, betas).stream(**request, **_betas(betas))
-            try:
-                request_id = None
-                async with manager as stream:
-                    self._stream = cast("AsyncMessageStream[Any]", stream)
-                    request_id = stream.request_id
-                    async for event in stream:
-                        out = self._text(call, event, aligner)
-                        if out:
-                            yield out
-                    message = cast(Message, await stream.get_final_message())
-            except BaseException as err:
-                call = self._failed(call, err, started, request_id)
+        await self._began()
+        if self._fold.prefix:
+            yield self._fold.prefix
+        sent: Sent | None = None
+        while (effect := self._next(sent)) is not None:
+            sent = None
+            if isinstance(effect, Change):
+                await self._conversation._apply_now(effect)
                 continue
-            call = self._answered(call, message, started, request_id)
-        tail = self._finish(aligner)
-        if tail:
+            started, request_id = time.monotonic(), None
+            try:
+                async with self._open(effect) as stream:
+                    self._stream, request_id = stream, stream.request_id
+                    async for event in stream:
+                        if out := self._fold.feed(event):
+                            yield out
+                    sent = self._sent(started, cast(Message, await stream.get_final_message()), None, request_id)
+            except BaseException as err:
+                sent = self._sent(started, None, err, request_id)
+        if tail := self._fold.finish():
             yield tail
 
     async def until_done(self) -> Reply:

@@ -8,14 +8,15 @@ committing a turn atomically. The drivers only send what it says and hand back r
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, NoReturn, cast
 
 from anthropic.types import Message, MessageParam, ToolUseBlock
 from anthropic.types.refusal_stop_details import RefusalStopDetails
@@ -36,13 +37,13 @@ from turnkeep.core.messages import (
     tool_result_block,
     user_content,
 )
+from turnkeep.core.planner import Estimates, TurnDecision, TurnInput, plan_turn
+from turnkeep.core.planner import forecast_plan as planned_forecast
 from turnkeep.core.policies import (
-    AbsorbsSummary,
     FullHistory,
     Plan,
     Policy,
     RequestSettings,
-    Shrinks,
     persisted_state,
     policy_from_settings,
     policy_settings,
@@ -53,34 +54,32 @@ from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
 from turnkeep.core.signals import RefusalFallback, refusal_fallback, thread_history_ignored
 from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
+from turnkeep.core.writes import Append, Create, Discard, MoveHead, Record, UpdateSettings, Write
 from turnkeep.errors import (
-    BudgetExceeded,
-    ConflictError,
     ContextWindowExceeded,
     PrefillNotSupported,
     UnknownConversation,
     UsageError,
 )
-from turnkeep.sdk import error_request_id, request_parameters
+from turnkeep.sdk import error_request_id, is_transport_failure, request_parameters, transport_error
 from turnkeep.sdk import request_id as request_id_of
 from turnkeep.store import LedgerEntry, MemoryStore, Node, NodeStatus, Store
 
-if TYPE_CHECKING:
-    pass
-
-
 __all__ = [
+    "Change",
     "ConversationCore",
     "LedgerFacts",
     "PendingTurn",
     "PrefillFallback",
-    "PrefixAligner",
     "Reply",
+    "Sent",
     "partial_content",
-    "stream_prefix",
+    "raise_ours",
 ]
 
 PrefillFallback = Literal["error", "instruct"]
+
+_UNSET: Any = object()
 
 # Request options turnkeep decides itself; passing them per turn would bypass the conversation's history.
 _RESERVED = frozenset({"messages", "model", "stream"})
@@ -138,6 +137,45 @@ class PendingTurn:
     plan: Plan
     pending_ids: list[str]
     ledger: list[LedgerEntry] = field(default_factory=list)
+    reply: Reply | None = None
+    """The partial reply kept when the turn stopped early."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What happened to a call, as a driver reports it back to the turn: the message (for a failed stream, what
+    had arrived), or the error, with its latency and request id. `may_resend` is False once text reached the
+    caller (a resend would repeat it)."""
+
+    message: Message | None
+    latency: float
+    error: BaseException | None = None
+    request_id: str | None = None
+    may_resend: bool = True
+
+
+def raise_ours(error: BaseException) -> NoReturn:
+    """Re-raise a call's error; a raw transport failure the SDK let through becomes `TransportError`."""
+    if is_transport_failure(error):
+        raise transport_error(error) from error
+    raise error
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Change:
+    """Store writes a conversation decided on, as data, and what it does in memory once they are stored.
+
+    The driver applies `writes` in order (to a `Store`, or awaited on an `AsyncStore`), then calls `done`. When
+    the store says another writer moved the head (`ConflictError`), it applies `on_conflict` instead (requests
+    that were paid for are recorded all the same), reads the conversation again and raises."""
+
+    writes: list[Write] = field(default_factory=list)
+    done: Callable[[], None] = _nothing
+    on_conflict: list[Write] = field(default_factory=list)
 
 
 @dataclass
@@ -172,10 +210,6 @@ class LedgerFacts:
         if self.request_times:
             self.gaps = self.gaps.add(at - self.request_times[-1])
         self.request_times.append(at)
-
-
-_COMPACTION_SUMMARY_TOKENS = 1_024
-"""The length a server-side compaction's summary is forecast at (a guess: it is not known before it exists)."""
 
 
 class ConversationCore:
@@ -243,13 +277,16 @@ class ConversationCore:
             if unknown:
                 raise UsageError(f"context policy {self.policy.name!r}: unknown model {unknown[0]!r} for its own calls")
             self.id = uuid.uuid4().hex
-            self.store.create(self.id, self._settings())
+            # Written by the driver before anything else (`created`): the conversation exists once it is stored.
+            self.created = Change([Create(self.id, self._settings())])
+            self.path = BranchPath([])
         else:
             self.id = conversation_id
+            self.created = Change()
+            self.path = BranchPath(self.store.path(self.id, self.store.branches(self.id).get(branch)))
         # What the ledger says (spending, request times, the last reply), read when first needed: opening a long
         # conversation to look at it should not pay for reading every request it ever sent.
         self._facts: LedgerFacts | None = None
-        self.path = BranchPath(self.store.path(self.id, self.store.branches(self.id).get(branch)))
         self._policy_state: dict[str, Any] | None = None  # read when first needed, then kept by commits
 
     def _warn_lifecycle(self) -> None:
@@ -259,12 +296,15 @@ class ConversationCore:
             self._lifecycle_warned.add(self.model_info.id)
             warnings.warn(notice, UserWarning, stacklevel=4)
 
-    def _check_fixed_part(self) -> None:
-        """The system prompt and tools, validated as every request will carry them (so a bad one fails now)."""
-        system = self.system
+    def _check_fixed_part(self, model: ModelInfo | None = None, system: object = _UNSET) -> None:
+        """The system prompt and tools, validated as every request will carry them (so a bad one fails now); for
+        another model or system prompt when given (checked before the conversation changes to them)."""
+        model = model or self.model_info
+        system = self.system if system is _UNSET else system
         if system is not None and not (isinstance(system, str) and system.strip()) and not isinstance(system, list):
             raise UsageError("system must be a non-empty string or a list of text blocks")
-        rules.validate(self._settings_obj({}).base_request([{"role": "user", "content": "x"}]), self.model_info)
+        settings = RequestSettings(model, self.max_tokens, cast(Any, system), self.tools, {})
+        rules.validate(settings.base_request([{"role": "user", "content": "x"}]), model)
 
     def refresh(self) -> None:
         """Read this branch again from the store (after another writer moved its head)."""
@@ -348,15 +388,15 @@ class ConversationCore:
         """Every node from the root to the head of this branch, refused and partial ones included."""
         return list(self.path.nodes)
 
-    def _ok_messages(self, before: int | None = None) -> list[MessageParam]:
-        """The messages later requests carry, without the thinking the current model cannot read (after a model
-        switch: `set_model`, a budget's degrade, `-m` on `--continue`); unchanged messages are the same objects."""
+    def _ok_messages(self, before: int | None = None, model: ModelInfo | None = None) -> list[MessageParam]:
+        """The messages later requests carry, without the thinking the model (the current one by default) cannot
+        read (after a model switch: `set_model`, a budget's degrade, `-m` on `--continue`); unchanged messages are
+        the same objects."""
+        model = model or self.model_info
         messages = self.path.ok_messages(before)
-        if self.path.written_only_by(self.model_info.id):
+        if self.path.written_only_by(model.id):
             return messages
-        return rules.strip_unreadable_thinking(
-            messages, self.path.ok_models(before), self.model_info, self._catalog.get
-        )
+        return rules.strip_unreadable_thinking(messages, self.path.ok_models(before), model, self._catalog.get)
 
     @property
     def messages(self) -> list[MessageParam]:
@@ -383,8 +423,9 @@ class ConversationCore:
         prefill_fallback: PrefillFallback,
         overrides: Mapping[str, Any],
         kind: str = "turn",
-    ) -> PendingTurn:
-        """Plan the turn, validate it, then store the pending user message. Nothing is stored if it is invalid."""
+    ) -> tuple[PendingTurn, Change]:
+        """Plan the turn and validate it; the change stores the pending user message. Nothing changes, in memory
+        or in the store, when the turn is refused."""
         self._check_idle()
         unanswered = self.path.unanswered()
         if unanswered and kind != "tool_results":
@@ -421,103 +462,74 @@ class ConversationCore:
                     {"role": "system", "content": instruction}, "pending", {"kind": "instruction"}, new_nodes[-1].id
                 )
             )
-        stored_model = self.model_info
-        turn, plan = self._plan_turn(len(self.path), new_nodes, prefill, prefill_mode, overrides)
-        try:
-            self.store.append(self.id, self.branch, expected_head=self.path.head, nodes=new_nodes)
-        except BaseException as err:
-            self.model_info = stored_model
-            self.threads = self.threads_requested and self.model_info.threads
-            if isinstance(err, ConflictError):
-                self.refresh()  # another writer moved the head: the next call starts from where it left it
-            raise
-        self.path.advance(new_nodes)
-        self._accept_model(stored_model)
-        self._queued_instructions.clear()
-        return PendingTurn(turn, plan, [n.id for n in new_nodes])
+        decision = self._plan_turn(len(self.path), new_nodes, new_nodes, prefill, prefill_mode, overrides)
+        pending = PendingTurn(decision.turn, decision.plan, [n.id for n in new_nodes])
 
-    def begin_retry(self, overrides: Mapping[str, Any]) -> PendingTurn:
-        """Plan the resend of the pending user message."""
+        def done() -> None:
+            self.path.advance(new_nodes)
+            self._switch_model(decision.model)
+            self._queued_instructions.clear()
+
+        return pending, Change(decision.writes, done)
+
+    def begin_retry(self, overrides: Mapping[str, Any]) -> tuple[PendingTurn, Change]:
+        """Plan the resend of the pending user message; the change stores a model a budget degraded it to."""
         index = self.path.pending_index()
         if index is None:
             raise UsageError("there is no pending turn to retry")
         pending = [n for n in self.path.nodes[index:] if n.status == "pending"]
         meta = pending[0].meta
-        prefill = meta.get("prefill")
-        stored_model = self.model_info
-        turn, plan = self._plan_turn(index, pending, prefill, meta.get("prefill_mode"), overrides)
-        self._accept_model(stored_model)
-        return PendingTurn(turn, plan, [n.id for n in pending])
+        decision = self._plan_turn(index, (), pending, meta.get("prefill"), meta.get("prefill_mode"), overrides)
+        turn = PendingTurn(decision.turn, decision.plan, [n.id for n in pending])
+        return turn, Change(decision.writes, lambda: self._switch_model(decision.model))
 
-    def _accept_model(self, stored: ModelInfo) -> None:
-        """The turn was accepted: store the model a budget degraded it to, if it did."""
-        if self.model_info.id != stored.id:
-            self.store.update_settings(self.id, {"model": self.model_info.id})
+    def _switch_model(self, model: ModelInfo) -> None:
+        """Later turns run on `model` (a budget's degrade, once its turn was accepted and stored)."""
+        if model.id != self.model_info.id:
+            self.model_info = model
+            self.threads = self.threads_requested and model.threads
 
     def _plan_turn(
         self,
         before: int,
         new_nodes: Sequence[Node],
+        turn_nodes: Sequence[Node],
         prefill: str | None,
         prefill_mode: Literal["native", "instruct"] | None,
         overrides: Mapping[str, Any],
-    ) -> tuple[Turn, Plan]:
-        # Hostile values in what is new are refused before any planning walks them (indices count from it).
-        rules.check_values({"messages": [node.message for node in new_nodes]})
-        settings = self._request_settings(overrides, now=self.clock())
-        # The committed messages before the turn, then the turn's own (pending) ones.
-        transcript = self._ok_messages(before)
-        transcript += [cast(MessageParam, n.message) for n in new_nodes]
-        if prefill_mode == "native" and prefill is not None:
-            transcript.append(cast(MessageParam, {"role": "assistant", "content": prefill}))
-        state = self.policy_state()
-        plan = self.policy.plan(transcript, state, settings)
-        if self.budget is not None:
-            try:
-                self._check_budget(plan, settings)
-            except BudgetExceeded:
-                # Degrade to the cheaper model if allowed, and plan again for it; else refuse before any I/O.
-                degrade = self.budget.degrade_to
-                if degrade is None or degrade == self.model_info.id or self.budget.max_cost_usd is None:
-                    raise
-                # Planned for the cheaper model in memory only: the switch is stored once the turn is accepted
-                # (`_accept_model`); a turn refused for any reason leaves the conversation as it was.
-                previous = (self.model_info, self.threads)
-                self.model_info = self._catalog.get(config.model(degrade))
-                self.threads = self.threads_requested and self.model_info.threads
-                try:
-                    self._check_fixed_part()
-                    return self._plan_turn(before, new_nodes, prefill, prefill_mode, overrides)
-                except BaseException:
-                    self.model_info, self.threads = previous
-                    raise
-        policy = self.policy
-
-        def replan(current: Plan, summary: str | dict[str, Any] | None) -> Plan:
-            # A failed summary call: send the plan's fallback (the turn is never lost); try again next turn.
-            if summary is None or current.summary is None or not isinstance(policy, AbsorbsSummary):
-                return replace(current, summary=None)
-            return policy.plan(transcript, policy.absorb_summary(state, current.summary, summary), settings)
-
-        def shrink(current: Plan) -> Plan | None:
-            assert isinstance(policy, Shrinks)
-            return policy.shrink(transcript, current.state, settings)
-
-        turn = Turn(
-            plan,
-            self.model_info,
-            prefill=prefill,
-            prefill_mode=prefill_mode,
-            auto_continue=self.auto_continue,
-            max_resumes=self.max_resumes,
-            replan=replan,
-            shrink=shrink if isinstance(policy, Shrinks) else None,
-            lookup=self._catalog.get,
-            refusal_retry=self.refusal_retry,
-            checkpoint=self._checkpoint,
+    ) -> TurnDecision:
+        now = self.clock()
+        self._request_settings(overrides, now=now)  # the options are refused before anything is planned
+        return plan_turn(
+            TurnInput(
+                conversation_id=self.id,
+                branch=self.branch,
+                head=self.path.head,
+                model=self.model_info,
+                history=lambda model: self._ok_messages(before, model),
+                new_nodes=tuple(new_nodes),
+                turn_messages=[cast(MessageParam, n.message) for n in turn_nodes],
+                policy=self.policy,
+                policy_state=self.policy_state(),
+                settings=lambda model: self._request_settings(overrides, now=now, model=model),
+                check_fixed_part=self._check_fixed_part,
+                lookup=self._catalog.get,
+                budget=self.budget,
+                spent=self.facts.spent,
+                estimates=self.estimates,
+                prefill=prefill,
+                prefill_mode=prefill_mode,
+                auto_continue=self.auto_continue,
+                max_resumes=self.max_resumes,
+                refusal_retry=self.refusal_retry,
+                checkpoint=self._checkpoint,
+            )
         )
-        turn.start()  # validates the first request now, before anything is stored or sent
-        return turn, plan
+
+    @property
+    def estimates(self) -> Estimates:
+        """What answered requests taught about sizes, for forecasts."""
+        return Estimates(self._anchor, self._sizes, self.facts.calibrator.factor)
 
     def explain(self, content: object | None, overrides: Mapping[str, Any]) -> Plan:
         """The plan of the next request (with `content` as its new user message, if given), sending nothing."""
@@ -529,7 +541,7 @@ class ConversationCore:
             rules.validate(plan.request, self.model_info)
         return plan
 
-    def update(self, *, model: str | None = None, system: str | list[dict[str, Any]] | None = None) -> None:
+    def update(self, *, model: str | None = None, system: str | list[dict[str, Any]] | None = None) -> Change:
         """Change the model or the system prompt for later turns (stored with the conversation)."""
         changes: dict[str, Any] = {}
         if model is not None:
@@ -540,25 +552,17 @@ class ConversationCore:
         if system is not None:
             changes["system"] = system
         if not changes:
-            return
-        previous = (self.model_info, self.system)
-        if "model" in changes:
-            self.model_info = self._catalog.get(changes["model"])
-            self.threads = self.threads_requested and self.model_info.threads
-        if "system" in changes:
-            self.system = changes["system"]
-        try:
-            self._check_fixed_part()
-        except UsageError:
-            self.model_info, self.system = previous
-            self.threads = self.threads_requested and self.model_info.threads
-            raise
-        self._warn_lifecycle()
-        self.store.update_settings(self.id, changes)
+            return Change()
+        info = self._catalog.get(changes["model"]) if "model" in changes else self.model_info
+        new_system = changes.get("system", self.system)
+        self._check_fixed_part(info, new_system)
 
-    def _check_budget(self, plan: Plan, settings: RequestSettings) -> None:
-        assert self.budget is not None
-        self.budget.check(self.facts.spent, self.forecast_plan(plan, settings.max_tokens))
+        def done() -> None:
+            self._switch_model(info)
+            self.system = new_system
+            self._warn_lifecycle()
+
+        return Change([UpdateSettings(self.id, changes)], done)
 
     def count_tokens_request(self, plan: Plan) -> dict[str, Any]:
         """The `count_tokens` arguments for a planned request (the same body, minus what it does not take)."""
@@ -585,41 +589,14 @@ class ConversationCore:
         self, plan: Plan, max_tokens: int, *, exact_input_tokens: int | None = None
     ) -> budget_core.Forecast:
         """What sending `plan.request` will cost: exact up to the last answered request, estimated beyond."""
-        # With a summary due, the turn sends the summary call and then the shorter request it makes possible.
-        request = plan.summary.preview if plan.summary and plan.summary.preview else plan.request
-        explanation = plan.explanation
-        if plan.summary is not None and plan.summary.preview is not None and plan.summary.preview_explanation:
-            explanation = plan.summary.preview_explanation
-        prelude, prelude_tokens = Decimal(0), 0
-        if plan.summary is not None:
-            job = plan.summary.request
-            summarizer = self._catalog.get(str(job["model"]))
-            prelude_tokens, _ = input_forecast(job, None, summarizer, calibration=self.facts.calibrator.factor)
-            counts = TokenCounts(input=prelude_tokens, output=int(job["max_tokens"]) // 2)
-            prelude = usage_cost(counts, summarizer).total
-        if exact_input_tokens is not None:
-            total, known = exact_input_tokens, exact_input_tokens
-        else:
-            total, estimated = input_forecast(
-                request, self._anchor, self.model_info, calibration=self.facts.calibrator.factor, sizes=self._sizes
-            )
-            known = total - estimated
-        compaction = explanation.get("server_compaction")
-        if isinstance(compaction, Mapping) and compaction.get("expected"):
-            # The API compacts first: a call that reads the whole input uncached and writes a summary (its length
-            # is a guess until it exists). The reply after it reads less; its forecast stays on the safe side.
-            counts = TokenCounts(input=total, output=_COMPACTION_SUMMARY_TOKENS)
-            prelude += usage_cost(counts, self.model_info).total
-            prelude_tokens += total
-        return budget_core.forecast(
-            explanation,
+        return planned_forecast(
+            plan,
             self.model_info,
             max_tokens,
             self.facts.spent,
-            input_tokens=total,
-            exact_input_tokens=known,
-            prelude_usd=prelude,
-            prelude_input_tokens=prelude_tokens,
+            self.estimates,
+            self._catalog.get,
+            exact_input_tokens=exact_input_tokens,
         )
 
     @property
@@ -627,7 +604,9 @@ class ConversationCore:
         """What this conversation has used so far (every request in its ledger)."""
         return self.facts.spent
 
-    def _request_settings(self, overrides: Mapping[str, Any], *, now: float | None) -> RequestSettings:
+    def _request_settings(
+        self, overrides: Mapping[str, Any], *, now: float | None, model: ModelInfo | None = None
+    ) -> RequestSettings:
         """The planning settings for a turn with these per-turn overrides, and the clock facts of the edge."""
         reserved = _RESERVED & set(overrides)
         if reserved:
@@ -642,7 +621,7 @@ class ConversationCore:
         options = dict(overrides)
         times = self.facts.request_times
         return RequestSettings(
-            self.model_info,
+            model or self.model_info,
             options.pop("max_tokens", self.max_tokens),
             options.pop("system", self.system),
             options.pop("tools", self.tools),
@@ -698,60 +677,69 @@ class ConversationCore:
         self.facts.spent = self.facts.spent + budget_core.spent([entry])
         return entry
 
-    def answered(
-        self,
-        pending: PendingTurn,
-        call: Call,
-        message: Message,
-        latency: float,
-        *,
-        request_id: str | None = None,
-        may_resend: bool = True,
-    ) -> Call | None:
-        """A call was answered: record it, and return the turn's next call (None: the turn is over).
-        `may_resend` is False once its text reached the caller (an overflow is then not sent again smaller)."""
-        entry = self.entry(call, message, latency, None, request_id=request_id)
-        pending.ledger.append(replace(entry, calibration=self.sent(call, message)))
-        try:
-            return pending.turn.receive(message, may_resend=may_resend)
-        except Exception:
-            # The turn ends here (e.g. an overflow nothing more can be dropped for): what was billed is recorded.
-            self.fail(pending, partial=[dict(b) for b in as_blocks(message.content)] or None)
-            raise
-
-    def failed(
-        self,
-        pending: PendingTurn,
-        call: Call,
-        error: BaseException,
-        latency: float,
-        *,
-        received: Message | None = None,
-        request_id: str | None = None,
-        may_resend: bool = True,
-    ) -> Call | None:
-        """A call raised: record it (with what a stream had `received`), and return the call to send instead —
-        the same one when only its thread was lost, the turn's fallback otherwise — or None when the error ends
-        the turn. `may_resend` is False once text reached the caller (a resend would repeat it)."""
-        pending.ledger.append(self.entry(call, received, latency, error, request_id=request_id))
-        if not (may_resend and isinstance(error, Exception)):
-            return None
-        if self.thread_failed(error):
-            return call
-        try:
-            return pending.turn.failed(error)
-        except Exception:
-            self.fail(pending)  # the fallback could not be planned: record the failed call before raising
-            raise
-
-    def commit(self, pending: PendingTurn, outcome: TurnOutcome) -> Reply:
-        """Store the reply and settle the pending messages, in one write."""
+    def flow(self, pending: PendingTurn) -> Generator[Call | Change, Sent | None, Reply]:
+        """One turn, sans I/O: yields each `Call` to send (the driver sends back what happened, as `Sent`) and each
+        `Change` to store (the driver applies it and sends back None); returns the reply. An error that ends the
+        turn is raised once what was billed and received is stored, a partial reply on `pending.reply`."""
+        call: Call | None = pending.turn.start()
+        while call is not None:
+            sent = yield call
+            assert sent is not None, "a driver answers every call with what happened"
+            if sent.error is None:
+                assert sent.message is not None
+                call = yield from self._answered(pending, call, sent.message, sent)
+            else:
+                call = yield from self._failed(pending, call, sent.error, sent)
+        outcome = pending.turn.outcome()
         self._checkpoint = pending.turn.checkpoint
         if outcome.stop_reason == "model_context_window_exceeded":
-            self.fail(pending, partial=outcome.content)
+            yield self.fail(pending, partial=outcome.content)
             raise ContextWindowExceeded(
                 self.model_info.id, "the model stopped because the conversation filled its context window"
             )
+        change, reply = self.commit(pending, outcome)
+        yield change
+        return reply
+
+    def _answered(
+        self, pending: PendingTurn, call: Call, message: Message, sent: Sent
+    ) -> Generator[Change, None, Call | None]:
+        """A call was answered: record it; the turn's next call (None: the turn is over). Once its text reached
+        the caller (`may_resend` False) an overflow is not sent again smaller."""
+        entry = self.entry(call, message, sent.latency, None, request_id=sent.request_id)
+        pending.ledger.append(replace(entry, calibration=self.sent(call, message)))
+        try:
+            return pending.turn.receive(message, may_resend=sent.may_resend)
+        except Exception:
+            # The turn ends here (e.g. an overflow nothing more can be dropped for): what was billed is recorded.
+            yield self.fail(pending, partial=[dict(b) for b in as_blocks(message.content)] or None)
+            raise
+
+    def _failed(
+        self, pending: PendingTurn, call: Call, error: BaseException, sent: Sent
+    ) -> Generator[Change, None, Call]:
+        """A call raised: record it (with what a stream had received); the call to send instead — the same one
+        when only its thread was lost, the turn's fallback otherwise. When the error ends the turn, what arrived is
+        kept as a partial reply and the error is raised (a raw transport failure as `TransportError`)."""
+        pending.ledger.append(self.entry(call, sent.message, sent.latency, error, request_id=sent.request_id))
+        following: Call | None = None
+        if sent.may_resend and isinstance(error, Exception):
+            if self.thread_failed(error):
+                return call
+            try:
+                following = pending.turn.failed(error)
+            except Exception as refused:
+                refused.__context__ = refused.__context__ or error  # raised while handling the call's error
+                yield self.fail(pending)  # the fallback could not be planned: record the failed call first
+                raise
+        if following is None:
+            change, pending.reply = self.abandon(pending, sent.message)
+            yield change
+            raise_ours(error)
+        return following
+
+    def commit(self, pending: PendingTurn, outcome: TurnOutcome) -> tuple[Change, Reply]:
+        """The reply stored and the pending messages settled, in one write."""
         refused = outcome.refused and not self.keep_refusals
         status: NodeStatus = "refused" if refused else "ok"
         reply_meta = {
@@ -768,26 +756,24 @@ class ConversationCore:
             carries_results = any(b["type"] == "tool_result" for b in as_blocks(message["content"]))
             # A refused tool-result message stays: dropping it would orphan the tool calls it answers.
             settle[node_id] = "refused" if refused and not carries_results else "ok"
-        try:
-            self.store.append(
-                self.id,
-                self.branch,
-                expected_head=self.path.head,
-                nodes=[reply_node],
-                settle=settle,
-                ledger=[replace(entry, node_id=reply_node.id) for entry in pending.ledger],  # the reply they led to
-                policy_state=persisted_state(pending.turn.plan.state),
-            )
-        except ConflictError:
-            # Another writer moved the head during the call: the requests were still paid for.
-            self.store.record(self.id, pending.ledger)
-            pending.ledger = []
-            self.refresh()
-            raise
-        self._policy_state = dict(pending.turn.plan.state)
-        self.path.advance([reply_node], settle)
+        ledger, pending.ledger = pending.ledger, []
+        state = dict(pending.turn.plan.state)
+        append = Append(
+            self.id,
+            self.branch,
+            self.path.head,
+            nodes=(reply_node,),
+            settle=settle,
+            ledger=tuple(replace(entry, node_id=reply_node.id) for entry in ledger),  # the reply they led to
+            policy_state=persisted_state(state),
+        )
+
+        def done() -> None:
+            self._policy_state = state
+            self.path.advance([reply_node], settle)
+
         usage, cost = self._totals(outcome.responses)
-        return Reply(
+        reply = Reply(
             outcome.content,
             outcome.message,
             outcome.responses,
@@ -796,6 +782,8 @@ class ConversationCore:
             outcome.stop_reason,
             fell_back=outcome.fell_back,
         )
+        # Another writer moved the head during the call: the requests were still paid for.
+        return Change([append], done, on_conflict=[Record(self.id, ledger)] if ledger else []), reply
 
     def wire(self, call: Call) -> dict[str, Any]:
         """The request to send for `call`: threaded when threads are on and the call continues the conversation,
@@ -876,7 +864,7 @@ class ConversationCore:
         )
         return counts, cost
 
-    def fail(self, pending: PendingTurn, *, partial: Sequence[Block] | None = None) -> None:
+    def fail(self, pending: PendingTurn, *, partial: Sequence[Block] | None = None) -> Change:
         """The turn failed: record what was billed and keep a partial reply for display; the user message stays
         pending."""
         self._checkpoint = pending.turn.checkpoint
@@ -892,34 +880,39 @@ class ConversationCore:
             )
         # A summary written during the turn is kept (it covers committed turns only); the retry reuses it.
         state = dict(pending.turn.plan.state) if pending.turn.summarized else None
-        if nodes or state is not None:
-            self.store.append(
-                self.id,
-                self.branch,
-                expected_head=self.path.head,
-                nodes=nodes,
-                ledger=pending.ledger,
-                policy_state=persisted_state(state) if state is not None else None,
-            )
+        ledger, pending.ledger = pending.ledger, []
+        if not nodes and state is None:
+            return Change([Record(self.id, ledger)] if ledger else [])
+
+        def done() -> None:
             self.path.advance(nodes)
             if state is not None:
                 self._policy_state = state
-        elif pending.ledger:
-            self.store.record(self.id, pending.ledger)
-        pending.ledger = []
 
-    def partial_reply(self, pending: PendingTurn, content: Sequence[Block], snapshot: Message | None) -> Reply | None:
-        """A `Reply` for a stream that stopped early (marked partial), after storing it as partial."""
-        self.fail(pending, partial=content)
+        append = Append(
+            self.id,
+            self.branch,
+            self.path.head,
+            nodes=tuple(nodes),
+            ledger=tuple(ledger),
+            policy_state=persisted_state(state) if state is not None else None,
+        )
+        return Change([append], done)
+
+    def abandon(self, pending: PendingTurn, snapshot: Message | None) -> tuple[Change, Reply | None]:
+        """A turn that stopped early (an error, or a stream left unfinished): what arrived is kept as a partial
+        reply, never sent back, and returned marked partial (None when nothing was received)."""
+        content = partial_content(pending.turn, snapshot)
+        change = self.fail(pending, partial=content or None)
         responses = [*pending.turn.responses, *([snapshot] if snapshot is not None else [])]
         if not responses:
-            return None
+            return change, None
         usage, cost = self._totals(responses)
-        return Reply(list(content), responses[-1], responses, usage, cost, "partial", partial=True)
+        return change, Reply(list(content), responses[-1], responses, usage, cost, "partial", partial=True)
 
     # -- history operations --------------------------------------------------------------------------------------
 
-    def add(self, role: Literal["user", "assistant"], content: object) -> None:
+    def add(self, role: Literal["user", "assistant"], content: object) -> Change:
         """Append a synthetic message (no request), validated as part of the history."""
         self._check_idle()
         if role == "user":
@@ -932,9 +925,12 @@ class ConversationCore:
         history = self.path.extended_history(cast(MessageParam, node.message))
         request = self._settings_obj({}).base_request(history)
         checkpoint = rules.validate(request, self.model_info, complete=False, since=checkpoint)
-        self.store.append(self.id, self.branch, expected_head=self.path.head, nodes=[node])
-        self.path.advance([node])
-        self.path.appended_history(history, checkpoint)
+
+        def done() -> None:
+            self.path.advance([node])
+            self.path.appended_history(history, checkpoint)
+
+        return Change([Append(self.id, self.branch, self.path.head, nodes=(node,))], done)
 
     def instruct(self, text: str) -> None:
         """Queue a mid-conversation system message, sent right after the next user message."""
@@ -963,28 +959,22 @@ class ConversationCore:
             blocks.append({"type": "text", "text": text})
         return blocks
 
-    def rollback(self) -> None:
+    def rollback(self) -> Change:
         """Drop the pending user message (and any partial reply to it)."""
         index = self.path.pending_index()
         if index is None:
             raise UsageError("there is no pending turn to roll back")
         dropped = [n.id for n in self.path.nodes[index:]]
-        self.store.discard(self.id, self.branch, expected_head=self.path.head, node_ids=dropped)
-        self.path.cut(index)
+        return Change([Discard(self.id, self.branch, self.path.head, dropped)], lambda: self.path.cut(index))
 
-    def undo(self) -> None:
+    def undo(self) -> Change:
         """Move the head back before the last user turn. Nothing is deleted: the turn stays in the tree."""
         for index in range(len(self.path) - 1, -1, -1):
             node = self.path.nodes[index]
             if node.message["role"] == "user" and node.meta.get("kind") != "tool_results":
-                self.store.move_head(self.id, self.branch, expected_head=self.path.head, new_head=node.parent_id)
-                self.path.cut(index)
-                return
+                move = MoveHead(self.id, self.branch, self.path.head, node.parent_id)
+                return Change([move], functools.partial(self.path.cut, index))
         raise UsageError("nothing to undo")
-
-    def fork(self, name: str | None) -> ConversationCore:
-        """A core bound to a new branch at the current head."""
-        return self.on_branch(self.new_branch(name))
 
     def on_branch(self, branch: str) -> ConversationCore:
         """A core for the same conversation on another branch, sharing store, policy and catalog."""
@@ -992,8 +982,8 @@ class ConversationCore:
             self.store, self.id, branch=branch, policy=self.policy, catalog=self._catalog, clock=self.clock
         )
 
-    def new_branch(self, name: str | None) -> str:
-        """Create a branch at the current head and return its name."""
+    def new_branch(self, name: str | None) -> tuple[str, Change]:
+        """A branch at the current head: its name, and the change that creates it."""
         existing = self.store.branches(self.id)
         if name is None:
             number = len(existing)
@@ -1002,55 +992,14 @@ class ConversationCore:
             name = f"branch-{number}"
         elif name in existing:
             raise UsageError(f"branch {name!r} already exists")
-        self.store.move_head(self.id, name, expected_head=None, new_head=self.path.head)
+        head = self.path.head
         # The new branch starts from this one's policy state: it describes the same turns.
-        self.store.append(
-            self.id, name, expected_head=self.path.head, policy_state=persisted_state(self.policy_state())
-        )
-        return name
+        state = persisted_state(self.policy_state())
+        return name, Change([MoveHead(self.id, name, None, head), Append(self.id, name, head, policy_state=state)])
 
     @property
     def ledger(self) -> list[LedgerEntry]:
         return self.store.ledger(self.id)
-
-
-class PrefixAligner:
-    """For `prefill_fallback="instruct"` streams: yield the prefill first, then the model's text without its own
-    copy of the prefill, matching what `Turn.outcome()` stores."""
-
-    def __init__(self, prefill: str | None) -> None:
-        self.prefill = prefill
-        self._buffer = ""
-        self._decided = prefill is None
-
-    def start(self) -> str:
-        return self.prefill or ""
-
-    def feed(self, text: str) -> str:
-        if self._decided:
-            return text
-        assert self.prefill is not None
-        self._buffer += text
-        stripped = self._buffer.lstrip()
-        if len(stripped) < len(self.prefill) and self.prefill.startswith(stripped):
-            return ""  # cannot tell yet
-        self._decided = True
-        out, self._buffer = self._buffer, ""
-        return stripped[len(self.prefill) :] if stripped.startswith(self.prefill) else out
-
-    def flush(self) -> str:
-        out, self._buffer, self._decided = self._buffer, "", True
-        return "" if out.strip() == (self.prefill or "").strip() else out
-
-
-def stream_prefix(pending: PendingTurn) -> tuple[str, PrefixAligner]:
-    turn = pending.turn
-    if turn.prefill_mode == "native" and turn.prefill:
-        return turn.prefill, PrefixAligner(None)
-    if turn.prefill_mode == "instruct":
-        aligner = PrefixAligner(turn.prefill)
-        return aligner.start(), aligner
-    return "", PrefixAligner(None)
 
 
 def partial_content(turn: Turn, snapshot: Message | None) -> list[Block]:

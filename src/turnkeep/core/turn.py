@@ -28,7 +28,7 @@ from anthropic.types import Message, MessageParam
 from turnkeep.core import rules
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import Block, as_blocks, merge_assistant_content, text_of
-from turnkeep.core.policies import Plan
+from turnkeep.core.policies.base import Plan
 from turnkeep.core.signals import fallback_retry, refusal_fallback
 from turnkeep.errors import TurnkeepError, TurnOrderError
 

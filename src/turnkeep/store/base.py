@@ -12,11 +12,12 @@ import json
 import re
 import sys
 from collections.abc import Container, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast, get_args
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from turnkeep.core import values
 from turnkeep.core.messages import block_texts
+from turnkeep.core.records import NODE_STATUSES, LedgerEntry, Node, NodeStatus
 from turnkeep.errors import UsageError
 
 __all__ = [
@@ -31,50 +32,10 @@ __all__ = [
     "nodes_from_rows",
 ]
 
-NodeStatus = Literal["ok", "pending", "partial", "refused"]
-NODE_STATUSES: frozenset[str] = frozenset(get_args(NodeStatus))
-
 TITLE_LENGTH = 80
 # Names that would hold a credential; a store refuses to write them (keys never reach the store).
 SECRET_KEYS = values.SECRET_KEYS
 _ROLES = ("user", "assistant", "system")
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """One message in the tree. `message` is the `MessageParam` JSON; identity lives here, not in it.
-
-    `status`: "ok" (part of the conversation), "pending" (a user message whose reply has not arrived yet),
-    "partial" (a reply cut off mid-stream: kept for display, never sent), "refused" (an exchange the model refused,
-    left out of later requests). `meta` holds what a reader may want (kind, stop reason, prefill ...).
-    """
-
-    id: str
-    parent_id: str | None
-    message: Mapping[str, Any]
-    status: NodeStatus = "ok"
-    meta: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """One request sent to the API: what it cost and how it went."""
-
-    purpose: str
-    model: str
-    request_id: str | None
-    message_id: str | None
-    stop_reason: str | None
-    usage: Mapping[str, Any]
-    cost_usd: str
-    latency_ms: float
-    at: float
-    error: str | None = None
-    cache_miss_reason: str | None = None
-    node_id: str | None = None
-    calibration: tuple[int, int] | None = None
-    """(estimated, measured) tokens of the part of the request that was estimated: what the conversation learned
-    its token calibration from, so a reopened conversation learns the same again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from turnkeep.core.tokens import (
 )
 
 if TYPE_CHECKING:
-    from turnkeep.core.policies import RequestSettings
+    from turnkeep.core.policies.base import RequestSettings
 
 __all__ = [
     "LOOKBACK_BLOCKS",

@@ -12,9 +12,10 @@ import dataclasses
 import json
 import math
 import re
-from typing import Any, cast
+from typing import Any
 
-from turnkeep.core.policies import Policy, policy_from_settings
+from turnkeep.core.policies import policy_from_settings
+from turnkeep.core.policies.base import Configured, Policy, setting_values
 from turnkeep.errors import ConfigError, UsageError
 
 __all__ = ["parse_policy", "policy_label"]
@@ -143,13 +144,13 @@ def parse_policy(text: str) -> Policy:
         raise ConfigError(f"policy {text!r}: {err}") from err
 
 
-def _fields(policy: object) -> tuple[dataclasses.Field[Any], ...]:
-    return dataclasses.fields(policy) if dataclasses.is_dataclass(policy) else ()
+def _fields(policy: Policy) -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(policy) if isinstance(policy, Configured) else ()
 
 
 def _show(value: object) -> str:
-    if hasattr(value, "plan") and hasattr(value, "name"):
-        return policy_label(cast(Policy, value))
+    if isinstance(value, Policy):
+        return policy_label(value)
     if isinstance(value, bool) or value is None:
         return str(value).lower()
     if isinstance(value, tuple | list):
@@ -163,10 +164,11 @@ def policy_label(policy: Policy) -> str:
     """A short label: the policy's name and the settings that differ from their defaults, e.g.
     `window(turns=10)`; `parse_policy` reads it back."""
     changed: list[str] = []
+    values = setting_values(policy) if isinstance(policy, Configured) else {}
     for item in _fields(policy):
         if item.name == "name":
             continue
-        value = getattr(policy, item.name)
+        value = values[item.name]
         default: object = item.default
         factory: Any = item.default_factory
         if default is dataclasses.MISSING and factory is not dataclasses.MISSING:

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.core.messages import block_view, compaction_start
-from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob, check_settings
+from turnkeep.core.policies.base import (
+    AbsorbsSummary,
+    Plan,
+    Policy,
+    RequestSettings,
+    Shrinks,
+    SummaryJob,
+    check_settings,
+)
 from turnkeep.core.policies.caching import message_digest
 from turnkeep.core.policies.summarize import (
     Summarize,
@@ -29,8 +37,9 @@ from turnkeep.core.policies.summarize import (
     with_summary,
 )
 from turnkeep.core.policies.turns import in_tool_loop, is_turn_start, keep_last_cut, last_turn_start
+from turnkeep.core.policies.window import FullHistory
 from turnkeep.core.rules import normalize
-from turnkeep.errors import ConfigError
+from turnkeep.errors import ConfigError, TurnOrderError
 
 if TYPE_CHECKING:
     from anthropic.types import MessageParam
@@ -59,16 +68,16 @@ def _routed(job: SummaryJob | None, hop: str) -> SummaryJob | None:
     return replace(job, context={**job.context, _ROUTE: [*job.context.get(_ROUTE, []), hop]})
 
 
-def _absorb_nested(policy: object, hop: str, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
-    """The wrapper's state after the nested policy in its `hop` field absorbed `result` for `job`."""
+def _absorb_nested(nested: Policy, hop: str, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
+    """The wrapper's state after `nested`, the policy in its `hop` field, absorbed `result` for `job`."""
     route = list(job.context.get(_ROUTE, []))
     route.pop()
     context = {key: value for key, value in job.context.items() if key != _ROUTE}
     if route:
         context[_ROUTE] = route
-    nested = getattr(policy, hop)
-    absorb = getattr(nested, "absorb_summary")  # noqa: B009 - only policies with summary jobs have it
-    return {**state, hop: absorb(state.get(hop, {}), replace(job, context=context), result)}
+    if not isinstance(nested, AbsorbsSummary):  # a job is routed only through policies that made one
+        raise TurnOrderError(f"a summary job was routed through {hop} policy {nested.name!r}, which makes none")
+    return {**state, hop: nested.absorb_summary(state.get(hop, {}), replace(job, context=context), result)}
 
 
 def _with_edit(request: Mapping[str, Any], edit: Mapping[str, Any], beta: str) -> dict[str, Any]:
@@ -125,8 +134,12 @@ class ServerCompaction:
         only the turns it would have kept); otherwise, or with nothing left to compact, let the inner policy (the
         fallback on a model without compaction) drop turns. None when none of that can make it smaller."""
         if not settings.model.compaction:
-            shrink_fallback = getattr(self.fallback, "shrink", None)
-            smaller = shrink_fallback(transcript, state.get("fallback", {}), settings) if shrink_fallback else None
+            fallback = self.fallback
+            smaller = (
+                fallback.shrink(transcript, state.get("fallback", {}), settings)
+                if isinstance(fallback, Shrinks)
+                else None
+            )
             return self._from_fallback(smaller) if smaller is not None else None
         if self.explicit:
             start, block = _compacted(state, transcript)
@@ -138,16 +151,16 @@ class ServerCompaction:
                 return self._compaction_due(
                     transcript, start, block, cut, plan, settings, fits=False, inner_state=inner_state, fresh=fresh
                 )
-            shrink_inner = getattr(self.inner, "shrink", None)
-            if shrink_inner is None:
+            inner = self.inner
+            if not isinstance(inner, Shrinks):
                 return None
             messages = self._messages(transcript, start, block, settings, fresh_from=fresh)
-            smaller = shrink_inner(messages, inner_state, settings)
+            smaller = inner.shrink(messages, inner_state, settings)
             return self._wrapped(smaller, transcript, start, block, fresh) if smaller is not None else None
-        shrink_inner = getattr(self.inner, "shrink", None)
+        inner = self.inner
         cut, fresh, inner_state = self._edit_start(transcript, state)
         messages = self._edit_messages(transcript, cut, fresh, settings)
-        smaller = shrink_inner(messages, inner_state, settings) if shrink_inner else None
+        smaller = inner.shrink(messages, inner_state, settings) if isinstance(inner, Shrinks) else None
         return self._with_edit(smaller, cut, fresh, len(transcript)) if smaller is not None else None
 
     def _edit_start(
@@ -209,7 +222,8 @@ class ServerCompaction:
         """A compaction block from the explicit request, or a summary from the inner or fallback policy."""
         route = job.context.get(_ROUTE)
         if route:
-            return _absorb_nested(self, route[-1], state, job, result)
+            hop = route[-1]
+            return _absorb_nested(self.inner if hop == "inner" else self.fallback, hop, state, job, result)
         return {
             "block": dict(result),
             "start": job.covers[1],
@@ -403,8 +417,8 @@ class ClearToolUses:
         self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings
     ) -> Plan | None:
         """The request did not fit: the inner policy drops turns, if it can (None otherwise)."""
-        shrink_inner = getattr(self.inner, "shrink", None)
-        smaller = shrink_inner(transcript, state.get("inner", {}), settings) if shrink_inner else None
+        inner = self.inner
+        smaller = inner.shrink(transcript, state.get("inner", {}), settings) if isinstance(inner, Shrinks) else None
         return self._with_edit(smaller, settings) if smaller is not None else None
 
     def _with_edit(self, inner: Plan, settings: RequestSettings) -> Plan:
@@ -430,4 +444,4 @@ class ClearToolUses:
 
     def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
         """A summary from the inner policy (a Summarize inside)."""
-        return _absorb_nested(self, "inner", state, job, result)
+        return _absorb_nested(self.inner, "inner", state, job, result)

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.core.messages import as_blocks, without_thinking
-from turnkeep.core.policies import FullHistory, Plan, Policy, RequestSettings, SummaryJob, check_settings
+from turnkeep.core.policies.base import Plan, Policy, RequestSettings, Shrinks, SummaryJob, check_settings
 from turnkeep.core.policies.caching import message_digest
 from turnkeep.core.policies.turns import in_tool_loop, is_turn_start, keep_last_cut, turn_starts
+from turnkeep.core.policies.window import FullHistory
 from turnkeep.core.tokens import estimate_request
 
 if TYPE_CHECKING:
@@ -114,11 +115,11 @@ class Summarize:
             return self._summary_due(
                 transcript, start, summary, cut, plan, settings, fits=False, inner_state=inner_state
             )
-        shrink_inner = getattr(self.inner, "shrink", None)
-        if shrink_inner is None:
+        inner = self.inner
+        if not isinstance(inner, Shrinks):
             return None
         messages = self._messages(transcript, start, summary, settings, fresh_from=fresh)
-        smaller = shrink_inner(messages, inner_state, settings)
+        smaller = inner.shrink(messages, inner_state, settings)
         return self._wrapped(smaller, transcript, start, summary, None, fresh) if smaller is not None else None
 
     def _cut(self, transcript: Sequence[MessageParam]) -> int | None:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, cast
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import THINKING_TYPES, without_thinking
 from turnkeep.core.messages import block_view as _view
-from turnkeep.core.policies import Plan, RequestSettings, check_settings
+from turnkeep.core.policies.base import Plan, RequestSettings, check_settings
 from turnkeep.core.policies.caching import (
     choose_ttl,
     forecast_and_remember,
@@ -67,7 +67,7 @@ from turnkeep.errors import ConfigError, ContextWindowExceeded
 if TYPE_CHECKING:
     from anthropic.types import MessageParam
 
-__all__ = ["SlidingWindow", "TokenBudget", "Window", "plan_full_history"]
+__all__ = ["FullHistory", "SlidingWindow", "TokenBudget", "Window", "plan_full_history"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -725,3 +725,30 @@ def plan_full_history(
         caching=_Caching(cache, ttl, automatic),
         extra={},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FullHistory:
+    """Send everything, append-only, so the prompt cache is never broken.
+
+    Caching (`cache=True`): by default the API's automatic breakpoint (top-level `cache_control`), which sits on
+    the last cacheable block and moves with the conversation, so each request reads what the previous one
+    wrote; `automatic=False` places the moving breakpoint explicitly. Either way a large tools/system prefix
+    gets its own breakpoint and a long tool loop an intermediate one (`caching.place_breakpoints`). `ttl` is
+    "5m", "1h" or "auto" (chosen from the conversation's gaps, `caching.choose_ttl`). `cache=False` adds no
+    breakpoint at all (the caller's own stay).
+    """
+
+    ttl: str = "auto"
+    name: str = "full-history"
+    cache: bool = True
+    automatic: bool = True
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def plan(self, transcript: Sequence[MessageParam], state: Mapping[str, Any], settings: RequestSettings) -> Plan:
+        """The next request: the whole transcript, normalised, with breakpoints."""
+        return plan_full_history(
+            self.name, transcript, state, settings, cache=self.cache, ttl=self.ttl, automatic=self.automatic
+        )
