@@ -10,6 +10,7 @@ import pytest
 from fake_api import FakeAPI
 
 from turnkeep import AsyncConversation, Conversation
+from turnkeep.store import AsyncStore, Store
 
 TOOL = {"name": "lookup", "description": "Look up", "input_schema": {"type": "object", "properties": {}}}
 
@@ -47,8 +48,11 @@ def run_sync(api: FakeAPI) -> Conversation:
     return conversation
 
 
-async def run_async(api: FakeAPI) -> AsyncConversation:
-    conversation = AsyncConversation("claude-sonnet-4-6", client=api.async_client(), tools=[TOOL], auto_continue=1)
+async def run_async(api: FakeAPI, store: Store | AsyncStore | None = None) -> AsyncConversation:
+    """The script, on `store` (an `AsyncStore` too: tests/client/test_async_store.py runs it on PostgreSQL)."""
+    conversation = AsyncConversation(
+        "claude-sonnet-4-6", client=api.async_client(), tools=[TOOL], auto_continue=1, store=store
+    )
     await conversation.send("Hi")
     await conversation.send("Story")
     [call] = (await conversation.send("Look up x")).tool_calls

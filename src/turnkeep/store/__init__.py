@@ -6,7 +6,8 @@ with named branches whose heads point into the tree, a request ledger, settings 
 Every write that changes a head names the head it expects (optimistic concurrency): a writer that lost a race
 gets `ConflictError` and nothing is written. Multi-row writes are atomic.
 
-`open_store()` opens a `postgresql://` URL or a SQLite file; with no argument `$TURNKEEP_DATABASE_URL`, else the
+`open_store()` opens a `postgresql://` URL or a SQLite file (`await open_async_store(url)`: the `AsyncStore` on
+PostgreSQL, for `AsyncConversation`); with no argument `$TURNKEEP_DATABASE_URL`, else the
 default SQLite file (`$TURNKEEP_HOME/turnkeep.db`, else the user data directory);
 `turnkeep.store.export` turns a conversation into versioned JSON or Markdown and back.
 """
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 from turnkeep.store.aio import AsyncStore
 from turnkeep.store.base import ConversationInfo, LedgerEntry, Node, NodeStatus, SearchHit, Store
 from turnkeep.store.memory import MemoryStore
-from turnkeep.store.paths import default_path, open_store
+from turnkeep.store.paths import default_path, open_async_store, open_store
 from turnkeep.store.postgres import AsyncPostgresStore, PostgresStore
 from turnkeep.store.sqlite import SQLiteStore
 
@@ -35,6 +36,7 @@ __all__ = [
     "SearchHit",
     "Store",
     "default_path",
+    "open_async_store",
     "open_store",
 ]
 

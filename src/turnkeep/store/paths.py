@@ -18,9 +18,9 @@ from turnkeep.store.postgres import is_url, redact
 from turnkeep.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
-    from turnkeep.store.postgres import PostgresStore
+    from turnkeep.store.postgres import AsyncPostgresStore, PostgresStore
 
-__all__ = ["DATABASE_URL_VARIABLE", "FILE_NAME", "default_path", "open_store"]
+__all__ = ["DATABASE_URL_VARIABLE", "FILE_NAME", "default_path", "open_async_store", "open_store"]
 
 FILE_NAME = "turnkeep.db"
 DATABASE_URL_VARIABLE = "TURNKEEP_DATABASE_URL"
@@ -44,16 +44,7 @@ def open_store(location: str | os.PathLike[str] | None = None) -> SQLiteStore | 
     """Open (creating and migrating as needed) the store at `location`: a `postgresql://` URL opens a
     `PostgresStore`, anything else is a SQLite file. None: `$TURNKEEP_DATABASE_URL`, else `default_path()`."""
     if location is None:
-        url = os.environ.get(DATABASE_URL_VARIABLE, "").strip()
-        if url:
-            if not is_url(url):
-                raise ConfigError(
-                    f"${DATABASE_URL_VARIABLE} must be a postgresql:// URL, not {redact(url)!r} "
-                    "(for a SQLite file, set TURNKEEP_HOME or pass the path)"
-                )
-            location = url
-        else:
-            location = default_path()
+        location = _environment_url() or default_path()
     if isinstance(location, str) and is_url(location):
         from turnkeep.store.postgres import PostgresStore
 
@@ -63,3 +54,33 @@ def open_store(location: str | os.PathLike[str] | None = None) -> SQLiteStore | 
             f"{redact(location)!r} is a URL turnkeep cannot open: a store is a postgresql:// URL or a SQLite file path"
         )
     return SQLiteStore(location)
+
+
+async def open_async_store(url: str | None = None) -> AsyncPostgresStore:
+    """Open (creating and migrating as needed) the `AsyncStore` at a `postgresql://` URL, for asyncio code such as
+    `AsyncConversation`; None: `$TURNKEEP_DATABASE_URL`. Close it with `await store.close()` or `async with`. A
+    SQLite file has no async store: open it with `open_store` (an `AsyncConversation` takes either)."""
+    location = url if url is not None else _environment_url()
+    if location is None:
+        raise ConfigError(f"no database URL: pass a postgresql:// URL or set ${DATABASE_URL_VARIABLE}")
+    if not (isinstance(location, str) and is_url(location)):
+        raise UsageError(
+            f"{redact(str(location))!r} is not a postgresql:// URL: an async store is a PostgreSQL database "
+            "(for a SQLite file use open_store(), which an AsyncConversation accepts too)"
+        )
+    from turnkeep.store.postgres import AsyncPostgresStore
+
+    return await AsyncPostgresStore.open(location)
+
+
+def _environment_url() -> str | None:
+    """`$TURNKEEP_DATABASE_URL`, when set (it must be a URL: a file path there is a mistake worth naming)."""
+    url = os.environ.get(DATABASE_URL_VARIABLE, "").strip()
+    if not url:
+        return None
+    if not is_url(url):
+        raise ConfigError(
+            f"${DATABASE_URL_VARIABLE} must be a postgresql:// URL, not {redact(url)!r} "
+            "(for a SQLite file, set TURNKEEP_HOME or pass the path)"
+        )
+    return url

@@ -182,9 +182,9 @@ class Configured(Protocol):
     __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
 
-def setting_values(policy: Configured) -> dict[str, Any]:
+def setting_values(configured: Configured) -> dict[str, Any]:
     """A configured policy's settings by field name (nested policies as they are)."""
-    return {item.name: getattr(policy, item.name) for item in fields(policy)}
+    return {item.name: getattr(configured, item.name) for item in fields(configured)}
 
 
 _TTLS = ("5m", "1h", "auto")
