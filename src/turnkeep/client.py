@@ -107,9 +107,15 @@ class _Facade:
             self._client = self._default_client()
         return self._client
 
-    def _sending(self) -> ConversationCore:
-        """The core, once the client that will send is known: no turn begins that could not be sent."""
+    def _sending(self, *, new_turn: bool = False) -> ConversationCore:
+        """The core, once the client that will send is known: no turn begins that could not be sent. A new turn
+        on a branch whose last turn is pending reads the branch again first: the pending turn may be another
+        writer's, answered since (on an `AsyncStore`, `AsyncConversation` has read it again already)."""
         self._resolved_client()
+        if new_turn and self._core.pending and self._async_store is None:
+            seen = self._core.pending_ids()
+            self._core.refresh()
+            self._core.check_pending_seen(seen)
         return self._core
 
     @staticmethod
@@ -315,7 +321,7 @@ class Conversation(_Facade):
         """Send a user message and return the reply. `request_overrides` are extra `messages.create` arguments
         for this turn only (e.g. `thinking`, `tool_choice`, `stop_sequences`, `max_tokens`)."""
         return self._run(
-            *self._sending().begin(
+            *self._sending(new_turn=True).begin(
                 content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
             )
         )
@@ -325,7 +331,7 @@ class Conversation(_Facade):
         sent as an error (`is_error`). `text` adds a user note after the results."""
         content = self._core.tool_results_content(results, text)
         return self._run(
-            *self._sending().begin(
+            *self._sending(new_turn=True).begin(
                 content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
             )
         )
@@ -343,7 +349,7 @@ class Conversation(_Facade):
         **request_overrides: Any,
     ) -> ReplyStream:
         """Like `send`, streaming: `with chat.stream("Hi") as s: for text in s: ...`, then `s.reply`."""
-        pending, change = self._sending().begin(
+        pending, change = self._sending(new_turn=True).begin(
             content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
         )
         self._apply(change)
@@ -612,6 +618,15 @@ class AsyncConversation(_Facade):
         apply(self._core.store, change.writes)
         change.done()
 
+    async def _read_if_pending(self) -> None:
+        """On an `AsyncStore`, a pending last turn may be another writer's, answered since: read the branch again
+        (with a `Store`, `_sending` does it)."""
+        if self._async_store is not None and self._core.pending:
+            seen = self._core.pending_ids()
+            await self.flush()
+            await self._reload()
+            self._core.check_pending_seen(seen)
+
     async def flush(self) -> None:
         """Write the history edits still waiting for the async store (see the class docstring); with a `Store`,
         there are none."""
@@ -640,8 +655,9 @@ class AsyncConversation(_Facade):
         **request_overrides: Any,
     ) -> Reply:
         """See `Conversation.send`."""
+        await self._read_if_pending()
         return await self._run(
-            *self._sending().begin(
+            *self._sending(new_turn=True).begin(
                 content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
             )
         )
@@ -650,9 +666,10 @@ class AsyncConversation(_Facade):
         self, results: Mapping[str, object], *, text: str | None = None, **overrides: Any
     ) -> Reply:
         """See `Conversation.send_tool_results`."""
+        await self._read_if_pending()
         content = self._core.tool_results_content(results, text)
         return await self._run(
-            *self._sending().begin(
+            *self._sending(new_turn=True).begin(
                 content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
             )
         )
@@ -672,7 +689,7 @@ class AsyncConversation(_Facade):
         """`async with chat.stream("Hi") as s: async for text in s: ...`, then `s.reply`."""
         return AsyncReplyStream(
             self,
-            *self._sending().begin(
+            *self._sending(new_turn=True).begin(
                 content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
             ),
         )

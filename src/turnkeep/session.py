@@ -56,6 +56,7 @@ from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
 from turnkeep.core.writes import Append, Create, Discard, MoveHead, Record, UpdateSettings, Write
 from turnkeep.errors import (
+    ConflictError,
     ContextWindowExceeded,
     PrefillNotSupported,
     UnknownConversation,
@@ -408,6 +409,21 @@ class ConversationCore:
     def pending(self) -> bool:
         """A user message is waiting for its reply (the last call failed or was cut off)."""
         return self.path.pending_index() is not None
+
+    def pending_ids(self) -> tuple[str, ...]:
+        """The ids of the pending nodes at the end of the branch (none when no turn is pending)."""
+        index = self.path.pending_index()
+        return () if index is None else tuple(node.id for node in self.path.nodes[index:])
+
+    def check_pending_seen(self, seen: tuple[str, ...]) -> None:
+        """After reading the branch again: a pending turn other than the one this conversation knew of (`seen`) is
+        another writer's, in flight: this writer lost the race for the branch."""
+        now = self.pending_ids()
+        if now and now != seen:
+            raise ConflictError(
+                f"another writer's turn on branch {self.branch!r} of conversation {self.id} is waiting for its "
+                "reply; send again once it is answered"
+            )
 
     def _check_idle(self) -> None:
         if self.pending:

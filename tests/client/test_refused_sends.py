@@ -15,9 +15,11 @@ from fake_api import FakeAPI
 
 from turnkeep import Budget, Conversation
 from turnkeep.core import rules
+from turnkeep.core.policies import FullHistory, Policy, Window
 from turnkeep.errors import (
     BudgetExceeded,
     ConflictError,
+    ContextWindowExceeded,
     PrefillNotSupported,
     TransportError,
     TurnkeepError,
@@ -107,7 +109,46 @@ USAGE_ERRORS = {
     "a retry with nothing pending": (None, lambda chat: chat.retry()),
     "a rollback with nothing pending": (None, lambda chat: chat.rollback()),
     "an invalid max_tokens override": (None, lambda chat: chat.send("hi", max_tokens=0.5)),
+    "a removed sampling parameter": (None, lambda chat: chat.send("hi", temperature=0.2)),
+    "a system override that is not text": (None, lambda chat: chat.send("hi", system=42)),
+    "tool results missing a call": (_waiting_for_tools, lambda chat: chat.send_tool_results({})),
+    "tool results with nothing waiting": (None, lambda chat: chat.send_tool_results({"toolu_1": "x"})),
+    "a retry while tool calls wait for results": (_waiting_for_tools, lambda chat: chat.retry()),
+    "a stream while a turn is pending": (_pending, lambda chat: chat.stream("again")),
+    "a history value nested too deep": (None, lambda chat: chat.send([{"type": "text", "text": "x"}] * 2 + [_deep()])),
 }
+
+
+def _deep() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(200):
+        value = {"nested": value}
+    return {"type": "text", "text": "deep", "citations": [value]}
+
+
+HISTORY_EDIT_ERRORS = {
+    "an undo with nothing to undo": (None, lambda chat: chat.undo()),
+    "a fork onto a branch that exists": (None, lambda chat: chat.fork("main")),
+    "an empty system prompt": (None, lambda chat: chat.set_system("   ")),
+    "an added message while a turn is pending": (_pending, lambda chat: chat.add_user("more")),
+    "an added assistant message that is empty": (None, lambda chat: chat.add_assistant("")),
+    "an instruction on a model without system messages": (None, lambda chat: chat.instruct("be brief")),
+    "a switch to a retired model": (None, lambda chat: chat.set_model("claude-sonnet-4-5")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HISTORY_EDIT_ERRORS))
+def test_every_usage_error_of_a_history_edit_changes_nothing(case: str, api: FakeAPI, tmp_path: Any) -> None:
+    setup, action = HISTORY_EDIT_ERRORS[case]
+    with SQLiteStore(tmp_path / "chat.db") as store:
+        chat = Conversation("claude-sonnet-4-6", client=api.client(), store=store, tools=[_TOOL])
+        if setup is not None:
+            setup(chat, api)
+        before, in_memory = snapshot(store, chat.id), memory_view(chat)
+        with pytest.raises(UsageError):
+            action(chat)
+        assert snapshot(store, chat.id) == before
+        assert memory_view(chat) == in_memory
 
 
 @pytest.mark.parametrize("case", sorted(USAGE_ERRORS))
@@ -252,3 +293,32 @@ def test_a_writer_that_lost_a_race_gets_a_conflict_and_can_continue(api: FakeAPI
         assert texts[0] == "first writer"
         assert texts[2] == "second writer again"
         assert texts[4] == "first writer again"
+
+
+@pytest.mark.parametrize("policy", [FullHistory(), Window(turns=4)], ids=["full-history", "window"])
+def test_a_message_far_larger_than_the_context_window_is_refused_before_any_upload(
+    policy: Policy, api: FakeAPI
+) -> None:
+    store = MemoryStore()
+    chat = Conversation("claude-sonnet-4-6", client=api.client(), store=store, policy=policy)
+    api.reply("Hello.")
+    chat.send("Hi")
+    before, in_memory = snapshot(store, chat.id), memory_view(chat)
+    huge = "word " * 6_000_000  # 30 MB: millions of tokens, many times any model's window
+    with pytest.raises(ContextWindowExceeded, match="nothing was sent"):
+        chat.send(huge)
+    assert len(api.requests) == 1
+    assert snapshot(store, chat.id) == before
+    assert memory_view(chat) == in_memory
+
+
+def test_a_request_over_the_window_is_shrunk_by_the_policy_before_it_is_sent(api: FakeAPI) -> None:
+    chat = Conversation("claude-haiku-4-5", client=api.client(), policy=Window(turns=50))
+    window = chat.model_info.context_window
+    page = "word " * (window // 3)  # each turn about a third of the window in tokens, or more
+    for _ in range(4):
+        api.reply("Noted.")
+        chat.send(page)
+    sent = api.requests[-1]["messages"]
+    assert len(sent) < 7  # older turns were left out so the request fits, not uploaded to be refused
+    assert sent[-1]["role"] == "user"

@@ -24,6 +24,7 @@ from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.policies.base import AbsorbsSummary, Plan, Policy, RequestSettings, Shrinks
 from turnkeep.core.pricing import TokenCounts, usage_cost
 from turnkeep.core.records import Node
+from turnkeep.core.tokens import apply_calibration, estimate_message
 from turnkeep.core.turn import Turn
 from turnkeep.core.writes import Append, UpdateSettings, Write
 from turnkeep.errors import BudgetExceeded, ContextWindowExceeded
@@ -100,6 +101,10 @@ def plan_turn(given: TurnInput) -> TurnDecision:
     # Hostile values in what is new are refused before any planning walks them (indices count from it).
     rules.check_values({"messages": list(given.turn_messages)})
     model = given.model
+    # No policy drops the turn's own messages: when they alone cannot fit, nothing is planned (or uploaded).
+    alone = estimate_messages(given.turn_messages, model, calibration=given.estimates.calibration)
+    if alone > model.context_window * _WINDOW_MARGIN:
+        raise ContextWindowExceeded(model.id, _too_large(alone, model))
     turn, plan = _plan_for(given, model)
     if given.budget is not None:
         try:
@@ -150,11 +155,7 @@ def _plan_for(given: TurnInput, model: ModelInfo) -> tuple[Turn, Plan]:
     if over is not None:
         smaller = shrink(plan) if shrink is not None else None
         if smaller is None or _exceeds_window(smaller.request, model, given.estimates) is not None:
-            raise ContextWindowExceeded(
-                model.id,
-                f"the request is estimated at {over:,} input tokens, more than the model's context window of "
-                f"{model.context_window:,}; nothing was sent",
-            )
+            raise ContextWindowExceeded(model.id, _too_large(over, model))
         plan = smaller
     turn = Turn(
         plan,
@@ -185,6 +186,18 @@ def _exceeds_window(request: Mapping[str, Any], model: ModelInfo, estimates: Est
         request, estimates.anchor, model, calibration=estimates.calibration, sizes=estimates.sizes
     )
     return total if total > model.context_window * _WINDOW_MARGIN else None
+
+
+def _too_large(tokens: int, model: ModelInfo) -> str:
+    return (
+        f"the request is estimated at {tokens:,} input tokens, more than the model's context window of "
+        f"{model.context_window:,}; nothing was sent"
+    )
+
+
+def estimate_messages(messages: Sequence[MessageParam], model: ModelInfo, *, calibration: float = 1.0) -> int:
+    """Estimated tokens of `messages` alone."""
+    return apply_calibration(sum(estimate_message(message, model) for message in messages), calibration)
 
 
 def _forecast(given: TurnInput, plan: Plan, model: ModelInfo) -> budget_core.Forecast:
