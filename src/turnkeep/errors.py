@@ -8,11 +8,13 @@ TurnkeepError
 │   ├── ConfigError             a setting, file or environment variable is wrong
 │   ├── UnknownConversation     no conversation or branch by that id/name
 │   ├── InvalidExport           an export file that cannot be imported (names the JSON position)
+│   ├── InvalidValue            an argument of the wrong kind or range (also a ValueError)
 │   └── TurnOrderError          a turn's state machine was driven out of order (a driver's bug)
 ├── ContextWindowExceeded       the model stopped because its context window is full
 ├── BudgetExceeded              the next request would pass a conversation's budget
 ├── TransportError              the connection broke or the response was malformed, below the SDK's errors
 ├── BillMismatch                a simulation's ledger and the emulator's bill differ (a pricing bug)
+├── StartupError                a server turnkeep starts (the emulator, the gateway) did not come up (a RuntimeError)
 └── StorageError                the store failed
     └── ConflictError           two writers raced on one conversation head
 ```
@@ -32,7 +34,9 @@ __all__ = [
     "ContextWindowExceeded",
     "HistoryError",
     "InvalidExport",
+    "InvalidValue",
     "PrefillNotSupported",
+    "StartupError",
     "StorageError",
     "TransportError",
     "TurnOrderError",
@@ -121,6 +125,15 @@ class StorageError(TurnkeepError):
 
 class ConflictError(StorageError):
     """Another writer moved the conversation's head first; reload and try again."""
+
+
+class InvalidValue(UsageError, ValueError):
+    """An argument of the wrong kind or out of range (a clock mode, a cache TTL, a scripted reply ...). Also a
+    `ValueError`, as such arguments have always been, so code that catches that goes on working."""
+
+
+class StartupError(TurnkeepError, RuntimeError):
+    """A server turnkeep starts in-process (the emulator, the gateway) did not come up. Also a `RuntimeError`."""
 
 
 class InvalidExport(UsageError):

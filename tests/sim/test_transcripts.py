@@ -12,9 +12,9 @@ import pytest
 from turnkeep import Conversation
 from turnkeep.emulator import EmulatorServer
 from turnkeep.errors import UsageError
+from turnkeep.export import export_json
 from turnkeep.sim import Turn, load_transcript
 from turnkeep.store import MemoryStore
-from turnkeep.store.export import export_json
 
 
 def write(tmp_path: Path, data: Any, name: str = "chat.json") -> Path:

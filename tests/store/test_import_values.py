@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from store_helpers import SETTINGS, assistant, entry, new_id, user
 
+from turnkeep.export import InvalidExport, export_json, import_json
 from turnkeep.store import MemoryStore, Store
-from turnkeep.store.export import InvalidExport, export_json, import_json
 
 
 def exported() -> dict[str, Any]:

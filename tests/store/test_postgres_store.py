@@ -22,9 +22,9 @@ from turnkeep import Conversation
 from turnkeep.cli import main
 from turnkeep.emulator import EmulatorServer
 from turnkeep.errors import ConfigError, ConflictError, StorageError, UsageError
+from turnkeep.export import export_json
 from turnkeep.store import AsyncPostgresStore, Node, PostgresStore, SQLiteStore, open_store
 from turnkeep.store.copy import copy_conversations
-from turnkeep.store.export import export_json
 from turnkeep.store.pgserver import TemporaryServer
 from turnkeep.store.postgres import MIGRATIONS, redact
 

@@ -14,8 +14,8 @@ from store_helpers import SETTINGS, assistant, user
 from turnkeep import Conversation
 from turnkeep.emulator import EmulatorServer
 from turnkeep.errors import ConflictError, TransportError, UsageError
+from turnkeep.export import FORMAT, InvalidExport, export_json, export_markdown, import_json
 from turnkeep.store import Store
-from turnkeep.store.export import FORMAT, InvalidExport, export_json, export_markdown, import_json
 
 MODEL = "claude-sonnet-4-6"
 TOOL = {"name": "lookup", "description": "Look a word up", "input_schema": {"type": "object", "properties": {}}}

@@ -11,8 +11,8 @@ from store_helpers import SETTINGS, new_id, user
 
 from turnkeep.core.values import ENVELOPE_DEPTH, MAX_DEPTH
 from turnkeep.errors import UsageError
+from turnkeep.export import InvalidExport, export_json, import_json
 from turnkeep.store import Node, Store
-from turnkeep.store.export import InvalidExport, export_json, import_json
 
 KEY = "sk-ant-api03-" + "x" * 40
 TOOL = {"name": "lookup", "input_schema": {"type": "object", "properties": {}}}

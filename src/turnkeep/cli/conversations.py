@@ -48,7 +48,7 @@ def show(runtime: Runtime, conversation_id: str, branch: str, as_json: bool) -> 
         turnkeep show 3f2a9c... --json | jq '.messages[].role'
     """
     from turnkeep.errors import UnknownConversation
-    from turnkeep.store.export import export_markdown
+    from turnkeep.export import export_markdown
 
     store = runtime.store()
     if not as_json:
@@ -126,7 +126,7 @@ def export(runtime: Runtime, conversation_id: str, fmt: str, branch: str, output
         turnkeep export 3f2a9c... --format md -o chat.md
     """
     from turnkeep.cli import render
-    from turnkeep.store.export import export_json, export_markdown
+    from turnkeep.export import export_json, export_markdown
 
     store = runtime.store()
     if fmt == "json":
@@ -152,7 +152,7 @@ def import_(runtime: Runtime, file: Path) -> None:
     \b
         turnkeep import chat.json
     """
-    from turnkeep.store.export import import_json
+    from turnkeep.export import import_json
 
     try:
         data = json.loads(file.read_text(encoding="utf-8"))

@@ -381,7 +381,7 @@ class Repl:
         self.note(render.cost_summary(data))
 
     def _export(self, rest: str) -> None:
-        from turnkeep.store.export import export_json, export_markdown
+        from turnkeep.export import export_json, export_markdown
 
         args = shlex.split(rest)
         kind = "md"

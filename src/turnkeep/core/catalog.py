@@ -18,7 +18,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from turnkeep.errors import ConfigError
+from turnkeep.errors import ConfigError, InvalidValue
 
 __all__ = [
     "LIFECYCLES",
@@ -226,7 +226,7 @@ def _build(defaults: dict[str, Any], raw: dict[str, dict[str, Any]]) -> Catalog:
         same_as = resolved.pop("same_as", None)
         if same_as is not None:
             if same_as not in raw:
-                raise ValueError(f"[models.{model_id}] same_as names unknown model {same_as!r}")
+                raise InvalidValue(f"[models.{model_id}] same_as names unknown model {same_as!r}")
             resolved = {**raw[same_as], **resolved}
             resolved.pop("aliases", None)
             resolved["aliases"] = entry.get("aliases", [])
@@ -252,30 +252,30 @@ def _info(model_id: str, entry: Mapping[str, Any], defaults: Mapping[str, Any], 
         "thinking_readers",
     }
     if unknown:
-        raise ValueError(f"[models.{model_id}] has unknown field(s) {sorted(unknown)}")
+        raise InvalidValue(f"[models.{model_id}] has unknown field(s) {sorted(unknown)}")
     merged.setdefault("forced_tool_choice", True)  # a later field: files written before it stay valid
     for name in _BOOL_FIELDS:
         if not isinstance(merged.get(name), bool):
-            raise ValueError(f"[models.{model_id}] {name} must be true or false")
+            raise InvalidValue(f"[models.{model_id}] {name} must be true or false")
     for name in _INT_FIELDS:
         if not isinstance(merged.get(name), int) or isinstance(merged.get(name), bool) or merged[name] <= 0:
-            raise ValueError(f"[models.{model_id}] {name} must be a positive integer")
+            raise InvalidValue(f"[models.{model_id}] {name} must be a positive integer")
     lifecycle = str(merged.get("lifecycle", "active"))
     if lifecycle not in LIFECYCLES:
-        raise ValueError(f"[models.{model_id}] lifecycle must be one of {', '.join(LIFECYCLES)}, not {lifecycle!r}")
+        raise InvalidValue(f"[models.{model_id}] lifecycle must be one of {', '.join(LIFECYCLES)}, not {lifecycle!r}")
     thinking = tuple(str(t) for t in merged.get("thinking", ()))
     unknown_types = [t for t in thinking if t not in THINKING_TYPES]
     if unknown_types:
-        raise ValueError(
+        raise InvalidValue(
             f"[models.{model_id}] thinking has unknown type(s) {unknown_types}; known: {', '.join(THINKING_TYPES)}"
         )
     for name in _DATE_FIELDS:
         value = merged.get(name)
         if value is not None and not _is_date(value):
-            raise ValueError(f"[models.{model_id}] {name} must be a date written YYYY-MM-DD, not {value!r}")
+            raise InvalidValue(f"[models.{model_id}] {name} must be a date written YYYY-MM-DD, not {value!r}")
     readers = tuple(str(r) for r in merged.get("thinking_readers", ()))
     if readers and not merged["thinking_binding"]:
-        raise ValueError(f"[models.{model_id}] thinking_readers applies only to a model with thinking_binding = true")
+        raise InvalidValue(f"[models.{model_id}] thinking_readers applies only to a model with thinking_binding = true")
     long_context = None
     if merged.get("long_context") is not None:
         band = dict(merged["long_context"])
@@ -328,16 +328,16 @@ def _date(value: object) -> str | None:
 
 def _prices(value: object, model_id: str) -> Prices:
     if not isinstance(value, Mapping):
-        raise ValueError(f"[models.{model_id}] prices must be a table of {', '.join(_PRICE_FIELDS)}")
+        raise InvalidValue(f"[models.{model_id}] prices must be a table of {', '.join(_PRICE_FIELDS)}")
     missing = [name for name in _PRICE_FIELDS if name not in value]
     if missing:
-        raise ValueError(f"[models.{model_id}] prices lacks {', '.join(missing)}")
+        raise InvalidValue(f"[models.{model_id}] prices lacks {', '.join(missing)}")
     extra = set(value) - set(_PRICE_FIELDS)
     if extra:
-        raise ValueError(f"[models.{model_id}] prices has unknown field(s) {sorted(extra)}")
+        raise InvalidValue(f"[models.{model_id}] prices has unknown field(s) {sorted(extra)}")
     amounts = {name: Decimal(str(value[name])) for name in _PRICE_FIELDS}
     if any(amount < 0 for amount in amounts.values()):
-        raise ValueError(f"[models.{model_id}] prices must not be negative")
+        raise InvalidValue(f"[models.{model_id}] prices must not be negative")
     return Prices(**amounts)
 
 

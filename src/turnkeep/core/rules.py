@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast
 from turnkeep.core import values
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import block_view as _view
-from turnkeep.errors import HistoryError, PrefillNotSupported
+from turnkeep.errors import HistoryError, InvalidValue, PrefillNotSupported
 
 if TYPE_CHECKING:
     from anthropic.types import MessageParam
@@ -998,7 +998,7 @@ def strip_unreadable_thinking(
     Stripping is consistent across switches: blocks a model wrote were made with exactly the earlier blocks its
     own reading group keeps, so the prefix they are bound to is the one sent back."""
     if len(writers) != len(messages):
-        raise ValueError(f"writers has {len(writers)} entries for {len(messages)} messages")
+        raise InvalidValue(f"writers has {len(writers)} entries for {len(messages)} messages")
     kept: list[MessageParam] = []
     dropped = False
     for message, writer_id in zip(messages, writers, strict=True):
@@ -1073,7 +1073,7 @@ def normalize(messages: Sequence[MessageParam], *, orphan_tool_calls: OrphanMode
     unknown roles and malformed messages are never merged, moved or edited: validate() reports what is wrong.
     """
     if orphan_tool_calls not in ("keep", "drop", "close"):
-        raise ValueError(f"orphan_tool_calls must be 'keep', 'drop' or 'close', not {orphan_tool_calls!r}")
+        raise InvalidValue(f"orphan_tool_calls must be 'keep', 'drop' or 'close', not {orphan_tool_calls!r}")
     turns = [_turn(message) for message in messages]
     for turn in turns:
         _drop_empty_text(turn)

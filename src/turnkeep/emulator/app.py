@@ -55,6 +55,7 @@ from turnkeep.emulator.errors import ApiError, invalid_request, not_found
 from turnkeep.emulator.faults import Fault, RandomFaults, parse_fault, parse_fault_header
 from turnkeep.emulator.threads import ThreadStore, ThreadTurn
 from turnkeep.emulator.validation import MAX_REQUEST_BYTES
+from turnkeep.errors import InvalidValue
 
 __all__ = ["Emulator", "create_app", "quiet_deliberate_drops", "sse_events"]
 
@@ -76,7 +77,7 @@ class Emulator:
         seed: int | None = None,
     ) -> None:
         if responder not in responders.MODES:
-            raise ValueError(f"unknown responder {responder!r}; expected one of {', '.join(responders.MODES)}")
+            raise InvalidValue(f"unknown responder {responder!r}; expected one of {', '.join(responders.MODES)}")
         self.clock = clock if isinstance(clock, Clock) else Clock("virtual" if clock == "virtual" else "real")
         self.start = self.clock.now()
         self.catalog = catalog if catalog is not None else default_catalog()
@@ -582,10 +583,10 @@ def _advance(emulator: Emulator, request: Request) -> None:
         return
     try:
         seconds = float(value)
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError(value)
-    except ValueError as err:
-        raise invalid_request(f"x-emulator-advance: expected seconds >= 0, got {value!r}") from err
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise invalid_request(f"x-emulator-advance: expected seconds >= 0, got {value!r}")
     emulator.clock.advance(seconds)
 
 

@@ -40,6 +40,7 @@ from typing import Any, Final, Generic, TypeVar
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.emulator.clock import Clock
 from turnkeep.emulator.tokenizer import Segment
+from turnkeep.errors import InvalidValue
 
 __all__ = ["LOOKBACK_BLOCKS", "TTL_SECONDS", "CacheUsage", "Diagnostics", "PromptCache", "ttl_seconds"]
 
@@ -90,7 +91,7 @@ def ttl_seconds(ttl: str) -> float:
     try:
         return TTL_SECONDS[ttl]
     except KeyError:
-        raise ValueError(f"unknown cache TTL {ttl!r}; expected one of {sorted(TTL_SECONDS)}") from None
+        raise InvalidValue(f"unknown cache TTL {ttl!r}; expected one of {sorted(TTL_SECONDS)}") from None
 
 
 def _prefix_digests(segments: Sequence[Segment], count: int) -> list[bytes]:

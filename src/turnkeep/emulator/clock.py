@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Literal
 
+from turnkeep.errors import InvalidValue
+
 __all__ = ["Clock", "ClockMode"]
 
 ClockMode = Literal["real", "virtual"]
@@ -24,7 +26,7 @@ class Clock:
 
     def __init__(self, mode: ClockMode = "real", start: float = 1_800_000_000.0) -> None:
         if mode not in ("real", "virtual"):
-            raise ValueError(f"clock mode must be 'real' or 'virtual', not {mode!r}")
+            raise InvalidValue(f"clock mode must be 'real' or 'virtual', not {mode!r}")
         _check_finite(start, "start")
         self.mode: str = mode
         self._lock = threading.Lock()
@@ -44,7 +46,7 @@ class Clock:
         _check_finite(seconds, "seconds")
         if seconds < 0:
             # Time going backwards would resurrect expired cache entries; nothing needs it.
-            raise ValueError(f"cannot advance a clock by a negative amount ({seconds})")
+            raise InvalidValue(f"cannot advance a clock by a negative amount ({seconds})")
         with self._lock:
             if self.mode == "virtual":
                 self._virtual += seconds
@@ -56,7 +58,7 @@ class Clock:
         """Jump a virtual clock to `timestamp` (a real clock cannot be set; the app reports that as a 400)."""
         _check_finite(timestamp, "timestamp")
         if self.mode != "virtual":
-            raise ValueError("only a virtual clock can be set")
+            raise InvalidValue("only a virtual clock can be set")
         with self._lock:
             self._virtual = float(timestamp)
 
@@ -71,4 +73,4 @@ class Clock:
 
 def _check_finite(value: float, name: str) -> None:
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
+        raise InvalidValue(f"{name} must be a finite number of seconds, not {value!r}")

@@ -71,6 +71,7 @@ from typing import Any, Final
 
 from turnkeep.emulator.errors import ApiError, invalid_request
 from turnkeep.emulator.tokenizer import input_tokens, text_tokens
+from turnkeep.errors import InvalidValue
 
 __all__ = [
     "CLEARED_TOOL_RESULT",
@@ -150,7 +151,7 @@ def summarize(messages: Sequence[Mapping[str, Any]], *, max_words: int = 200, fo
     keeps the same lines. Same input, same output.
     """
     if max_words < 1:
-        raise ValueError(f"max_words must be at least 1, not {max_words}")
+        raise InvalidValue(f"max_words must be at least 1, not {max_words}")
     sentences = _sentences(messages)
     focus_words = {word.lower() for word in _WORD.findall(focus or "") if len(word) > 3}
     seen: set[str] = set()

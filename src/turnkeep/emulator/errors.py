@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from turnkeep.errors import InvalidValue
+
 __all__ = [
     "ERROR_TYPES",
     "ApiError",
@@ -86,7 +88,7 @@ def api_error(
     error_type = ERROR_TYPES.get(status)
     if error_type is None:
         if status < 500:
-            raise ValueError(f"no API error type is defined for HTTP status {status}")
+            raise InvalidValue(f"no API error type is defined for HTTP status {status}")
         error_type = "api_error"
     return ApiError(status, error_type, message, error_code=error_code, headers=headers)
 

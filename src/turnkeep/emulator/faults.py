@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from turnkeep.emulator.errors import ERROR_TYPES
+from turnkeep.errors import InvalidValue
 
 __all__ = [
     "MAX_SLOW_SECONDS",
@@ -94,7 +95,7 @@ class Fault:
 
 def _status_fault(status: int, spec: Mapping[str, Any]) -> Fault:
     if status not in ERROR_TYPES:
-        raise ValueError(f"unsupported fault status {status}; expected one of {sorted(ERROR_TYPES)}")
+        raise InvalidValue(f"unsupported fault status {status}; expected one of {sorted(ERROR_TYPES)}")
     error_type = str(spec.get("error_type") or ERROR_TYPES[status])
     retry_after = spec.get("retry_after")
     if retry_after is None and status == 429:
@@ -113,7 +114,7 @@ def _status_fault(status: int, spec: Mapping[str, Any]) -> Fault:
 def parse_fault(spec: str | int | Mapping[str, Any]) -> Fault:
     """A `Fault` from its short form (`"529"`, `"slow:0.5"`, `"drop"`) or its object form; `ValueError` if bad."""
     if isinstance(spec, bool):
-        raise ValueError(f"not a fault: {spec!r}")
+        raise InvalidValue(f"not a fault: {spec!r}")
     if isinstance(spec, int):
         return _status_fault(spec, {})
     if isinstance(spec, str):
@@ -126,21 +127,21 @@ def parse_fault(spec: str | int | Mapping[str, Any]) -> Fault:
             return parse_fault({"kind": name, "after": int(argument or 3)})
         if name == "truncate":
             return parse_fault({"kind": "truncate"})
-        raise ValueError(f"unknown fault {spec!r}")
+        raise InvalidValue(f"unknown fault {spec!r}")
     if not isinstance(spec, Mapping):
-        raise ValueError(f"not a fault: {spec!r}")
+        raise InvalidValue(f"not a fault: {spec!r}")
     kind = str(spec.get("kind") or ("status" if "status" in spec else ""))
     if kind not in _KINDS:
-        raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(_KINDS)}")
+        raise InvalidValue(f"unknown fault kind {kind!r}; expected one of {sorted(_KINDS)}")
     if kind == "status":
         status = spec.get("status")
         if not isinstance(status, int) or isinstance(status, bool):
-            raise ValueError("a status fault needs an integer `status`")
+            raise InvalidValue("a status fault needs an integer `status`")
         return _status_fault(status, spec)
     if kind == "slow":
         seconds = float(spec.get("seconds", 1.0))
         if seconds < 0:
-            raise ValueError("`seconds` must be >= 0")
+            raise InvalidValue("`seconds` must be >= 0")
         return Fault(kind="slow", seconds=min(seconds, MAX_SLOW_SECONDS))
     if kind == "sse_error":
         error_type = str(spec.get("error_type") or "overloaded_error")
@@ -160,7 +161,7 @@ def parse_fault(spec: str | int | Mapping[str, Any]) -> Fault:
 def _after(spec: Mapping[str, Any]) -> int:
     after = int(spec.get("after", 3))
     if after < 0:
-        raise ValueError("`after` must be >= 0")
+        raise InvalidValue("`after` must be >= 0")
     return after
 
 
@@ -179,7 +180,7 @@ class RandomFaults:
 
     def __init__(self, rate: float, seed: int | None = None) -> None:
         if not 0.0 <= rate <= 1.0:
-            raise ValueError("fault rate must be between 0 and 1")
+            raise InvalidValue("fault rate must be between 0 and 1")
         self.rate = rate
         self._random = random.Random(seed)
         # One generator shared by concurrent requests: draws are serialised so a seed replays the same sequence.

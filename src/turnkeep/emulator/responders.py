@@ -37,6 +37,7 @@ from typing import Any, Literal
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import block_texts
 from turnkeep.emulator import compaction, signatures, tokenizer
+from turnkeep.errors import InvalidValue
 
 __all__ = ["MODES", "WORLD", "IdFactory", "Mode", "Reply", "respond", "world_population"]
 
@@ -109,7 +110,7 @@ def respond(
     block is signed at, not for `max_tokens`. `ValueError` for an unknown mode or a malformed script.
     """
     if mode not in MODES:
-        raise ValueError(f"unknown responder {mode!r}; expected one of {', '.join(MODES)}")
+        raise InvalidValue(f"unknown responder {mode!r}; expected one of {', '.join(MODES)}")
     draft = _scripted(script_reply, ids) if mode == "scripted" and script_reply is not None else None
     if draft is None:
         draft = _generated(body, mode)
@@ -456,14 +457,14 @@ def _latest_place(texts: Sequence[tuple[str, str]], question: str, *, countries_
 
 def _scripted(script: Mapping[str, Any], ids: IdFactory) -> _Draft:
     if not isinstance(script, Mapping):
-        raise ValueError("a scripted reply must be a JSON object")
+        raise InvalidValue("a scripted reply must be a JSON object")
     content: list[dict[str, Any]] = []
     stop_reason = "end_turn"
     stop_details: dict[str, Any] | None = None
     if "content" in script:
         blocks = script["content"]
         if not isinstance(blocks, list) or not all(isinstance(block, Mapping) for block in blocks):
-            raise ValueError("`content` must be a list of content blocks")
+            raise InvalidValue("`content` must be a list of content blocks")
         content = [_with_ids(dict(block), ids) for block in blocks]
         if any(block.get("type") == "tool_use" for block in content):
             stop_reason = "tool_use"
@@ -477,10 +478,10 @@ def _scripted(script: Mapping[str, Any], ids: IdFactory) -> _Draft:
             if isinstance(calls, Mapping):
                 calls = [calls]
             if not isinstance(calls, list) or not calls:
-                raise ValueError("`tool_use` must be a non-empty list of {name, input}")
+                raise InvalidValue("`tool_use` must be a non-empty list of {name, input}")
             for call in calls:
                 if not isinstance(call, Mapping) or "name" not in call:
-                    raise ValueError("each tool call needs a `name`")
+                    raise InvalidValue("each tool call needs a `name`")
                 content.append(
                     {
                         "type": "tool_use",

@@ -28,6 +28,7 @@ import uvicorn
 
 from turnkeep.core import values
 from turnkeep.emulator.app import create_app, quiet_deliberate_drops
+from turnkeep.errors import InvalidValue, StartupError, UsageError
 
 __all__ = ["EmulatorServer"]
 
@@ -77,7 +78,7 @@ class EmulatorServer:
             if not thread.is_alive() or time.monotonic() > deadline:
                 server.should_exit = True
                 sock.close()
-                raise RuntimeError(f"the emulator did not start on {self.base_url}")
+                raise StartupError(f"the emulator did not start on {self.base_url}")
             time.sleep(0.005)
         self._server, self._thread, self._socket = server, thread, sock
         self._control = httpx2.Client(base_url=self.base_url, timeout=30.0)
@@ -130,7 +131,7 @@ class EmulatorServer:
 
     def _call(self, method: str, path: str, *, api_key: str | None = None, **kwargs: Any) -> dict[str, Any]:
         if self._control is None:
-            raise RuntimeError("the emulator is not running; use `with EmulatorServer() as server:`")
+            raise UsageError("the emulator is not running; use `with EmulatorServer() as server:`")
         headers = {"x-api-key": api_key} if api_key else {}
         response = self._control.request(method, path, headers=headers, **kwargs)
         response.raise_for_status()
@@ -151,10 +152,11 @@ class EmulatorServer:
 
     def script(self, *replies: Mapping[str, Any], api_key: str = "test-key") -> int:
         """Queue scripted replies for `api_key` (see `turnkeep.emulator.responders`); returns the queue length.
-        A reply nested deeper than the emulator accepts raises `ValueError` naming where, before anything is sent."""
+        A reply nested deeper than the emulator accepts raises `InvalidValue` (a `ValueError`) naming where, before
+        anything is sent."""
         where = values.depth_exceeds(list(replies), values.MAX_DEPTH + values.ENVELOPE_DEPTH)
         if where is not None:
-            raise ValueError(f"replies{where}: nested more than {values.MAX_DEPTH} levels deep")
+            raise InvalidValue(f"replies{where}: nested more than {values.MAX_DEPTH} levels deep")
         return int(self._call("POST", "/_emulator/script", api_key=api_key, json={"replies": list(replies)})["queued"])
 
     def fault(self, *faults: str | int | Mapping[str, Any], api_key: str = "test-key") -> int:

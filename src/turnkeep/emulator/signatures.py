@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.emulator.tokenizer import canonical_json, content_blocks
+from turnkeep.errors import InvalidValue
 
 __all__ = [
     "EMULATOR_KEY",
@@ -111,7 +112,7 @@ def prefix_digests(body: Mapping[str, Any], positions: Iterable[tuple[int, int]]
         while next_wanted < len(wanted) and wanted[next_wanted][0] == message_index:
             target = wanted[next_wanted][1]
             if target > len(blocks):
-                raise ValueError(
+                raise InvalidValue(
                     f"messages[{message_index}] has {len(blocks)} block(s) in this body, so the prefix of block "
                     f"{target} is unknown: include the reply's earlier blocks in the body's messages"
                 )
@@ -160,7 +161,7 @@ def sign_with_digest(model: ModelInfo, digest: str | None, thinking: str) -> str
     """The signature of `thinking` whose prefix digest is `digest` (ignored on non-binding models)."""
     if model.thinking_binding:
         if digest is None:
-            raise ValueError(f"{model.id} binds thinking to its prefix: a prefix digest is required")
+            raise InvalidValue(f"{model.id} binds thinking to its prefix: a prefix digest is required")
         readers = _readers(model)
         raw = bytes([_VERSION, _BOUND]) + _text_mac(thinking) + _bound_mac(digest, thinking, readers) + readers
     else:

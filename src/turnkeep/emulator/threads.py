@@ -72,6 +72,7 @@ from typing import Any, Final
 
 from turnkeep.emulator.clock import Clock
 from turnkeep.emulator.errors import ApiError, invalid_request, not_found
+from turnkeep.errors import InvalidValue
 
 __all__ = [
     "CREATE_ONLY_FIELDS",
@@ -142,7 +143,7 @@ class ThreadStore:
 
     def __init__(self, clock: Clock, *, expiry_seconds: float = 300.0) -> None:
         if expiry_seconds <= 0:
-            raise ValueError(f"expiry_seconds must be positive, not {expiry_seconds!r}")
+            raise InvalidValue(f"expiry_seconds must be positive, not {expiry_seconds!r}")
         self._clock = clock
         self._expiry = float(expiry_seconds)
         self._lock = threading.Lock()

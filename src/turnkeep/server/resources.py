@@ -148,7 +148,7 @@ async def _fork(gateway: Gateway, request: Request) -> Response:
 
 
 async def _export(gateway: Gateway, request: Request) -> Response:
-    from turnkeep.store.export import export_json
+    from turnkeep.export import export_json
 
     _, conversation_id = _owned(gateway, request)
     return JSONResponse(export_json(gateway.store, conversation_id))

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from turnkeep.errors import StartupError
 from turnkeep.server.app import Gateway, GatewayConfig, create_app
 from turnkeep.server.tenancy import Limits, SQLiteTenancy, Tenant, new_key
 
@@ -109,7 +110,7 @@ class GatewayServer:
             if not thread.is_alive() or time.monotonic() > deadline:
                 server.should_exit = True
                 sock.close()
-                raise RuntimeError(f"the gateway did not start on {self.base_url}")
+                raise StartupError(f"the gateway did not start on {self.base_url}")
             time.sleep(0.005)
         self._server, self._thread, self._socket = server, thread, sock
         return self

@@ -24,7 +24,7 @@ Built-ins (`workload(name, seed=0)`), deterministic for a seed:
   asked in two last turns.
 
 `load_transcript(path)` turns a file into a workload: an export of a stored conversation
-(`turnkeep.store.export.export_json`) or a JSON list of turns (see its docstring).
+(`turnkeep.export.export_json`) or a JSON list of turns (see its docstring).
 """
 
 from __future__ import annotations
@@ -556,8 +556,8 @@ def _from_messages(items: Sequence[Any]) -> list[_Raw]:
 
 
 def _from_export(data: Mapping[str, Any], name: str) -> Workload:
+    from turnkeep.export import import_json
     from turnkeep.store import MemoryStore
-    from turnkeep.store.export import import_json
 
     store = MemoryStore()
     conversation = import_json(store, data)  # checks the whole export; InvalidExport names the position

@@ -9,7 +9,8 @@ gets `ConflictError` and nothing is written. Multi-row writes are atomic.
 `open_store()` opens a `postgresql://` URL or a SQLite file (`await open_async_store(url)`: the `AsyncStore` on
 PostgreSQL, for `AsyncConversation`); with no argument `$TURNKEEP_DATABASE_URL`, else the
 default SQLite file (`$TURNKEEP_HOME/turnkeep.db`, else the user data directory);
-`turnkeep.store.export` turns a conversation into versioned JSON or Markdown and back.
+`turnkeep.export` (above the store: it reads policies and the catalog) turns a conversation into versioned JSON
+or Markdown and back.
 """
 
 from __future__ import annotations

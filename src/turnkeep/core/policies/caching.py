@@ -36,6 +36,7 @@ from turnkeep.core.tokens import (
     estimate_message,
     estimate_prefix,
 )
+from turnkeep.errors import InvalidValue
 
 if TYPE_CHECKING:
     from turnkeep.core.policies.base import RequestSettings
@@ -378,7 +379,7 @@ def choose_ttl(
     if mode in TTL_SECONDS:
         return mode
     if mode != "auto":
-        raise ValueError(f"cache ttl must be '5m', '1h' or 'auto', not {mode!r}")
+        raise InvalidValue(f"cache ttl must be '5m', '1h' or 'auto', not {mode!r}")
     gaps = Gaps.of(gaps)
     if gaps.count < MIN_OBSERVED_GAPS:
         return "5m"

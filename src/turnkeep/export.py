@@ -9,6 +9,9 @@ first. An export never holds an API key: stores refuse to keep one.
 statuses, and every branch's messages against the Messages API rules) and raises `InvalidExport` naming the first
 problem's position, e.g. `nodes[12].message.content[0]`. An import always gets a new conversation id unless one
 is given, so importing the same file twice gives two conversations (node ids are scoped to their conversation).
+
+It sits above the store (it reads policies and the model catalog, which the store never does): it uses only the
+`Store` protocol, so every store exports and imports alike.
 """
 
 from __future__ import annotations
@@ -20,13 +23,12 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, cast
 
-from turnkeep import config
+from turnkeep import config, export_values
 from turnkeep.core import rules
-from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.explain import usd_text
 from turnkeep.core.policies import RequestSettings, policy_from_settings
 from turnkeep.errors import HistoryError, InvalidExport, UnknownConversation, UsageError
-from turnkeep.store import export_values
 from turnkeep.store.base import NODE_STATUSES, LedgerEntry, Node, NodeStatus, Store, check_no_secrets, ledger_dict
 
 if TYPE_CHECKING:
@@ -76,11 +78,14 @@ def export_json(store: Store, conversation_id: str) -> dict[str, Any]:
     }
 
 
-def import_json(store: Store, data: object, *, conversation_id: str | None = None) -> str:
+def import_json(
+    store: Store, data: object, *, conversation_id: str | None = None, catalog: Catalog | None = None
+) -> str:
     """Check `data` (an `export_json` result, e.g. `json.load`ed from a file) and write it as a new conversation;
     returns its id (new unless `conversation_id` is given; ConflictError if that id is taken). Raises
-    `InvalidExport` naming the first problem, having written nothing."""
-    checked = _check(data)
+    `InvalidExport` naming the first problem, having written nothing. Each branch's messages are checked against
+    the model's facts in `catalog` (default: the built-in catalog with the user's overrides)."""
+    checked = _check(data, catalog if catalog is not None else config.load_catalog())
     new_id = conversation_id or uuid.uuid4().hex
     store.restore(
         new_id,
@@ -123,7 +128,7 @@ def _json_ready(value: object, position: str) -> None:
         raise InvalidExport(position, f"not JSON data: {err}") from err
 
 
-def _check(data: object) -> _Checked:
+def _check(data: object, catalog: Catalog) -> _Checked:
     problem = export_values.first_problem(data)
     if problem is not None:
         raise InvalidExport(*problem)
@@ -163,7 +168,7 @@ def _check(data: object) -> _Checked:
         _json_ready(_object(state, f"policy_states[{name!r}]"), f"policy_states[{name!r}]")
         checked.policy_states[name] = dict(state)
     checked.ledger = _ledger(top.get("ledger", []))
-    _check_messages(checked)
+    _check_messages(checked, catalog)
     return checked
 
 
@@ -311,11 +316,11 @@ def _ledger(value: object) -> list[LedgerEntry]:
     return entries
 
 
-def _check_messages(checked: _Checked) -> None:
+def _check_messages(checked: _Checked, catalog: Catalog) -> None:
     """Each branch's sendable messages must form a valid (possibly unfinished) history for its model."""
     index_of = {node.id: index for index, node in enumerate(checked.nodes)}
     settings = checked.settings
-    model = config.load_catalog().get(settings["model"])
+    model = catalog.get(settings["model"])
     base: dict[str, Any] = {"model": model.id, "max_tokens": settings["max_tokens"]}
     for key in ("system", "tools"):
         if settings.get(key) is not None:
