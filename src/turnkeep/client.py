@@ -173,7 +173,7 @@ class _Facade:
     @property
     def ledger(self) -> list[LedgerEntry]:
         """Every request this conversation sent, with usage and cost."""
-        return self._core.ledger
+        return self._core.ledger.entries()
 
     @property
     def cost(self) -> Decimal:

@@ -1,21 +1,22 @@
 """The logic `Conversation` and `AsyncConversation` share, below their drivers in `client.py`.
 
-`ConversationCore` owns everything but the calls to the API: the message tree in the store, planning the next
-request with the context policy, the turn state machine (`core.turn.Turn`), budgets, forecasts, the ledger and
-committing a turn atomically. The drivers only send what it says and hand back responses or errors
-(`answered` / `failed`), so the sync and async twins behave the same by construction.
+`ConversationCore` holds one branch of a conversation and decides everything but the calls to the API, as values:
+the branch's message path (`branch.BranchPath`), the ledger's facts and what answered requests taught
+(`ledger.Ledger`), the settings and the policy's state. A turn is planned by `core.planner.plan_turn`; every
+store write is a `Change` (writes as data, `core.writes`, and the in-memory mirror to run once they are stored),
+which the driver applies to a `Store` or awaits on an `AsyncStore`. A turn runs as `flow`, a generator that
+yields the calls to send and the changes to store, so the sync and async drivers only loop over it and behave
+the same by construction.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from typing import Any, Literal, NoReturn, cast
 
 from anthropic.types import Message, MessageParam, ToolUseBlock
@@ -26,7 +27,6 @@ from turnkeep.branch import BranchPath
 from turnkeep.core import budget as budget_core
 from turnkeep.core import rules
 from turnkeep.core import threads as threads_core
-from turnkeep.core.anchor import Anchor, Sizes, anchor_after, input_forecast
 from turnkeep.core.budget import Budget
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.messages import (
@@ -37,7 +37,7 @@ from turnkeep.core.messages import (
     tool_result_block,
     user_content,
 )
-from turnkeep.core.planner import Estimates, TurnDecision, TurnInput, plan_turn
+from turnkeep.core.planner import TurnDecision, TurnInput, plan_turn
 from turnkeep.core.planner import forecast_plan as planned_forecast
 from turnkeep.core.policies import (
     FullHistory,
@@ -49,10 +49,8 @@ from turnkeep.core.policies import (
     policy_settings,
     unknown_models,
 )
-from turnkeep.core.policies.caching import Gaps
 from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
 from turnkeep.core.signals import RefusalFallback, refusal_fallback, thread_history_ignored
-from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
 from turnkeep.core.writes import Append, Create, Discard, MoveHead, Record, UpdateSettings, Write
 from turnkeep.errors import (
@@ -62,8 +60,8 @@ from turnkeep.errors import (
     UnknownConversation,
     UsageError,
 )
-from turnkeep.sdk import error_request_id, is_transport_failure, request_parameters, transport_error
-from turnkeep.sdk import request_id as request_id_of
+from turnkeep.ledger import Ledger, LedgerFacts
+from turnkeep.sdk import is_transport_failure, request_parameters, transport_error
 from turnkeep.store import LedgerEntry, MemoryStore, Node, NodeStatus, Store
 
 __all__ = [
@@ -179,40 +177,6 @@ class Change:
     on_conflict: list[Write] = field(default_factory=list)
 
 
-@dataclass
-class LedgerFacts:
-    """What a conversation's ledger tells the planning of its next request."""
-
-    spent: budget_core.Spent
-    request_times: list[float]
-    """When it sent its answered requests on its own prefix (not summary calls, which have theirs): policies
-    weigh the gaps (cache expiry, TTL choice)."""
-    gaps: Gaps
-    """The gaps between those requests, as running counts (see `record_request`)."""
-    last_reply_id: str | None
-    """The reply the next request's cache is compared with (cache diagnostics)."""
-    calibrator: Calibrator
-    """The token calibration, learned again from what each recorded request measured."""
-
-    @classmethod
-    def read(cls, ledger: Sequence[LedgerEntry]) -> LedgerFacts:
-        answered = [entry for entry in ledger if entry.error is None]
-        replies = [entry.message_id for entry in answered if entry.message_id and entry.purpose != "summary"]
-        calibrator = Calibrator()
-        for entry in answered:
-            if entry.calibration is not None:
-                calibrator.observe(*entry.calibration)
-        times = [entry.at for entry in answered if entry.purpose != "summary"]
-        gaps = Gaps.of([later - earlier for earlier, later in itertools.pairwise(times)])
-        return cls(budget_core.spent(ledger), times, gaps, replies[-1] if replies else None, calibrator)
-
-    def record_request(self, at: float) -> None:
-        """An answered request on the conversation's own prefix was sent at `at`."""
-        if self.request_times:
-            self.gaps = self.gaps.add(at - self.request_times[-1])
-        self.request_times.append(at)
-
-
 class ConversationCore:
     """The logic `Conversation` and `AsyncConversation` share. It calls the store but never the API."""
 
@@ -261,10 +225,7 @@ class ConversationCore:
         # conversation's settings and used on the models that have threads.
         self.threads_requested = threads
         self.threads = threads and self.model_info.threads
-        # The last answered request: threads continue from it, forecasts are exact up to it.
-        self._anchor: Anchor | None = None
         self._checkpoint: rules.Checkpoint | None = None  # what validating the last request settled
-        self._sizes = Sizes({})
         self._queued_instructions: list[str] = []
         self._lifecycle_warned: set[str] = set()
         self._warn_lifecycle()
@@ -287,7 +248,7 @@ class ConversationCore:
             self.path = BranchPath(self.store.path(self.id, self.store.branches(self.id).get(branch)))
         # What the ledger says (spending, request times, the last reply), read when first needed: opening a long
         # conversation to look at it should not pay for reading every request it ever sent.
-        self._facts: LedgerFacts | None = None
+        self.ledger = Ledger(lambda: self.store.ledger(self.id), self._catalog.get, self.clock)
         self._policy_state: dict[str, Any] | None = None  # read when first needed, then kept by commits
 
     def _warn_lifecycle(self) -> None:
@@ -311,8 +272,7 @@ class ConversationCore:
         """Read this branch again from the store (after another writer moved its head)."""
         self.path = BranchPath(self.store.path(self.id, self.store.branches(self.id).get(self.branch)))
         self._policy_state = None
-        self._facts = None
-        self._anchor = None
+        self.ledger.forget()
         self._checkpoint = None
 
     def policy_state(self) -> dict[str, Any]:
@@ -322,13 +282,6 @@ class ConversationCore:
         return self._policy_state
 
     # -- settings and views ------------------------------------------------------------------------------------
-
-    @property
-    def facts(self) -> LedgerFacts:
-        """What the ledger says, read once and then kept current as requests are recorded."""
-        if self._facts is None:
-            self._facts = LedgerFacts.read(self.store.ledger(self.id))
-        return self._facts
 
     def _settings(self) -> dict[str, Any]:
         """What `open()` needs to rebuild this conversation (stored with it; never an API key)."""
@@ -531,8 +484,8 @@ class ConversationCore:
                 check_fixed_part=self._check_fixed_part,
                 lookup=self._catalog.get,
                 budget=self.budget,
-                spent=self.facts.spent,
-                estimates=self.estimates,
+                spent=self.ledger.facts.spent,
+                estimates=self.ledger.estimates,
                 prefill=prefill,
                 prefill_mode=prefill_mode,
                 auto_continue=self.auto_continue,
@@ -541,11 +494,6 @@ class ConversationCore:
                 checkpoint=self._checkpoint,
             )
         )
-
-    @property
-    def estimates(self) -> Estimates:
-        """What answered requests taught about sizes, for forecasts."""
-        return Estimates(self._anchor, self._sizes, self.facts.calibrator.factor)
 
     def explain(self, content: object | None, overrides: Mapping[str, Any]) -> Plan:
         """The plan of the next request (with `content` as its new user message, if given), sending nothing."""
@@ -609,8 +557,8 @@ class ConversationCore:
             plan,
             self.model_info,
             max_tokens,
-            self.facts.spent,
-            self.estimates,
+            self.ledger.facts.spent,
+            self.ledger.estimates,
             self._catalog.get,
             exact_input_tokens=exact_input_tokens,
         )
@@ -618,7 +566,7 @@ class ConversationCore:
     @property
     def spent(self) -> budget_core.Spent:
         """What this conversation has used so far (every request in its ledger)."""
-        return self.facts.spent
+        return self.ledger.facts.spent
 
     def _request_settings(
         self, overrides: Mapping[str, Any], *, now: float | None, model: ModelInfo | None = None
@@ -635,7 +583,7 @@ class ConversationCore:
                 "per-turn options are keyword arguments of messages.create"
             )
         options = dict(overrides)
-        times = self.facts.request_times
+        times = self.ledger.facts.request_times
         return RequestSettings(
             model or self.model_info,
             options.pop("max_tokens", self.max_tokens),
@@ -644,8 +592,8 @@ class ConversationCore:
             options,
             now=now,
             last_request_at=times[-1] if times else None,
-            gaps=self.facts.gaps,
-            calibration=self.facts.calibrator.factor,
+            gaps=self.ledger.facts.gaps,
+            calibration=self.ledger.facts.calibrator.factor,
         )
 
     def _node(
@@ -655,43 +603,6 @@ class ConversationCore:
         return Node(uuid.uuid4().hex, parent_id, dict(message), status, dict(meta))
 
     # -- responses, commit, failure ----------------------------------------------------------------------------
-
-    def entry(
-        self,
-        call: Call,
-        message: Message | None,
-        latency: float,
-        error: BaseException | None,
-        *,
-        request_id: str | None = None,
-    ) -> LedgerEntry:
-        """A ledger entry for one request (`request_id` when the message does not carry it, as in streams)."""
-        usage = message.usage.model_dump(exclude_none=True) if message is not None else {}
-        model = self._catalog.get(str(call.request["model"]))
-        cost = usage_cost(usage, model, model_prices=self._catalog.get).total if usage else Decimal(0)
-        miss = None
-        if message is not None and message.diagnostics and message.diagnostics.cache_miss_reason:
-            miss = message.diagnostics.cache_miss_reason.type
-        at = self.clock()
-        if error is None and call.purpose != "summary":
-            self.facts.record_request(at)
-        entry = LedgerEntry(
-            purpose=call.purpose,
-            model=str(call.request["model"]),
-            request_id=request_id
-            or (request_id_of(message) if message is not None else None)
-            or error_request_id(error),
-            message_id=message.id if message is not None else None,
-            stop_reason=message.stop_reason if message is not None and error is None else None,
-            usage=usage,
-            cost_usd=str(cost),
-            latency_ms=round(latency * 1000, 3),
-            at=at,
-            error=f"{type(error).__name__}: {error}" if error is not None else None,
-            cache_miss_reason=miss,
-        )
-        self.facts.spent = self.facts.spent + budget_core.spent([entry])
-        return entry
 
     def flow(self, pending: PendingTurn) -> Generator[Call | Change, Sent | None, Reply]:
         """One turn, sans I/O: yields each `Call` to send (the driver sends back what happened, as `Sent`) and each
@@ -722,7 +633,7 @@ class ConversationCore:
     ) -> Generator[Change, None, Call | None]:
         """A call was answered: record it; the turn's next call (None: the turn is over). Once its text reached
         the caller (`may_resend` False) an overflow is not sent again smaller."""
-        entry = self.entry(call, message, sent.latency, None, request_id=sent.request_id)
+        entry = self.ledger.entry(call, message, sent.latency, None, request_id=sent.request_id)
         pending.ledger.append(replace(entry, calibration=self.sent(call, message)))
         try:
             return pending.turn.receive(message, may_resend=sent.may_resend)
@@ -737,7 +648,7 @@ class ConversationCore:
         """A call raised: record it (with what a stream had received); the call to send instead — the same one
         when only its thread was lost, the turn's fallback otherwise. When the error ends the turn, what arrived is
         kept as a partial reply and the error is raised (a raw transport failure as `TransportError`)."""
-        pending.ledger.append(self.entry(call, sent.message, sent.latency, error, request_id=sent.request_id))
+        pending.ledger.append(self.ledger.entry(call, sent.message, sent.latency, error, request_id=sent.request_id))
         following: Call | None = None
         if sent.may_resend and isinstance(error, Exception):
             if self.thread_failed(error):
@@ -806,8 +717,8 @@ class ConversationCore:
         and asking the API why the cache missed, if it did, compared with the last reply (cache diagnostics)."""
         if call.purpose == "summary" or call.request.get("model") != self.model_info.id:
             return dict(call.request)
-        wire = threads_core.wire_request(call.request, self._anchor)[0] if self.threads else dict(call.request)
-        last_reply = self.facts.last_reply_id
+        wire = threads_core.wire_request(call.request, self.ledger.anchor)[0] if self.threads else dict(call.request)
+        last_reply = self.ledger.facts.last_reply_id
         if last_reply is not None and "diagnostics" not in wire:
             wire["diagnostics"] = {"previous_message_id": last_reply}
         return wire
@@ -817,31 +728,17 @@ class ConversationCore:
         what the calibration learned, (estimated, measured) tokens, for the ledger (None: nothing)."""
         if call.purpose == "summary" or call.request.get("model") != self.model_info.id:
             return None
-        predicted, estimated = input_forecast(call.request, self._anchor, self.model_info, sizes=self._sizes)
-        actual = token_counts(message.usage.model_dump(exclude_none=True)).total_input
-        observation = None
-        compacted = any(block["type"] == "compaction" for block in as_blocks(message.content))
-        if estimated > 0 and not compacted:  # a compaction replaced what was estimated: nothing to compare
-            # Only the estimated part carries error; the anchored part is exact. Observations are weighed by their
-            # size (a decayed ratio of sums), so a run of one-line questions, where per-message overhead
-            # dominates, does not skew the estimate of the next pasted document.
-            observation = (estimated, max(actual - (predicted - estimated), 0))
-            self.facts.calibrator.observe(*observation)
-        # After calibrating: what is learned from this request (the fixed part's size) uses what it taught.
-        self._sizes.learn(
-            call.request, self._anchor, message, self.model_info, calibration=self.facts.calibrator.factor
-        )
-        if self.threads and threads_core.continues(call.request, self._anchor):
+        observation = self.ledger.learn(call.request, message, self.model_info)
+        if self.threads and threads_core.continues(call.request, self.ledger.anchor):
             self._check_thread_applied(message)
-        self._anchor = anchor_after(call.request, message, self.model_info)
-        self.facts.last_reply_id = message.id
+        self.ledger.anchor_on(call.request, message, self.model_info)
         return observation
 
     def _check_thread_applied(self, message: Message) -> None:
         """A server that ignores `thread` answers a continue from its new messages alone: send full requests for
         the rest of this conversation, and say so once."""
-        assert self._anchor is not None
-        if thread_history_ignored(self._anchor.tokens, message.usage.model_dump(exclude_none=True)):
+        assert self.ledger.anchor is not None
+        if thread_history_ignored(self.ledger.anchor.tokens, message.usage.model_dump(exclude_none=True)):
             self.threads = self.threads_requested = False
             warnings.warn(
                 f"the server answered a thread continue of conversation {self.id} without its history (input "
@@ -857,8 +754,8 @@ class ConversationCore:
         if threads_core.unsupported(error):
             self.threads = False  # this and later requests go unthreaded
             return True
-        if threads_core.lost(error) and self._anchor is not None:
-            self._anchor = None  # resend the whole request as a new thread (once: a create has no thread to lose)
+        if threads_core.lost(error) and self.ledger.anchor is not None:
+            self.ledger.anchor = None  # resend the whole request as a new thread (once: a create has no thread to lose)
             return True
         return False
 
@@ -1012,10 +909,6 @@ class ConversationCore:
         # The new branch starts from this one's policy state: it describes the same turns.
         state = persisted_state(self.policy_state())
         return name, Change([MoveHead(self.id, name, None, head), Append(self.id, name, head, policy_state=state)])
-
-    @property
-    def ledger(self) -> list[LedgerEntry]:
-        return self.store.ledger(self.id)
 
 
 def partial_content(turn: Turn, snapshot: Message | None) -> list[Block]:
