@@ -118,6 +118,34 @@ class _Facade:
             self._core.check_pending_seen(seen)
         return self._core
 
+    def _begin(
+        self, content: object, prefill: str | None, fallback: PrefillFallback, overrides: Mapping[str, Any]
+    ) -> tuple[PendingTurn, Change]:
+        """A new turn planned (see `ConversationCore.begin`), not yet stored."""
+        return self._sending(new_turn=True).begin(
+            content, prefill=prefill, prefill_fallback=fallback, overrides=overrides
+        )
+
+    def _begin_tool_results(
+        self, results: Mapping[str, object], text: str | None, overrides: Mapping[str, Any]
+    ) -> tuple[PendingTurn, Change]:
+        """A turn answering the last reply's tool calls, planned, not yet stored."""
+        content = self._core.tool_results_content(results, text)
+        return self._sending(new_turn=True).begin(
+            content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
+        )
+
+    def _forecast_plan(
+        self, content: object | None, overrides: Mapping[str, Any]
+    ) -> tuple[Plan, dict[str, Any], list[str] | None]:
+        """The plan a forecast prices, and the `count_tokens` arguments (and betas) for it."""
+        plan = self._core.explain(content, overrides)
+        request, betas = split_betas(self._core.count_tokens_request(plan))
+        return plan, request, betas
+
+    def _forecast(self, plan: Plan, counted: int | None = None) -> Forecast:
+        return self._core.forecast_plan(plan, int(plan.request["max_tokens"]), exact_input_tokens=counted)
+
     @staticmethod
     def _default_client() -> Any:
         raise NotImplementedError
@@ -320,21 +348,12 @@ class Conversation(_Facade):
     ) -> Reply:
         """Send a user message and return the reply. `request_overrides` are extra `messages.create` arguments
         for this turn only (e.g. `thinking`, `tool_choice`, `stop_sequences`, `max_tokens`)."""
-        return self._run(
-            *self._sending(new_turn=True).begin(
-                content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
-            )
-        )
+        return self._run(*self._begin(content, prefill, prefill_fallback, request_overrides))
 
     def send_tool_results(self, results: Mapping[str, object], *, text: str | None = None, **overrides: Any) -> Reply:
         """Answer every pending tool call of the last reply: `{tool_use_id: result}`; an exception as a result is
         sent as an error (`is_error`). `text` adds a user note after the results."""
-        content = self._core.tool_results_content(results, text)
-        return self._run(
-            *self._sending(new_turn=True).begin(
-                content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
-            )
-        )
+        return self._run(*self._begin_tool_results(results, text, overrides))
 
     def retry(self, **request_overrides: Any) -> Reply:
         """Resend the pending user message of a failed or cut-off turn."""
@@ -349,9 +368,7 @@ class Conversation(_Facade):
         **request_overrides: Any,
     ) -> ReplyStream:
         """Like `send`, streaming: `with chat.stream("Hi") as s: for text in s: ...`, then `s.reply`."""
-        pending, change = self._sending(new_turn=True).begin(
-            content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
-        )
+        pending, change = self._begin(content, prefill, prefill_fallback, request_overrides)
         self._apply(change)
         return ReplyStream(self, pending)
 
@@ -382,14 +399,11 @@ class Conversation(_Facade):
         Exact for everything the last request already carried (its `usage` measured it); the new content is
         estimated and calibrated on this conversation's history. `exact=True` asks the API's free `count_tokens`
         endpoint for the total instead (one extra request, not billed)."""
-        plan = self._core.explain(content, request_overrides)
-        max_tokens = int(plan.request["max_tokens"])
+        plan, request, betas = self._forecast_plan(content, request_overrides)
         if not exact:
-            return self._core.forecast_plan(plan, max_tokens)
-        request, betas = split_betas(self._core.count_tokens_request(plan))
-        counter = messages_resource(self.client, betas)
-        counted = counter.count_tokens(**request, **({"betas": betas} if betas else {}))
-        return self._core.forecast_plan(plan, max_tokens, exact_input_tokens=counted.input_tokens)
+            return self._forecast(plan)
+        counted = messages_resource(self.client, betas).count_tokens(**request, **_betas(betas))
+        return self._forecast(plan, counted.input_tokens)
 
     def stream_retry(self, **request_overrides: Any) -> ReplyStream:
         """Like `retry`, streaming."""
@@ -656,23 +670,14 @@ class AsyncConversation(_Facade):
     ) -> Reply:
         """See `Conversation.send`."""
         await self._read_if_pending()
-        return await self._run(
-            *self._sending(new_turn=True).begin(
-                content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
-            )
-        )
+        return await self._run(*self._begin(content, prefill, prefill_fallback, request_overrides))
 
     async def send_tool_results(
         self, results: Mapping[str, object], *, text: str | None = None, **overrides: Any
     ) -> Reply:
         """See `Conversation.send_tool_results`."""
         await self._read_if_pending()
-        content = self._core.tool_results_content(results, text)
-        return await self._run(
-            *self._sending(new_turn=True).begin(
-                content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
-            )
-        )
+        return await self._run(*self._begin_tool_results(results, text, overrides))
 
     async def retry(self, **request_overrides: Any) -> Reply:
         """See `Conversation.retry`."""
@@ -687,12 +692,7 @@ class AsyncConversation(_Facade):
         **request_overrides: Any,
     ) -> AsyncReplyStream:
         """`async with chat.stream("Hi") as s: async for text in s: ...`, then `s.reply`."""
-        return AsyncReplyStream(
-            self,
-            *self._sending(new_turn=True).begin(
-                content, prefill=prefill, prefill_fallback=prefill_fallback, overrides=request_overrides
-            ),
-        )
+        return AsyncReplyStream(self, *self._begin(content, prefill, prefill_fallback, request_overrides))
 
     @classmethod
     def open(
@@ -753,14 +753,11 @@ class AsyncConversation(_Facade):
         self, content: object | None = None, *, exact: bool = False, **request_overrides: Any
     ) -> Forecast:
         """See `Conversation.forecast`."""
-        plan = self._core.explain(content, request_overrides)
-        max_tokens = int(plan.request["max_tokens"])
+        plan, request, betas = self._forecast_plan(content, request_overrides)
         if not exact:
-            return self._core.forecast_plan(plan, max_tokens)
-        request, betas = split_betas(self._core.count_tokens_request(plan))
-        counter = messages_resource(self.client, betas)
-        counted = await counter.count_tokens(**request, **({"betas": betas} if betas else {}))
-        return self._core.forecast_plan(plan, max_tokens, exact_input_tokens=counted.input_tokens)
+            return self._forecast(plan)
+        counted = await messages_resource(self.client, betas).count_tokens(**request, **_betas(betas))
+        return self._forecast(plan, counted.input_tokens)
 
     def stream_retry(self, **request_overrides: Any) -> AsyncReplyStream:
         """See `Conversation.stream_retry`."""
