@@ -6,7 +6,8 @@ further one is a run `(index, policy, model)`, or None to stop. For each run it 
 after every turn and then `("row", index, row)` or `("error", index, exception)`.
 
 A plain process rather than `multiprocessing`: that would import the caller's `__main__` again in each worker,
-which breaks a script without an `if __name__ == "__main__"` guard.
+which breaks a script without an `if __name__ == "__main__"` guard. It is started with `-P` and the caller's
+turnkeep first on `PYTHONPATH`, so it runs the same code, whatever the working directory holds.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import httpx2
@@ -298,11 +299,12 @@ def _play_in_workers(
             # Unbuffered pipes: a frame read is gone from the pipe, so `select` sees exactly what is left.
             process = stack.enter_context(
                 subprocess.Popen(
-                    [sys.executable, "-m", "turnkeep.sim._worker"],
+                    [sys.executable, "-P", "-m", "turnkeep.sim._worker"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=log,
                     bufsize=0,
+                    env=_worker_environment(),
                 )
             )
             stack.callback(stop, process)
@@ -334,6 +336,16 @@ def _play_in_workers(
                 else:
                     raise value
     return [row for row in rows if row is not None]
+
+
+def _worker_environment() -> dict[str, str]:
+    """The environment of a worker: this one, with the directory this turnkeep was imported from first on the
+    path (and, with `-P`, not the working directory), so a worker runs the same code as the caller."""
+    import turnkeep
+
+    root = str(Path(turnkeep.__file__).resolve().parent.parent)
+    inherited = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + inherited if inherited else "")}
 
 
 def _last_line(process: subprocess.Popen[bytes], log: IO[bytes]) -> str:
