@@ -11,6 +11,7 @@ import httpx2
 import pytest
 from anthropic import omit
 
+from turnkeep.core.values import ENVELOPE_DEPTH, MAX_DEPTH
 from turnkeep.emulator.server import EmulatorServer
 
 MODEL = "claude-sonnet-5"  # minimum cacheable prefix 1024 tokens; rejects prefill
@@ -286,6 +287,31 @@ def test_a_body_over_32_mb_is_a_413_request_too_large(turnkeep_emulator: Emulato
         turnkeep_emulator.client(max_retries=0).messages.create(model=MODEL, max_tokens=10, messages=[user(huge)])
     assert caught.value.status_code == 413
     assert caught.value.type == "request_too_large"
+
+
+def test_a_body_nested_past_the_depth_limit_is_a_400_naming_where_and_one_at_the_limit_is_answered(
+    turnkeep_emulator: EmulatorServer,
+) -> None:
+    limit = MAX_DEPTH + ENVELOPE_DEPTH  # containers below the body's top level, the top at depth 0
+
+    def metadata_nested(depth: int) -> dict[str, Any]:
+        """`metadata` whose innermost object sits at `depth` in the body."""
+        inner: dict[str, Any] = {}
+        for _ in range(depth - 1):
+            inner = {"a": inner}
+        return inner
+
+    client = turnkeep_emulator.client(max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(
+            model=MODEL, max_tokens=10, messages=[user("Hi")], extra_body={"metadata": metadata_nested(limit + 1)}
+        )
+    assert caught.value.api_message.startswith("metadata.a.a.")
+    assert caught.value.api_message.endswith(f"nested more than {MAX_DEPTH} levels deep")
+    reply = client.messages.create(
+        model=MODEL, max_tokens=10, messages=[user("Hi")], extra_body={"metadata": metadata_nested(limit)}
+    )
+    assert reply.content
 
 
 def test_removed_sampling_parameters_are_rejected_on_the_new_api_version(turnkeep_emulator: EmulatorServer) -> None:

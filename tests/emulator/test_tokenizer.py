@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import json
 import random
 import time
 from typing import Any
@@ -18,6 +20,7 @@ from turnkeep.emulator.tokenizer import (
     MESSAGE_OVERHEAD,
     PDF_PAGE_TOKENS,
     block_tokens,
+    fingerprint,
     input_tokens,
     output_tokens,
     request_segments,
@@ -200,6 +203,44 @@ def test_fingerprints_see_roles_and_message_boundaries() -> None:
     assert one[0].fingerprint == two[0].fingerprint
     assert one[1].fingerprint != two[1].fingerprint
     assert request_segments(as_assistant, 1)[0].fingerprint != one[0].fingerprint
+
+
+@settings(max_examples=60)
+@given(
+    role=st.sampled_from(["user", "assistant", "system"]),
+    starts=st.booleans(),
+    text=st.text(max_size=40) | st.just("x" * 20_000),
+    ttl=st.sampled_from([None, "5m", "1h"]),
+)
+def test_a_text_blocks_fingerprint_is_the_digest_of_its_canonical_json(
+    role: str, starts: bool, text: str, ttl: str | None
+) -> None:
+    """Remembering plain text blocks by their text changes no fingerprint (asked twice: computed, then recalled)."""
+    block: dict[str, Any] = {"type": "text", "text": text}
+    if ttl is not None:
+        block["cache_control"] = {"type": "ephemeral", "ttl": ttl}
+    payload = {"role": role, "starts_message": starts, "block": {"type": "text", "text": text}}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        expected = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    except UnicodeEncodeError:  # a lone surrogate: neither way has a digest
+        with pytest.raises(UnicodeEncodeError):
+            fingerprint(role, starts, block)
+        return
+    assert fingerprint(role, starts, block) == expected
+    assert fingerprint(role, starts, dict(block)) == expected
+    with_citations = {**block, "citations": []}
+    assert fingerprint(role, starts, with_citations) != expected
+
+
+def test_a_long_text_counts_the_same_when_counted_again() -> None:
+    """Texts beyond the plain cache are remembered by a digest; a different long text gets its own count."""
+    long_text = " ".join([PROSE] * 100)
+    assert len(long_text) > 16_384
+    first = text_tokens(long_text, 1)
+    assert text_tokens(long_text, 1) == first
+    assert text_tokens(long_text + " more words here", 1) == first + 3
+    assert text_tokens(long_text, 2) == (first * 13 + 5) // 10
 
 
 def test_output_tokens_count_reply_blocks() -> None:

@@ -7,8 +7,10 @@ import json
 import re
 from decimal import Decimal
 
+import anthropic
 import pytest
 
+from turnkeep.core.catalog import default_catalog
 from turnkeep.core.policies import (
     ClearToolUses,
     FullHistory,
@@ -111,6 +113,34 @@ def test_rows_come_in_strategy_by_model_order_and_progress_counts_every_turn() -
     ]
     assert [done for done, _, _ in seen] == list(range(1, 37))
     assert seen[-1][1] == 36
+
+
+def test_runs_played_in_worker_processes_give_exactly_the_rows_played_here() -> None:
+    chat = chat_workload(12, seed=5)
+    strategies = [FullHistory(), Window(turns=2), Summarize(trigger=1_500, keep_last=2)]
+    models = [MODEL, "claude-haiku-5-5"]
+    seen: list[tuple[int, int]] = []
+    here = simulate(chat, strategies, models, jobs=1)
+    there = simulate(chat, strategies, models, jobs=2, progress=lambda done, total, _: seen.append((done, total)))
+
+    def without_times(result: SimulationResult) -> list[dict[str, object]]:
+        return [{k: v for k, v in row.to_dict().items() if k != "seconds"} for row in result.rows]
+
+    assert without_times(there) == without_times(here)
+    assert [row.cost_usd for row in there.rows] == [row.cost_usd for row in here.rows]  # exact Decimals
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert seen[-1] == (6 * 12, 6 * 12)
+
+
+def test_a_run_that_fails_in_a_worker_raises_its_error_here() -> None:
+    # A window too small for the chat: the API refuses the request once the history outgrows it, mid-run.
+    small = default_catalog().merged("[models.claude-sonnet-4-6]\ncontext_window = 3000\n")
+    chat = chat_workload(12, seed=5)
+    strategies = [FullHistory(), FullHistory(ttl="1h")]
+    with pytest.raises(anthropic.BadRequestError, match="prompt is too long: 5538 tokens > 3000 maximum"):
+        simulate(chat, strategies, [MODEL], jobs=1, catalog=small)
+    with pytest.raises(anthropic.BadRequestError, match="prompt is too long: 5538 tokens > 3000 maximum"):
+        simulate(chat, strategies, [MODEL], jobs=2, catalog=small)
 
 
 @pytest.mark.parametrize(

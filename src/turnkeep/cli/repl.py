@@ -4,7 +4,9 @@
 prompt_toolkit at a terminal, with lines piped on stdin, and in tests (which feed it lines and read the console).
 
 Input: a line is one message. A line ending in a backslash continues on the next line; a line starting with
-`\"\"\"` opens a block that runs to the next line ending in `\"\"\"`. Ctrl-C at the prompt clears the line;
+`\"\"\"` opens a block that runs to the next line ending in `\"\"\"`. At a terminal a paste is one message however
+many lines it has, also where the terminal does not mark pastes; one longer than `MAX_MESSAGE_CHARS` is refused
+at once and nothing of it is kept. Ctrl-C at the prompt clears the line;
 Ctrl-C during a reply stops it: the text so far is kept as a partial reply (shown, never sent back) and the
 message stays pending, so `/retry` asks again and `/undo` drops it. Ctrl-D (end of input) or `/exit` leaves.
 """
@@ -12,12 +14,13 @@ message stays pending, so `/retry` asks again and `/undo` drops it. Ctrl-D (end 
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from turnkeep.cli import render
 from turnkeep.cli._runtime import MAX_MESSAGE_CHARS, api_error_text, check_message, one_line
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from turnkeep.client import Conversation, Reply, ReplyStream
     from turnkeep.store import Store
 
-__all__ = ["HELP", "Reader", "Repl", "prompt_toolkit_reader", "stdin_reader"]
+__all__ = ["HELP", "PasteTooLong", "Reader", "Repl", "prompt_toolkit_reader", "stdin_reader"]
 
 Reader = Callable[[str], str]
 """Reads one line after showing a prompt; raises EOFError at the end of input and KeyboardInterrupt on Ctrl-C."""
@@ -76,19 +79,106 @@ def stdin_reader(prompt: str) -> str:
 
 
 def prompt_toolkit_reader(history_file: Path) -> Reader:
-    """A reader with line editing and a persistent input history (prompt_toolkit) for a person at a terminal."""
+    """A reader with line editing and a persistent input history (prompt_toolkit) for a person at a terminal.
+
+    A paste is one message, also where the terminal does not mark pastes (bracketed paste): see `_PasteReader`.
+    A paste longer than `MAX_MESSAGE_CHARS` is refused (`PasteTooLong`) without being kept."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
 
     history_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # What was typed is as private as the conversations themselves (the store is 0600 too).
     os.close(os.open(history_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-    session: PromptSession[str] = PromptSession(history=FileHistory(str(history_file)), enable_history_search=True)
+    paste_input = _paste_aware_input()
+    session: PromptSession[str] = PromptSession(
+        history=FileHistory(str(history_file)), enable_history_search=True, input=paste_input
+    )
 
     def read(prompt: str) -> str:
-        return session.prompt(prompt)
+        pastes = getattr(paste_input, "stdin_reader", None)
+        if isinstance(pastes, _PasteReader):
+            pastes.pasted = 0
+        try:
+            return session.prompt(prompt)
+        except KeyboardInterrupt:
+            if isinstance(pastes, _PasteReader) and pastes.refused:
+                size, pastes.refused = pastes.refused, 0
+                raise PasteTooLong(size) from None
+            raise
 
     return read
+
+
+class PasteTooLong(UsageError):
+    """A paste at the prompt longer than a message may be; it was dropped, nothing was kept or sent."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"the paste is {size:,} characters; the limit is {MAX_MESSAGE_CHARS:,} (about the largest "
+            "context window): nothing was kept. Send a file with: turnkeep ask -c 'your question' < FILE"
+        )
+
+
+# A read of this many characters or more at once is pasted, not typed (prompt_toolkit reads up to 1,024).
+_PASTE_MIN_CHARS = 256
+# A paste has ended when no more input arrives for this long (a terminal writes a paste in quick bursts).
+_PASTE_QUIET_SECONDS = 0.25
+_PASTE_START, _PASTE_END = "\x1b[200~", "\x1b[201~"
+
+
+class _PasteReader:
+    """Stands in for prompt_toolkit's stdin reader and turns a paste the terminal did not mark into a bracketed
+    paste, so prompt_toolkit inserts it in one piece (a newline in it does not send the half typed so far) instead
+    of handling each character as a key press, which for megabytes takes minutes and gigabytes.
+
+    Input is a paste when one read brings `_PASTE_MIN_CHARS` or more, or a line break before its last character
+    (nobody types that fast); it is read to its end, in large chunks. Past `MAX_MESSAGE_CHARS` (counted over the
+    pastes into one prompt) the rest is read and dropped, so memory stays bounded; the prompt is then interrupted
+    and `refused` says how much was pasted."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self.pasted = 0
+        self.refused = 0
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._reader.closed)
+
+    def read(self, count: int = 1024) -> str:
+        data: str = self._reader.read(count)
+        if not _looks_pasted(data):
+            return data
+        chunks, size = [data], len(data)
+        while not self._reader.closed and select.select([self._reader.stdin_fd], [], [], _PASTE_QUIET_SECONDS)[0]:
+            chunk: str = self._reader.read(1 << 16)
+            size += len(chunk)
+            if self.pasted + size <= MAX_MESSAGE_CHARS:
+                chunks.append(chunk)
+            elif len(chunks):
+                chunks = []  # over the limit: keep nothing, read the rest to its end
+        self.pasted += size
+        if self.pasted > MAX_MESSAGE_CHARS:
+            self.refused = self.pasted
+            return "\x03"  # Ctrl-C: the prompt gives up the line, and the reader says why
+        return _PASTE_START + "".join(chunks).replace(_PASTE_END, "") + _PASTE_END
+
+
+def _looks_pasted(data: str) -> bool:
+    if not data or "\x1b" in data:  # escape sequences: keys, terminal replies, a paste the terminal marked
+        return False
+    return len(data) >= _PASTE_MIN_CHARS or any(c in data[:-1] for c in "\r\n")
+
+
+def _paste_aware_input() -> Any:
+    """prompt_toolkit's input for this terminal, with `_PasteReader` in front of its stdin reader (POSIX)."""
+    from prompt_toolkit.input import create_input
+
+    terminal = create_input()
+    reader = getattr(terminal, "stdin_reader", None)
+    if reader is not None and hasattr(reader, "stdin_fd"):
+        terminal.stdin_reader = _PasteReader(reader)  # type: ignore[attr-defined]
+    return terminal
 
 
 class Repl:
@@ -127,6 +217,9 @@ class Repl:
                 text = self.read_message()
             except KeyboardInterrupt:
                 self.note("(Ctrl-C clears the line; Ctrl-D or /exit leaves)")
+                continue
+            except UsageError as err:  # a paste too long to be a message
+                self.error(str(err))
                 continue
             except EOFError:
                 break

@@ -59,11 +59,11 @@ def _run_with_progress(work: Callable[[Callable[[int, int, str], None]], Any]) -
     first turn on."""
     bar = _progress_bar()
     if not bar.console.is_terminal:
-        labels: list[str] = []
+        started: set[str] = set()
 
         def report(done: int, total: int, label: str) -> None:
-            if not labels or labels[-1] != label:
-                labels.append(label)
+            if label not in started:  # runs may play side by side: one line as each begins
+                started.add(label)
                 click.echo(f"simulating {label} (turn {done:,} of {total:,})", err=True)
 
         return work(report)
@@ -100,6 +100,12 @@ def _run_with_progress(work: Callable[[Callable[[int, int, str], None]], Any]) -
     type=click.Path(dir_okay=False),
     help="Draw cost per turn and cumulative cost to a PNG (needs matplotlib: pip install 'turnkeep[plot]').",
 )
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Runs played at once, each in its own process (default: one per CPU when there is enough to do).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def simulate(
     workload_name: str | None,
@@ -107,6 +113,7 @@ def simulate(
     strategies: Sequence[str],
     models: Sequence[str],
     plot: str | None,
+    jobs: int | None,
     as_json: bool,
 ) -> None:
     """What each strategy and model would cost on a workload: total and per-turn USD, cache-read share, peak
@@ -125,7 +132,7 @@ def simulate(
         from turnkeep.sim import simulate as run
 
         chosen = _workload(workload_name, transcript)
-        return run(chosen, picked, list(models) or ["claude-sonnet-4-6"], progress=progress)
+        return run(chosen, picked, list(models) or ["claude-sonnet-4-6"], progress=progress, jobs=jobs)
 
     from turnkeep.cli import render
 
@@ -155,6 +162,12 @@ def simulate(
 )
 @click.option("--model", "-m", "models", multiple=True, help="A candidate model, repeatable (default: four models).")
 @click.option("--strategy", "-s", "strategies", multiple=True, help="A candidate policy, repeatable.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Runs played at once, each in its own process (default: one per CPU when there is enough to do).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the recommendation and every candidate as JSON.")
 def recommend(
     workload_name: str | None,
@@ -162,6 +175,7 @@ def recommend(
     volume: int,
     models: Sequence[str],
     strategies: Sequence[str],
+    jobs: int | None,
     as_json: bool,
 ) -> None:
     """Recommend a model, context policy and cache TTL for a workload at a monthly volume, with what each
@@ -183,6 +197,7 @@ def recommend(
             models=list(models) or list(DEFAULT_MODELS),
             strategies=list(strategies) or None,
             progress=progress,
+            jobs=jobs,
         )
 
     result = _run_with_progress(work)

@@ -33,7 +33,7 @@ import logging
 import math
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -553,10 +553,32 @@ async def _json_body(request: Request, *, limit: int | None = None) -> Any:
 def _check_depth(value: Any, path: str) -> None:
     """Refuse values nested beyond `values.MAX_DEPTH` with a 400 naming where (an assumption: the API's own limit
     is not documented; this one keeps every reply within what the SDK's streaming JSON parser accepts)."""
-    where = values.depth_exceeds(value, values.MAX_DEPTH + values.ENVELOPE_DEPTH)
+    limit = values.MAX_DEPTH + values.ENVELOPE_DEPTH
+    if not _nests_deeper_than(value, limit):
+        return
+    where = values.depth_exceeds(value, limit)
     if where is not None:
         location = f"{path}{where}".lstrip(".") or "body"
         raise invalid_request(f"{location}: nested more than {values.MAX_DEPTH} levels deep")
+
+
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    """Whether a container inside `value` sits deeper than `limit` (the top is at depth 0), as
+    `values.depth_exceeds` judges it: the quick pass over every request body, which names no path, so the path
+    is only built for a body that is refused."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, Mapping | list | tuple))
+    return False
 
 
 def _json_object(value: Any) -> dict[str, Any]:

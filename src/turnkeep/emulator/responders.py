@@ -37,6 +37,7 @@ from typing import Any, Literal
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import block_texts
 from turnkeep.emulator import compaction, signatures, tokenizer
+from turnkeep.emulator._memo import TextMemo
 from turnkeep.errors import InvalidValue
 
 __all__ = ["MODES", "WORLD", "IdFactory", "Mode", "Reply", "respond", "world_population"]
@@ -264,15 +265,25 @@ def _facts(texts: Sequence[tuple[str, str]]) -> dict[str, str]:
     """Facts stated in the context: `name`, `home`, "<my key>" and "<generic subject>", the latest statement wins."""
     facts: dict[str, str] = {}
     for _role, text in texts:
-        for sentence in _sentences(text):
-            if sentence.endswith("?") or sentence.lower().startswith(("i don't know", "i do not know")):
-                continue
-            statement = _REMEMBER_PREFIX.sub("", sentence).strip()
-            if _INTERROGATIVE.match(statement) and not statement.lower().startswith(("is ", "are ")):
-                continue
-            for key, value in _sentence_facts(statement):
-                facts[key] = value
+        facts.update(_text_facts_memo(text))
     return facts
+
+
+def _text_facts(text: str) -> tuple[tuple[str, str], ...]:
+    """The (key, value) facts stated in one text, in order."""
+    found: list[tuple[str, str]] = []
+    for sentence in _sentences(text):
+        if sentence.endswith("?") or sentence.lower().startswith(("i don't know", "i do not know")):
+            continue
+        statement = _REMEMBER_PREFIX.sub("", sentence).strip()
+        if _INTERROGATIVE.match(statement) and not statement.lower().startswith(("is ", "are ")):
+            continue
+        found.extend(_sentence_facts(statement))
+    return tuple(found)
+
+
+# History resends the same texts with every request: each text's facts are found once.
+_text_facts_memo = TextMemo(_text_facts)
 
 
 def _sentence_facts(statement: str) -> list[tuple[str, str]]:

@@ -58,6 +58,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
+from turnkeep.emulator._memo import MAX_KEY_CHARS, TextMemo
+
 __all__ = [
     "DOCUMENT_OVERHEAD",
     "IMAGE_TOKENS",
@@ -90,8 +92,8 @@ DOCUMENT_OVERHEAD = 6
 # Words, digit runs, whitespace that is more than one blank, punctuation/symbol runs. Single blanks match nothing.
 _PIECE = re.compile(r"[^\W\d_]+|\d+|\s{2,}|\n|[^\w\s]+|_+")
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
-# Texts longer than this are tokenised every time rather than kept in the cache (bounds its memory).
-_CACHE_MAX_CHARS = 16_384
+# Texts up to this length are kept as their own cache key (longer ones by a digest: `_memo`).
+_CACHE_MAX_CHARS = MAX_KEY_CHARS
 
 _Section = Literal["tools", "system", "messages"]
 
@@ -154,14 +156,8 @@ def _count(text: str) -> int:
     return total
 
 
-_count_cached = lru_cache(maxsize=8192)(_count)
-
-
-def _text1(text: str) -> int:
-    """Generation-1 tokens of `text` (cached for texts of moderate size, which history resends every turn)."""
-    if len(text) <= _CACHE_MAX_CHARS:
-        return _count_cached(text)
-    return _count(text)
+# History resends the same texts every turn: each is counted once.
+_text1 = TextMemo(_count, entries=8192)
 
 
 def text_tokens(text: str, generation: int) -> int:
@@ -318,8 +314,26 @@ def _without_cache_control(block: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def fingerprint(role: str, starts_message: bool, block: Mapping[str, Any]) -> str:
     """SHA-256 hex of the canonical JSON of the block (without `cache_control`), its role and message start."""
-    payload = {"role": role, "starts_message": starts_message, "block": _without_cache_control(block)}
+    text = block.get("text")
+    if (
+        block.get("type") == "text"
+        and type(text) is str
+        and len(text) <= _CACHE_MAX_CHARS
+        and len(block) - ("cache_control" in block) == 2
+    ):
+        # A plain text block, as history resends it every turn: remembered by its text.
+        return _text_fingerprint(role, starts_message, text)
+    return _fingerprint(role, starts_message, _without_cache_control(block))
+
+
+def _fingerprint(role: str, starts_message: bool, block: Mapping[str, Any]) -> str:
+    payload = {"role": role, "starts_message": starts_message, "block": block}
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _text_fingerprint(role: str, starts_message: bool, text: str) -> str:
+    return _fingerprint(role, starts_message, {"type": "text", "text": text})
 
 
 def _ttl(block: Mapping[str, Any]) -> str | None:

@@ -85,7 +85,7 @@ class PrefixTracker:
         self._tokens: list[int] = []
         self._uses: list[list[int]] = []
         self._requests: list[UsePrices] = []
-        self._cut: dict[tuple[int, str], list[tuple[str, int]]] = {}
+        self._cut: dict[tuple[int, object], list[tuple[str, int]]] = {}
         self.peak_input = 0
 
     @property
@@ -105,7 +105,7 @@ class PrefixTracker:
         parts += [{"messages": [message]} for message in messages] if isinstance(messages, list) else []
         segments: list[tuple[str, int]] = []
         for part in parts:
-            key = (generation, _ENCODER.encode(part))
+            key = (generation, _plain_key(part) or _ENCODER.encode(part))
             cut = self._cut.get(key)
             if cut is None:
                 cut = self._cut[key] = [(s.fingerprint, s.tokens) for s in request_segments(part, generation)]
@@ -149,6 +149,34 @@ class PrefixTracker:
             if tokens and uses:
                 total += tokens * _cheapest(uses, requests, ttl_5m, allow_1h)
         return total / 1_000_000
+
+
+def _plain_key(part: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A cheap identity for a message of plain text blocks (what chats resend every turn), else None.
+
+    Segments ignore `cache_control`, so two messages with the same role and texts cut alike, breakpoints or not
+    (and a string content cuts as one text block).
+    """
+    messages = part.get("messages")
+    if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
+        return None
+    message = messages[0]
+    role, content = message.get("role"), message.get("content")
+    if len(message) != 2 or not isinstance(role, str):
+        return None
+    if isinstance(content, str):
+        return (role, content)
+    if not isinstance(content, list):
+        return None
+    texts: list[str] = []
+    for block in content:
+        if not isinstance(block, dict) or block.get("type") != "text" or len(block) - ("cache_control" in block) != 2:
+            return None
+        text = block.get("text")
+        if not isinstance(text, str):
+            return None
+        texts.append(text)
+    return (role, *texts)
 
 
 def _cheapest(uses: list[int], requests: list[UsePrices], ttl_5m: float, allow_1h: bool) -> float:

@@ -94,15 +94,22 @@ def recommend(
     strategies: Sequence[Policy | str] | None = None,
     progress: Progress | None = None,
     catalog: Catalog | None = None,
+    jobs: int | None = None,
 ) -> Recommendation:
-    """Simulate every candidate on `workload` and recommend one for `conversations_per_month` conversations."""
+    """Simulate every candidate on `workload` and recommend one for `conversations_per_month` conversations.
+
+    `jobs`: runs played at once in worker processes (see `simulate`; None: one per CPU for a big simulation).
+    Each model is simulated, not re-priced from another model's run: its facts steer what its conversation
+    sends (the tokenizer generation moves when a budget or a summary triggers, the minimum cacheable prefix
+    decides whether the system prompt gets its own breakpoint, price ratios steer the automatic TTL, the context
+    window bounds a window), so another model's requests priced anew would not be what it really costs."""
     if conversations_per_month < 1:
         raise UsageError("conversations_per_month must be at least 1")
     if not models:
         raise UsageError("recommend needs at least one model")
     catalog = catalog or default_catalog()
     result = simulate(
-        workload, list(strategies or default_strategies()), list(models), progress=progress, catalog=catalog
+        workload, list(strategies or default_strategies()), list(models), progress=progress, catalog=catalog, jobs=jobs
     )
     volume = Decimal(conversations_per_month)
     candidates = sorted(

@@ -1,10 +1,13 @@
 """The cost simulator: replay a workload with real `Conversation`s against the emulator, on a virtual clock.
 
-`simulate(workload, strategies, models)` runs one conversation per (strategy, model) against one in-process
-`EmulatorServer` whose clock is virtual: before each turn the clock moves by the turn's gap (so 5-minute and
-1-hour cache entries expire as they would), and each conversation reads the same clock, so its policy judges
-expiry and TTLs in the same time. Each run uses its own API key, which is the emulator's scope for the prompt
-cache and the bill, so runs never share cache entries and each run's bill can be checked against its ledger.
+`simulate(workload, strategies, models)` runs one conversation per (strategy, model), each against its own
+emulator app (`turnkeep.emulator.create_app`) whose clock is virtual: before each turn the clock moves by the
+turn's gap (so 5-minute and 1-hour cache entries expire as they would), and the conversation reads the same
+clock, so its policy judges expiry and TTLs in the same time. The real SDK client sends every request through an
+in-process transport straight into the app (no socket: a simulation is CPU-bound, and serialising 200 growing
+histories over loopback HTTP cost more than the emulator's work). Each run has its own app and API key, so runs
+never share cache entries and each run's bill can be checked against its ledger; runs are therefore independent
+and, when there are enough of them, play in parallel worker processes (`jobs`), one per CPU by default.
 
 Replies are scripted to the workload's lengths (the `x-emulator-script` header carries the reply text, so a
 summary request of a `Summarize` policy in the same turn is not affected); turns without a length — the fact
@@ -15,13 +18,20 @@ compute the two lower bounds of `turnkeep.sim.bounds`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
+import os
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import httpx2
 
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.policies import Policy, policy_settings, unknown_models
@@ -32,10 +42,9 @@ from turnkeep.sim.bounds import PrefixTracker
 from turnkeep.sim.workloads import Workload
 
 if TYPE_CHECKING:
-    import httpx2
+    from starlette.applications import Starlette
 
     from turnkeep.client import Conversation, Reply
-    from turnkeep.emulator import EmulatorServer
     from turnkeep.emulator.clock import Clock
 
 __all__ = [
@@ -52,6 +61,8 @@ __all__ = [
 Progress = Callable[[int, int, str], None]
 
 _CENT = Decimal("0.01")
+# The emulator app is reached in-process; the host is only a name.
+_BASE_URL = "http://emulator.invalid"
 _MICRO = Decimal("0.000001")
 
 
@@ -169,45 +180,180 @@ def simulate(
     *,
     progress: Progress | None = None,
     catalog: Catalog | None = None,
+    jobs: int | None = None,
 ) -> SimulationResult:
-    """Replay `workload` once per strategy x model against an in-process emulator on a virtual clock.
+    """Replay `workload` once per strategy x model against the emulator on a virtual clock.
 
-    Strategies are policies or their names (`parse_strategy`). Raises `UsageError` for an unknown model or
-    strategy, `BillMismatch` if a run's ledger and the emulator's bill for it differ by a cent or more.
+    Strategies are policies or their names (`parse_strategy`). `jobs`: how many runs play at once in worker
+    processes; None picks one per available CPU when the simulation is big enough to pay for starting them
+    (about a second of imports each), 1 plays every run here, one after the other. The rows are the same either
+    way. Raises `UsageError` for an unknown model or strategy, `BillMismatch` if a run's ledger and the
+    emulator's bill for it differ by a cent or more.
     """
     from turnkeep import config
-    from turnkeep.emulator import EmulatorServer
-    from turnkeep.emulator.clock import Clock
 
     if not strategies or not models:
         raise UsageError("simulate needs at least one strategy and one model")
     if not workload.turns:
         raise UsageError(f"workload {workload.name!r} has no turns")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"jobs must be at least 1, not {jobs}")
     policies = [parse_strategy(s) if isinstance(s, str) else s for s in strategies]
     catalog = catalog or config.load_catalog()
     for policy in policies:
         unknown = unknown_models(policy, catalog)
         if unknown:
             raise UsageError(f"strategy {strategy_label(policy)!r}: unknown model {unknown[0]!r}")
-    infos = []
     for model in models:
-        info = catalog.get(model)
-        if not info.known:
+        if not catalog.get(model).known:
             raise UsageError(f"unknown model {model!r}: the emulator serves only the models of the catalog")
-        infos.append(info)
-    clock = Clock("virtual")
+    # Rows in the order strategies x models were given.
+    runs = [(policy, model) for policy in policies for model in models]
     started = time.perf_counter()
+    workers = _workers(jobs, len(runs), len(workload.turns))
+    if workers == 1:
+        rows = _play_here(workload, runs, catalog, progress)
+    else:
+        rows = _play_in_workers(workload, runs, catalog, progress, workers)
+    return SimulationResult(workload.name, len(workload.turns), tuple(rows), time.perf_counter() - started)
+
+
+# A worker process costs about a second of CPU to start (it imports the SDK and the emulator): below this many
+# turns in all, the runs play here.
+_PARALLEL_MIN_TURNS = 1_000
+
+
+def _workers(jobs: int | None, runs: int, turns: int) -> int:
+    if jobs is None:
+        if runs * turns < _PARALLEL_MIN_TURNS:
+            return 1
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(jobs, runs))
+
+
+def play_run(
+    workload: Workload,
+    policy: Policy,
+    model: str,
+    catalog: Catalog,
+    index: int,
+    progress: Callable[[int], None] | None = None,
+) -> Row:
+    """Play run number `index` of a simulation (its API key is `sim-<index>`): one conversation of `workload`
+    under `policy` on `model`, against its own emulator app; `progress(turns)` after every turn."""
+    return _Run(catalog, workload, policy, catalog.get(model), key=f"sim-{index}").play(progress)
+
+
+def _play_here(
+    workload: Workload, runs: Sequence[tuple[Policy, str]], catalog: Catalog, progress: Progress | None
+) -> list[Row]:
+    turns, total = len(workload.turns), len(runs) * len(workload.turns)
     rows: list[Row] = []
-    total = len(policies) * len(infos) * len(workload.turns)
-    with EmulatorServer(clock=clock, catalog=catalog) as server:
-        for info in infos:
-            for policy in policies:
-                run = _Run(server, clock, catalog, workload, policy, info, key=f"sim-{len(rows)}")
-                rows.append(run.play(_reporter(progress, len(rows) * len(workload.turns), total, run.label)))
-                server.close_clients()
-    # Rows in the order strategies x models were given (the loop runs model by model, so the clock runs on).
-    ordered = [rows[m * len(policies) + p] for p in range(len(policies)) for m in range(len(infos))]
-    return SimulationResult(workload.name, len(workload.turns), tuple(ordered), time.perf_counter() - started)
+    for index, (policy, model) in enumerate(runs):
+        label = f"{strategy_label(policy)} on {model}"
+        rows.append(play_run(workload, policy, model, catalog, index, _reporter(progress, index * turns, total, label)))
+    return rows
+
+
+def _play_in_workers(
+    workload: Workload,
+    runs: Sequence[tuple[Policy, str]],
+    catalog: Catalog,
+    progress: Progress | None,
+    workers: int,
+) -> list[Row]:
+    """Play the runs in `workers` worker processes (`turnkeep.sim._worker`), each taking the next run as it
+    finishes one; their turns are reported here as they are played."""
+    import selectors
+    import sys
+    import tempfile
+
+    from turnkeep.sim._worker import read_frame, write_frame
+
+    total = len(runs) * len(workload.turns)
+    done = [0] * len(runs)
+    rows: list[Row | None] = [None] * len(runs)
+    labels = [f"{strategy_label(policy)} on {model}" for policy, model in runs]
+    waiting = list(enumerate(runs))[::-1]
+    logs: dict[int, IO[bytes]] = {}
+    stopping: set[int] = set()  # workers told that there is nothing left to play
+
+    def give_next(process: subprocess.Popen[bytes]) -> None:
+        assert process.stdin is not None
+        if waiting:
+            index, (policy, model) = waiting.pop()
+            write_frame(process.stdin, (index, policy, model))
+        else:
+            write_frame(process.stdin, None)
+            stopping.add(process.pid)
+
+    def stop(process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:  # a failed or interrupted simulation: nothing it does now is wanted
+            process.kill()
+
+    with contextlib.ExitStack() as stack:
+        selector = stack.enter_context(selectors.DefaultSelector())
+        processes = []
+        for _ in range(workers):
+            log = stack.enter_context(tempfile.TemporaryFile())
+            # Unbuffered pipes: a frame read is gone from the pipe, so `select` sees exactly what is left.
+            process = stack.enter_context(
+                subprocess.Popen(
+                    [sys.executable, "-P", "-m", "turnkeep.sim._worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    bufsize=0,
+                    env=_worker_environment(),
+                )
+            )
+            stack.callback(stop, process)
+            logs[process.pid] = log
+            processes.append(process)
+        for process in processes:
+            assert process.stdin is not None
+            write_frame(process.stdin, (workload, catalog))
+            give_next(process)
+            selector.register(process.stdout, selectors.EVENT_READ, process)  # type: ignore[arg-type]
+        while any(row is None for row in rows):
+            for key, _ in selector.select():
+                process = key.data
+                try:
+                    kind, index, value = read_frame(key.fileobj)  # type: ignore[arg-type]
+                except EOFError:
+                    if process.pid in stopping:  # done, and gone
+                        selector.unregister(key.fileobj)
+                        continue
+                    why = _last_line(process, logs[process.pid])
+                    raise RuntimeError(f"a simulation worker stopped: {why}") from None
+                if kind == "turn":
+                    done[index] = value
+                    if progress is not None:
+                        progress(sum(done), total, labels[index])
+                elif kind == "row":
+                    rows[index] = value
+                    give_next(process)
+                else:
+                    raise value
+    return [row for row in rows if row is not None]
+
+
+def _worker_environment() -> dict[str, str]:
+    """The environment of a worker: this one, with the directory this turnkeep was imported from first on the
+    path (and, with `-P`, not the working directory), so a worker runs the same code as the caller."""
+    import turnkeep
+
+    root = str(Path(turnkeep.__file__).resolve().parent.parent)
+    inherited = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + inherited if inherited else "")}
+
+
+def _last_line(process: subprocess.Popen[bytes], log: IO[bytes]) -> str:
+    """The last line a worker wrote to stderr (its traceback's message), or its exit status."""
+    process.wait()
+    log.seek(0)
+    lines = log.read().decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else f"exit status {process.returncode}"
 
 
 def _script(reply: Mapping[str, Any]) -> dict[str, str]:
@@ -222,21 +368,37 @@ def _reporter(progress: Progress | None, done: int, total: int, label: str) -> C
     return lambda turns: report(done + turns, total, label)
 
 
-class _Run:
-    """One conversation of a simulation."""
+class _AppTransport(httpx2.BaseTransport):
+    """An `httpx2` transport that hands each request to an ASGI app in this thread, on a private event loop."""
 
-    def __init__(
-        self,
-        server: EmulatorServer,
-        clock: Clock,
-        catalog: Catalog,
-        workload: Workload,
-        policy: Policy,
-        model: ModelInfo,
-        *,
-        key: str,
-    ) -> None:
-        self.server, self.clock, self.catalog = server, clock, catalog
+    def __init__(self, app: Starlette) -> None:
+        self._asgi = httpx2.ASGITransport(app)
+        self._loop = asyncio.new_event_loop()
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.read()
+
+        async def answer() -> tuple[int, httpx2.Headers, bytes]:
+            response = await self._asgi.handle_async_request(request)
+            return response.status_code, response.headers, await response.aread()
+
+        status, headers, content = self._loop.run_until_complete(answer())
+        return httpx2.Response(status, headers=headers, content=content, request=request)
+
+    def close(self) -> None:
+        self._loop.close()
+
+
+class _Run:
+    """One conversation of a simulation, against its own emulator app."""
+
+    def __init__(self, catalog: Catalog, workload: Workload, policy: Policy, model: ModelInfo, *, key: str) -> None:
+        from turnkeep.emulator import create_app
+        from turnkeep.emulator.clock import Clock
+
+        self.clock: Clock = Clock("virtual")
+        self.app = create_app(clock=self.clock, catalog=catalog)
+        self.catalog = catalog
         self.workload, self.policy, self.model, self.key = workload, policy, model, key
         self.tracker = PrefixTracker()
         self.label = f"{strategy_label(policy)} on {model.id}"
@@ -273,13 +435,14 @@ class _Run:
         return reply
 
     def play(self, progress: Callable[[int], None] | None) -> Row:
-        import httpx2
+        import anthropic
 
         from turnkeep.client import Conversation
 
         started = time.perf_counter()
-        http = httpx2.Client(event_hooks={"response": [self._record]}, timeout=120.0)
-        client = self.server.client(api_key=self.key, max_retries=0, http_client=http)
+        transport = _AppTransport(self.app)
+        http = httpx2.Client(transport=transport, event_hooks={"response": [self._record]}, timeout=120.0)
+        client = anthropic.Anthropic(api_key=self.key, base_url=_BASE_URL, max_retries=0, http_client=http)
         # Room for the longest scripted reply, also on generation-2 tokenizers (~30% more tokens).
         reply_room = math.ceil(self.workload.max_reply_tokens() * 1.3) + 64
         max_tokens = min(self.model.max_output, max(4096, reply_room))
@@ -308,11 +471,14 @@ class _Run:
                     facts.append((turn.user, turn.expect.lower() in reply.text.lower()))
                 if progress is not None:
                     progress(index + 1)
+            answer = http.get(f"{_BASE_URL}/_emulator/bill", headers={"x-api-key": self.key})
+            answer.raise_for_status()
+            bill = Decimal(answer.json()["usd"]["total"])
         finally:
             http.close()
+            transport.close()
         ledger = conversation.ledger
         cost = sum((Decimal(e.cost_usd) for e in ledger), Decimal(0))
-        bill = Decimal(self.server.bill(api_key=self.key)["usd"]["total"])
         if abs(cost - bill) >= _CENT / 2:
             raise BillMismatch(f"{strategy_label(self.policy)} on {self.model.id}: ledger ${cost} != bill ${bill}")
         counts = sum((token_counts(e.usage) for e in ledger if e.error is None), TokenCounts())
