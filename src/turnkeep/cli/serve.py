@@ -10,17 +10,37 @@ import click
 __all__ = ["keys", "serve"]
 
 
-def _database(database: str | None) -> Path:
-    from turnkeep.store import default_path
+def _database(database: str | None) -> str | Path:
+    """Where conversations and tenants are: `--database`/`--db` of the command, else `turnkeep --db`, else
+    `$TURNKEEP_DATABASE_URL`, else the default SQLite file (as every other command finds its store)."""
+    import os
 
-    return Path(database).expanduser() if database else default_path()
+    from turnkeep.errors import ConfigError
+    from turnkeep.store.paths import DATABASE_URL_VARIABLE, default_path
+    from turnkeep.store.postgres import is_url, redact
+
+    if database is None:
+        context = click.get_current_context(silent=True)
+        root = context.find_root().obj if context is not None else None
+        database = getattr(root, "db", None)
+    if database is None:
+        url = os.environ.get(DATABASE_URL_VARIABLE, "").strip()
+        if url and not is_url(url):
+            raise ConfigError(f"${DATABASE_URL_VARIABLE} must be a postgresql:// URL, not {redact(url)!r}")
+        database = url or None
+    if database is None:
+        return default_path()
+    return str(database) if is_url(str(database)) else Path(database).expanduser()
 
 
 _DATABASE = click.option(
     "--database",
+    "--db",
     "database",
     default=None,
-    help="SQLite file of conversations and tenants (default: the turnkeep store, $TURNKEEP_HOME/turnkeep.db).",
+    metavar="FILE|URL",
+    help="Conversations and tenants: a SQLite file or a postgresql:// URL shared by replicas (default: "
+    "$TURNKEEP_DATABASE_URL, else $TURNKEEP_HOME/turnkeep.db).",
 )
 
 
@@ -170,7 +190,7 @@ def create_key(
     """
     import time
 
-    from turnkeep.server.tenancy import Limits, SQLiteTenancy, Tenant, new_key
+    from turnkeep.server.tenancy import Limits, Tenant, new_key, open_tenancy
 
     if policy is not None:
         from turnkeep.cli._runtime import parse_policy
@@ -182,7 +202,7 @@ def create_key(
         requests_per_minute,
         tokens_per_minute,
     )
-    tenancy = SQLiteTenancy(_database(database))
+    tenancy = open_tenancy(_database(database))
     try:
         existing = tenancy.tenant(tenant)
         if existing is None or limits != Limits() or policy is not None:
@@ -207,9 +227,9 @@ def list_keys(database: str | None, tenant: str | None) -> None:
     """List keys by their prefix (the keys themselves are not stored)."""
     import time
 
-    from turnkeep.server.tenancy import SQLiteTenancy
+    from turnkeep.server.tenancy import open_tenancy
 
-    tenancy = SQLiteTenancy(_database(database))
+    tenancy = open_tenancy(_database(database))
     try:
         for info in tenancy.keys(tenant):
             created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.created_at))
@@ -227,9 +247,9 @@ def revoke_key(prefix: str, database: str | None) -> None:
     import time
 
     from turnkeep.errors import UsageError
-    from turnkeep.server.tenancy import SQLiteTenancy
+    from turnkeep.server.tenancy import open_tenancy
 
-    tenancy = SQLiteTenancy(_database(database))
+    tenancy = open_tenancy(_database(database))
     try:
         count = tenancy.revoke_key(prefix.rstrip("…"), now=time.time())
     finally:

@@ -34,9 +34,21 @@ EMULATOR_UPSTREAM_KEY = "turnkeep-gateway"
 
 
 def build_gateway(database: str | Path, config: GatewayConfig) -> Gateway:
-    """A gateway whose conversations and tenancy rows live in the SQLite file `database`."""
+    """A gateway whose conversations and tenancy rows live in `database`: a `postgresql://` URL (any number of
+    replicas may share it) or a SQLite file (replicas on one machine)."""
     from turnkeep.store import SQLiteStore
+    from turnkeep.store.postgres import PostgresStore, is_url
 
+    if is_url(database):
+        from turnkeep.server.pgtenancy import PostgresTenancy
+
+        postgres = PostgresStore(str(database))
+        try:
+            tenancy = PostgresTenancy(str(database))
+        except BaseException:
+            postgres.close()
+            raise
+        return Gateway(config, store=postgres, tenancy=tenancy)
     store = SQLiteStore(database, synchronous="NORMAL")
     return Gateway(config, store=store, tenancy=SQLiteTenancy(database))
 
@@ -68,7 +80,7 @@ class GatewayServer:
         config: GatewayConfig | None = None,
         emulator_options: dict[str, Any] | None = None,
     ) -> None:
-        self.database = Path(database)
+        self.database: str | Path = database if isinstance(database, str) and "://" in database else Path(database)
         self.upstream = upstream
         self.host = host
         self.port = port
