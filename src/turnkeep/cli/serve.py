@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -61,6 +62,28 @@ _DATABASE = click.option(
     "--upstream-retries", default=0, show_default=True, type=click.IntRange(0, 10), help="Retries of upstream calls."
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes serving the port; they share the database as replicas do.",
+)
+@click.option(
+    "--lease-seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="A continue's hold on its conversation, renewed while it runs; a replica killed mid-turn frees it "
+    "after this long.",
+)
+@click.option(
+    "--shutdown-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="On SIGTERM or Ctrl-C, how long requests in flight (streams too) may take to finish.",
+)
 def serve(
     host: str,
     port: int,
@@ -71,6 +94,9 @@ def serve(
     body_timeout: float,
     upstream_retries: int,
     access_log: bool,
+    workers: int,
+    lease_seconds: float,
+    shutdown_seconds: float,
 ) -> None:
     """Serve the gateway: the Messages API with durable message threads, for any client and language.
 
@@ -83,14 +109,21 @@ def serve(
 
     See docs/gateway.md for threads, tenants, limits and operations.
     """
-    import logging
-    import sys
+    import os
 
     import uvicorn
 
     from turnkeep.errors import UsageError
     from turnkeep.server.app import GatewayConfig, create_app
-    from turnkeep.server.runner import EMULATOR_UPSTREAM_KEY, bind, build_gateway
+    from turnkeep.server.runner import (
+        EMULATOR_UPSTREAM_KEY,
+        WORKER_VARIABLE,
+        bind,
+        build_gateway,
+        close_stores,
+        log_access,
+        worker_spec,
+    )
 
     emulator = None
     options = {
@@ -98,6 +131,7 @@ def serve(
         "body_timeout": body_timeout,
         "upstream_retries": upstream_retries,
         "default_policy": policy,
+        "lease_seconds": lease_seconds,
     }
     if upstream == "emulator":
         from turnkeep.emulator import EmulatorServer
@@ -111,30 +145,37 @@ def serve(
 
         parse_policy(policy)  # a bad spelling stops here, not at the first request
     try:
-        gateway = build_gateway(_database(database), config)
+        location = _database(database)
+        gateway = build_gateway(location, config)  # opens (and migrates) the database, so its errors come first
         try:
             sock = bind(host, port)
         except OSError as err:
             raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
         if access_log:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            access = logging.getLogger("turnkeep.gateway.access")
-            access.addHandler(handler)
-            access.setLevel(logging.INFO)
+            log_access()
         where = "the in-process emulator" if emulator is not None else config.upstream_url
-        click.echo(f"turnkeep gateway listening on http://{host}:{sock.getsockname()[1]} (upstream: {where})")
-        server_config = uvicorn.Config(
-            create_app(gateway),
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            loop="asyncio",
-            http="h11",
-            timeout_graceful_shutdown=30,
+        click.echo(
+            f"turnkeep gateway listening on http://{host}:{sock.getsockname()[1]} (upstream: {where}"
+            + (f", {workers} workers)" if workers > 1 else ")")
         )
+        settings: dict[str, Any] = {
+            "log_level": "warning",
+            "access_log": False,
+            "lifespan": "on",
+            "loop": "asyncio",
+            "http": "h11",
+            "timeout_graceful_shutdown": shutdown_seconds,
+        }
         try:
-            uvicorn.Server(server_config).run(sockets=[sock])
+            if workers == 1:
+                uvicorn.Server(uvicorn.Config(create_app(gateway), **settings)).run(sockets=[sock])
+            else:
+                from uvicorn.supervisors import Multiprocess
+
+                close_stores(gateway)  # each worker opens its own
+                os.environ[WORKER_VARIABLE] = worker_spec(location, config, access_log=access_log)
+                app = "turnkeep.server.runner:worker_app"
+                Multiprocess(uvicorn.Config(app, factory=True, workers=workers, **settings), sockets=[sock]).run()
         finally:
             sock.close()
     finally:

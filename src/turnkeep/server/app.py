@@ -371,6 +371,11 @@ async def _messages(gateway: Gateway, request: Request) -> Response:
         turn = await prepare_thread_turn(gateway, tenant.name, thread_request, policy)
         headers = {"request-id": _request_id(request), "x-turnkeep-conversation-id": turn.conversation_id}
         if body.get("stream") is True:
+            try:
+                turn.begin_stream()
+            except BaseException:
+                await turn.close()
+                raise
             return _TurnStream(turn, headers={**headers, "cache-control": "no-cache"})
         try:
             return JSONResponse(await turn.run(), headers=headers)

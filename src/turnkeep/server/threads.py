@@ -42,7 +42,7 @@ from turnkeep.server.errors import GatewayError, invalid_request, not_found
 from turnkeep.server.tenancy import ThreadRow
 
 if TYPE_CHECKING:
-    from turnkeep.client import AsyncConversation, Reply
+    from turnkeep.client import AsyncConversation, AsyncReplyStream, Reply
     from turnkeep.server.app import Gateway
 
 __all__ = ["THREADS_BETA", "Lease", "ThreadRequest", "ThreadTurn", "parse_thread_request", "prepare_thread_turn"]
@@ -173,6 +173,8 @@ class ThreadTurn:
         self.lease = lease
         self.reply_id = "msg_tk" + secrets.token_hex(12)
         self.done = False
+        self._stream: AsyncReplyStream | None = None
+        self._before = conversation.spent
         last = request.messages[-1]
         self.content: object = last["content"]
         self.prefill: str | None = None
@@ -199,21 +201,28 @@ class ThreadTurn:
         self._commit()
         return self.message(reply)
 
+    def begin_stream(self) -> None:
+        """Store the new user message (pending) and set up the streamed call: a refusal here is still an HTTP
+        error, and once the first event is out the turn is in the store, whatever happens to this process."""
+        self._before = self.conversation.spent
+        self._stream = self.conversation.stream(self.content, prefill=self.prefill, **self.request.overrides)
+
     async def stream(self) -> AsyncIterator[bytes]:
         """The turn as SSE events, sent while it runs (see `turnkeep.server.sse`). A failure once the events have
         started ends them with the API's `error` event; the user message then stays pending, as it does when the
         client goes away mid-stream, and a retry of the same continue replaces it."""
         from turnkeep.server.app import _as_gateway_error
 
+        turn = self._stream
+        assert turn is not None, "begin_stream() first"
         for event in sse.message_start(self.reply_id, self.conversation.model):
             yield event
         if self.lease is not None:
             self.lease.keep_alive()
-        before = self.conversation.spent
         reply: Reply | None = None
         text_open = False
         try:
-            async with self.conversation.stream(self.content, prefill=self.prefill, **self.request.overrides) as turn:
+            async with turn:
                 async for text in turn:
                     if not text_open:
                         yield sse.text_start(0)
@@ -235,7 +244,9 @@ class ThreadTurn:
             yield sse.encode("error", answer.body("req_gw"))
             return
         finally:
-            self.gateway.account_turn(self.tenant, self.conversation.model, before, self.conversation.spent, reply)
+            self.gateway.account_turn(
+                self.tenant, self.conversation.model, self._before, self.conversation.spent, reply
+            )
         self.gateway.keep(self.conversation)
         message = self.message(reply)
         index = 1 if text_open else 0
@@ -262,6 +273,8 @@ class ThreadTurn:
 
     async def close(self) -> None:
         """Free what the turn holds (call it once, whether the turn ran, failed, or never started)."""
+        if self._stream is not None:
+            await self._stream.__aexit__(None, None, None)  # a stream never iterated keeps its message pending
         if self.lease is not None:
             await self.lease.release()
         if not self.done and self.request.kind == "create":
