@@ -45,7 +45,15 @@ if TYPE_CHECKING:
     from turnkeep.client import AsyncConversation, AsyncReplyStream, Reply
     from turnkeep.server.app import Gateway
 
-__all__ = ["THREADS_BETA", "Lease", "ThreadRequest", "ThreadTurn", "parse_thread_request", "prepare_thread_turn"]
+__all__ = [
+    "THREADS_BETA",
+    "Lease",
+    "ThreadRequest",
+    "ThreadTurn",
+    "new_reply_id",
+    "parse_thread_request",
+    "prepare_thread_turn",
+]
 
 THREADS_BETA = "message-threads-2026-08-12"
 
@@ -145,6 +153,11 @@ def _fingerprint(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def new_reply_id() -> str:
+    """A reply id of the gateway's own (`msg_tk…`): threads are continued by it."""
+    return "msg_tk" + secrets.token_hex(12)
+
+
 class ThreadTurn:
     """A threaded turn, checked and ready to send: its conversation (leased, for a continue) and its new message.
 
@@ -171,7 +184,7 @@ class ThreadTurn:
         self.request = request
         self.conversation = conversation
         self.lease = lease
-        self.reply_id = "msg_tk" + secrets.token_hex(12)
+        self.reply_id = new_reply_id()
         self.done = False
         self._stream: AsyncReplyStream | None = None
         self._before = conversation.spent
