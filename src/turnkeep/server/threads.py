@@ -11,6 +11,10 @@ continue  {"thread": {"type": "continue", "previous_message_id": "msg_…"}, mod
             → lease the conversation, check the reply is still its head, send, record the new reply's `id`
 ```
 
+A reply's `id` is minted by the gateway (`msg_tk…`), so a streamed turn names it in its first event, before
+upstream answers. `prepare_thread_turn` does every check (a refusal is an ordinary HTTP error); then the turn
+runs to a JSON answer or streams as it arrives (`ThreadTurn`).
+
 Errors, as the API's (status, `error.details.error_code`):
 
 - unknown id, or another tenant's → 404 `thread_not_found` (the same answer, so ids leak nothing);
@@ -21,8 +25,9 @@ Errors, as the API's (status, `error.details.error_code`):
 - `context_management`, `fallbacks`, manual thinking or a `compaction` request → 400 `thread_unsupported_request`;
 - `system` or `tools` on a continue → 400 (fixed at create).
 
-Unlike the API, threads do not expire. A turn whose upstream call failed leaves its user message pending in the
-store; the client's retry of the same continue replaces it (rollback, then send), so nothing is recorded twice.
+Unlike the API, threads do not expire. A turn whose upstream call failed, whose stream was cut, or whose process
+died leaves its user message pending in the store; the client's retry of the same continue replaces it
+(rollback, then send), so nothing is recorded twice.
 A failed `create` leaves nothing: its conversation is deleted, since no reply id could ever name it.
 """
 
