@@ -10,10 +10,12 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
+import psycopg
 import pytest
 from serve_process import (
     MODEL,
@@ -28,21 +30,32 @@ from serve_process import (
 )
 
 from turnkeep.emulator import EmulatorServer
+from turnkeep.store.pgserver import TemporaryServer
 
 UPSTREAM_KEY = "replica-upstream"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+pytestmark = pytest.mark.slow
+
+
+def new_postgres_database(server: TemporaryServer) -> str:
+    name = f"replicas_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+    return server.url_for(name)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One database per backend for the module's tests (each test has tenants of its own)."""
     if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return str(tmp_path / "gateway.db")
+        return new_postgres_database(request.getfixturevalue("postgres_server"))
+    return str(tmp_path_factory.mktemp("replicas") / "gateway.db")
 
 
 @pytest.fixture
-def postgres_database(postgres_url: str) -> str:
-    return postgres_url
+def postgres_database(postgres_server: TemporaryServer) -> str:
+    return new_postgres_database(postgres_server)
 
 
 def serve_replicas(database: str, upstream: str, count: int = 2) -> Iterator[list[Serve]]:
@@ -56,11 +69,17 @@ def serve_replicas(database: str, upstream: str, count: int = 2) -> Iterator[lis
             replica.stop()
 
 
+@pytest.fixture(scope="module")
+def running(database: str, turnkeep_emulator_server: EmulatorServer) -> Iterator[list[str]]:
+    """Two replicas on the module's database, shared by its tests."""
+    for replicas in serve_replicas(database, turnkeep_emulator_server.base_url):
+        yield [replica.url for replica in replicas]
+
+
 @pytest.fixture
-def replicas(database: str, turnkeep_emulator: EmulatorServer) -> Iterator[tuple[list[str], str]]:
-    key = create_key(database)
-    for replicas in serve_replicas(database, turnkeep_emulator.base_url):
-        yield [replica.url for replica in replicas], key
+def replicas(running: list[str], database: str, turnkeep_emulator: EmulatorServer) -> tuple[list[str], str]:
+    del turnkeep_emulator  # reset for this test
+    return running, create_key(database, f"tenant-{uuid.uuid4().hex[:8]}")
 
 
 def test_two_replicas_continue_each_others_threads(replicas: tuple[list[str], str]) -> None:
@@ -106,23 +125,25 @@ def ask(url: str, key: str) -> int:
 
 
 def test_budgets_and_rate_limits_count_the_requests_of_every_replica(
-    database: str, turnkeep_emulator: EmulatorServer
+    running: list[str], database: str, turnkeep_emulator: EmulatorServer
 ) -> None:
-    spender = create_key(database, "spender", "--usd-per-day", "0.000001")
-    chatty = create_key(database, "chatty", "--requests-per-minute", "2")
-    for first, second in serve_replicas(database, turnkeep_emulator.base_url):
-        assert ask(first.url, spender) == 200
-        assert ask(second.url, spender) == 429  # the first replica's spending counts here too
-        # Two requests in one minute, one on each replica; the third is refused on either. (Should the clock pass
-        # into a new minute between them, the minute's count starts again: then the case is tried again.)
-        for _ in range(3):
-            minute = int(time.time() // 60)
-            statuses = [ask(first.url, chatty), ask(second.url, chatty), ask(first.url, chatty)]
-            if int(time.time() // 60) == minute:
-                assert statuses == [200, 200, 429]
-                break
-        else:
-            pytest.fail("three tries each crossed a minute boundary")
+    del turnkeep_emulator
+    first, second = running
+    spender = create_key(database, f"spender-{uuid.uuid4().hex[:8]}", "--usd-per-day", "0.000001")
+    chatty = create_key(database, f"chatty-{uuid.uuid4().hex[:8]}", "--requests-per-minute", "2")
+    assert ask(first, spender) == 200
+    assert ask(second, spender) == 429  # the first replica's spending counts here too
+    # Two requests in one minute, one on each replica; the third is refused on either. (Should the clock pass into
+    # a new minute between them, the minute's count starts again: then the case is tried again, with a new tenant.)
+    for _ in range(3):
+        minute = int(time.time() // 60)
+        statuses = [ask(first, chatty), ask(second, chatty), ask(first, chatty)]
+        if int(time.time() // 60) == minute:
+            assert statuses == [200, 200, 429]
+            break
+        chatty = create_key(database, f"chatty-{uuid.uuid4().hex[:8]}", "--requests-per-minute", "2")
+    else:
+        pytest.fail("three tries each crossed a minute boundary")
 
 
 def test_a_replica_killed_mid_stream_leaves_the_turn_pending_and_another_completes_it(
@@ -133,7 +154,7 @@ def test_a_replica_killed_mid_stream_leaves_the_turn_pending_and_another_complet
     with EmulatorServer() as upstream:
         for doomed, survivor in serve_replicas(postgres_database, upstream.base_url):
             created = create_on(doomed.url, key, "My name is Ada.")
-            upstream.fault("slow:10", api_key=UPSTREAM_KEY)  # the doomed replica's turn is in flight upstream
+            upstream.fault("slow:6", api_key=UPSTREAM_KEY)  # the doomed replica's turn is in flight upstream
             stream = stream_continue(doomed.url, key, created.id, "What is my name?")
             assert b"event: message_start" in next(stream)  # the turn is under way: its message is stored
             doomed.signal(signal.SIGKILL)
