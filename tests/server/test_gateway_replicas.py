@@ -199,10 +199,17 @@ def test_several_workers_serve_one_port_as_replicas(postgres_database: str, turn
         assert statuses == [200] * 8
         reply = continue_on(server.url, key, created.id, "What is my name?")
         assert reply.content[0].text == "Your name is Ada."
-    finally:
+        # SIGTERM to the parent reaches the worker serving a stream, which finishes it before exiting.
+        turnkeep_emulator.fault("slow:1", api_key=UPSTREAM_KEY)
+        stream = stream_continue(server.url, key, reply.id, "What is my name?")
+        received = next(stream)
         server.signal(signal.SIGTERM)
+        received += b"".join(stream)
         assert server.wait() == 0
+    finally:
         server.stop()
+    assert b"event: message_stop" in received
+    assert b"Your name is Ada." in received
 
 
 def test_sigterm_lets_a_stream_in_flight_finish_then_exits(tmp_path: Path, turnkeep_emulator: EmulatorServer) -> None:
