@@ -107,7 +107,10 @@ def serve(
         turnkeep serve --upstream emulator --port 8788 &
         export ANTHROPIC_BASE_URL=http://127.0.0.1:8788 ANTHROPIC_API_KEY=$(turnkeep keys create --tenant me)
 
-    See docs/gateway.md for threads, tenants, limits and operations.
+    Replicas (other processes, other machines) share one PostgreSQL database: `--db postgresql://…` or
+    TURNKEEP_DATABASE_URL, for `serve` and `keys` alike; `--workers N` runs N processes on this port.
+
+    See docs/gateway.md for threads, tenants, limits, replicas and operations.
     """
     import os
 
