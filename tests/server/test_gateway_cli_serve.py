@@ -95,3 +95,33 @@ def test_serve_answers_threads_until_terminated_and_logs_no_content(tmp_path: Pa
     assert [line["thread"] for line in logged if line["path"] == "/v1/messages"] == ["create", "continue"]
     assert "swordfish" not in stderr
     assert key not in stderr
+
+
+def test_keys_find_a_postgres_database_by_option_by_the_main_option_or_by_the_environment(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    from turnkeep.server.pgtenancy import PostgresTenancy
+
+    runner = CliRunner()
+    by_option = runner.invoke(main, ["keys", "create", "--tenant", "acme", "--db", postgres_url])
+    by_main_option = runner.invoke(main, ["--db", postgres_url, "keys", "create", "--tenant", "acme"])
+    monkeypatch.setenv("TURNKEEP_DATABASE_URL", postgres_url)
+    by_environment = runner.invoke(main, ["keys", "create", "--tenant", "globex"])
+    keys = [result.stdout.strip() for result in (by_option, by_main_option, by_environment)]
+    tenancy = PostgresTenancy(postgres_url)
+    try:
+        assert [getattr(tenancy.tenant_for_key(key), "name", None) for key in keys] == ["acme", "acme", "globex"]
+    finally:
+        tenancy.close()
+    assert not (home / "turnkeep.db").exists()  # nothing went to the default SQLite file
+    listed = runner.invoke(main, ["keys", "list"]).stdout
+    assert sorted(line.split()[1] for line in listed.splitlines()) == ["acme", "acme", "globex"]
+
+
+def test_a_database_url_that_is_not_postgres_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    del home
+    monkeypatch.setenv("TURNKEEP_DATABASE_URL", "mysql://db/turnkeep")
+    result = CliRunner().invoke(main, ["keys", "list"])
+    assert result.exit_code != 0
+    assert "TURNKEEP_DATABASE_URL must be a postgresql:// URL" in result.output
+    assert "Traceback" not in result.output

@@ -4,23 +4,44 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import click
 
 __all__ = ["keys", "serve"]
 
 
-def _database(database: str | None) -> Path:
-    from turnkeep.store import default_path
+def _database(database: str | None) -> str | Path:
+    """Where conversations and tenants are: `--database`/`--db` of the command, else `turnkeep --db`, else
+    `$TURNKEEP_DATABASE_URL`, else the default SQLite file (as every other command finds its store)."""
+    import os
 
-    return Path(database).expanduser() if database else default_path()
+    from turnkeep.errors import ConfigError
+    from turnkeep.store.paths import DATABASE_URL_VARIABLE, default_path
+    from turnkeep.store.postgres import is_url, redact
+
+    if database is None:
+        context = click.get_current_context(silent=True)
+        root = context.find_root().obj if context is not None else None
+        database = getattr(root, "db", None)
+    if database is None:
+        url = os.environ.get(DATABASE_URL_VARIABLE, "").strip()
+        if url and not is_url(url):
+            raise ConfigError(f"${DATABASE_URL_VARIABLE} must be a postgresql:// URL, not {redact(url)!r}")
+        database = url or None
+    if database is None:
+        return default_path()
+    return str(database) if is_url(str(database)) else Path(database).expanduser()
 
 
 _DATABASE = click.option(
     "--database",
+    "--db",
     "database",
     default=None,
-    help="SQLite file of conversations and tenants (default: the turnkeep store, $TURNKEEP_HOME/turnkeep.db).",
+    metavar="FILE|URL",
+    help="Conversations and tenants: a SQLite file or a postgresql:// URL shared by replicas (default: "
+    "$TURNKEEP_DATABASE_URL, else $TURNKEEP_HOME/turnkeep.db).",
 )
 
 
@@ -41,6 +62,28 @@ _DATABASE = click.option(
     "--upstream-retries", default=0, show_default=True, type=click.IntRange(0, 10), help="Retries of upstream calls."
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes serving the port; they share the database as replicas do.",
+)
+@click.option(
+    "--lease-seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="A continue's hold on its conversation, renewed while it runs; a replica killed mid-turn frees it "
+    "after this long.",
+)
+@click.option(
+    "--shutdown-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="On SIGTERM or Ctrl-C, how long requests in flight (streams too) may take to finish.",
+)
 def serve(
     host: str,
     port: int,
@@ -51,6 +94,9 @@ def serve(
     body_timeout: float,
     upstream_retries: int,
     access_log: bool,
+    workers: int,
+    lease_seconds: float,
+    shutdown_seconds: float,
 ) -> None:
     """Serve the gateway: the Messages API with durable message threads, for any client and language.
 
@@ -61,16 +107,26 @@ def serve(
         turnkeep serve --upstream emulator --port 8788 &
         export ANTHROPIC_BASE_URL=http://127.0.0.1:8788 ANTHROPIC_API_KEY=$(turnkeep keys create --tenant me)
 
-    See docs/gateway.md for threads, tenants, limits and operations.
+    Replicas (other processes, other machines) share one PostgreSQL database: `--db postgresql://…` or
+    TURNKEEP_DATABASE_URL, for `serve` and `keys` alike; `--workers N` runs N processes on this port.
+
+    See docs/gateway.md for threads, tenants, limits, replicas and operations.
     """
-    import logging
-    import sys
+    import os
 
     import uvicorn
 
     from turnkeep.errors import UsageError
     from turnkeep.server.app import GatewayConfig, create_app
-    from turnkeep.server.runner import EMULATOR_UPSTREAM_KEY, bind, build_gateway
+    from turnkeep.server.runner import (
+        EMULATOR_UPSTREAM_KEY,
+        WORKER_VARIABLE,
+        bind,
+        build_gateway,
+        close_stores,
+        log_access,
+        worker_spec,
+    )
 
     emulator = None
     options = {
@@ -78,6 +134,7 @@ def serve(
         "body_timeout": body_timeout,
         "upstream_retries": upstream_retries,
         "default_policy": policy,
+        "lease_seconds": lease_seconds,
     }
     if upstream == "emulator":
         from turnkeep.emulator import EmulatorServer
@@ -91,30 +148,37 @@ def serve(
 
         parse_policy(policy)  # a bad spelling stops here, not at the first request
     try:
-        gateway = build_gateway(_database(database), config)
+        location = _database(database)
+        gateway = build_gateway(location, config)  # opens (and migrates) the database, so its errors come first
         try:
             sock = bind(host, port)
         except OSError as err:
             raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
         if access_log:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            access = logging.getLogger("turnkeep.gateway.access")
-            access.addHandler(handler)
-            access.setLevel(logging.INFO)
+            log_access()
         where = "the in-process emulator" if emulator is not None else config.upstream_url
-        click.echo(f"turnkeep gateway listening on http://{host}:{sock.getsockname()[1]} (upstream: {where})")
-        server_config = uvicorn.Config(
-            create_app(gateway),
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            loop="asyncio",
-            http="h11",
-            timeout_graceful_shutdown=30,
+        click.echo(
+            f"turnkeep gateway listening on http://{host}:{sock.getsockname()[1]} (upstream: {where}"
+            + (f", {workers} workers)" if workers > 1 else ")")
         )
+        settings: dict[str, Any] = {
+            "log_level": "warning",
+            "access_log": False,
+            "lifespan": "on",
+            "loop": "asyncio",
+            "http": "h11",
+            "timeout_graceful_shutdown": shutdown_seconds,
+        }
         try:
-            uvicorn.Server(server_config).run(sockets=[sock])
+            if workers == 1:
+                uvicorn.Server(uvicorn.Config(create_app(gateway), **settings)).run(sockets=[sock])
+            else:
+                from uvicorn.supervisors import Multiprocess
+
+                close_stores(gateway)  # each worker opens its own
+                os.environ[WORKER_VARIABLE] = worker_spec(location, config, access_log=access_log)
+                app = "turnkeep.server.runner:worker_app"
+                Multiprocess(uvicorn.Config(app, factory=True, workers=workers, **settings), sockets=[sock]).run()
         finally:
             sock.close()
     finally:
@@ -170,7 +234,7 @@ def create_key(
     """
     import time
 
-    from turnkeep.server.tenancy import Limits, SQLiteTenancy, Tenant, new_key
+    from turnkeep.server.tenancy import Limits, Tenant, new_key, open_tenancy
 
     if policy is not None:
         from turnkeep.cli._runtime import parse_policy
@@ -182,7 +246,7 @@ def create_key(
         requests_per_minute,
         tokens_per_minute,
     )
-    tenancy = SQLiteTenancy(_database(database))
+    tenancy = open_tenancy(_database(database))
     try:
         existing = tenancy.tenant(tenant)
         if existing is None or limits != Limits() or policy is not None:
@@ -207,9 +271,9 @@ def list_keys(database: str | None, tenant: str | None) -> None:
     """List keys by their prefix (the keys themselves are not stored)."""
     import time
 
-    from turnkeep.server.tenancy import SQLiteTenancy
+    from turnkeep.server.tenancy import open_tenancy
 
-    tenancy = SQLiteTenancy(_database(database))
+    tenancy = open_tenancy(_database(database))
     try:
         for info in tenancy.keys(tenant):
             created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.created_at))
@@ -227,9 +291,9 @@ def revoke_key(prefix: str, database: str | None) -> None:
     import time
 
     from turnkeep.errors import UsageError
-    from turnkeep.server.tenancy import SQLiteTenancy
+    from turnkeep.server.tenancy import open_tenancy
 
-    tenancy = SQLiteTenancy(_database(database))
+    tenancy = open_tenancy(_database(database))
     try:
         count = tenancy.revoke_key(prefix.rstrip("…"), now=time.time())
     finally:

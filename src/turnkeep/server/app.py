@@ -49,7 +49,7 @@ from turnkeep.server.accounting import Billed, SSEUsage, billed
 from turnkeep.server.errors import GatewayError, error_response, invalid_request
 from turnkeep.server.metrics import Metrics
 from turnkeep.server.tenancy import TenancyStore, Tenant
-from turnkeep.server.threads import parse_thread_request, run_thread_turn
+from turnkeep.server.threads import ThreadTurn, parse_thread_request, prepare_thread_turn
 from turnkeep.store import Store
 
 if TYPE_CHECKING:
@@ -80,8 +80,9 @@ class GatewayConfig:
     upstream_timeout: float = 600.0
     upstream_retries: int = 0
     """The gateway's own retries of an upstream call. 0 by default: the client's SDK retries, not both."""
-    lease_seconds: float = 600.0
-    """How long a continue holds its conversation at most; a replica killed mid-turn frees it after this."""
+    lease_seconds: float = 60.0
+    """A continue's lease on its conversation, renewed every third of it while the turn runs: a replica killed
+    mid-turn frees its conversation after at most this long."""
     default_policy: str | None = None
     """Context policy of new threads (the CLI's grammar); a tenant's or the `x-turnkeep-policy` header's wins."""
 
@@ -129,9 +130,11 @@ class Gateway:
 
     def policy(self, spec: str | None) -> Policy | None:
         """A context policy from its spelling (None: the default, FullHistory)."""
-        from turnkeep.cli._runtime import parse_policy
+        from turnkeep.core.policies.grammar import parse_policy
 
         spec = spec or self.config.default_policy
+        if spec is None:
+            return None
         try:
             return parse_policy(spec)
         except UsageError as err:
@@ -357,8 +360,6 @@ def _endpoint(gateway: Gateway, handler: Handler) -> Callable[[Request], Awaitab
 
 
 async def _messages(gateway: Gateway, request: Request) -> Response:
-    from turnkeep.emulator.app import sse_events
-
     tenant = _authenticate(gateway, request)
     raw = await _read_body(gateway, request)
     body = _json_object(raw)
@@ -367,26 +368,36 @@ async def _messages(gateway: Gateway, request: Request) -> Response:
         policy = request.headers.get("x-turnkeep-policy") or tenant.policy
         gateway.admit(tenant)
         request.scope["turnkeep.thread"] = thread_request.kind
-        conversation_id, reply = await run_thread_turn(gateway, tenant.name, thread_request, policy)
-        message = reply.message.to_dict(mode="json")
-        message["content"] = [dict(block) for block in reply.content]
-        message["stop_reason"] = reply.stop_reason
-        headers = {"request-id": _request_id(request), "x-turnkeep-conversation-id": conversation_id}
+        turn = await prepare_thread_turn(gateway, tenant.name, thread_request, policy)
+        headers = {"request-id": _request_id(request), "x-turnkeep-conversation-id": turn.conversation_id}
         if body.get("stream") is True:
-            # The reply is complete before its first event goes out: the turn commits first, then streams.
-            return StreamingResponse(
-                _iterate(sse_events(message)),
-                media_type="text/event-stream",
-                headers={**headers, "cache-control": "no-cache"},
-            )
-        return JSONResponse(message, headers=headers)
+            try:
+                turn.begin_stream()
+            except BaseException:
+                await turn.close()
+                raise
+            return _TurnStream(turn, headers={**headers, "cache-control": "no-cache"})
+        try:
+            return JSONResponse(await turn.run(), headers=headers)
+        finally:
+            await turn.close()
     gateway.admit(tenant)
     return await _pass_through(gateway, request, "/v1/messages", raw, tenant=tenant.name, model=body.get("model"))
 
 
-async def _iterate(events: Any) -> AsyncIterator[bytes]:
-    for event in events:
-        yield event
+class _TurnStream(StreamingResponse):
+    """A streamed thread turn. The turn is closed however the response ends: finished, failed, or cut short by
+    the client (Starlette then cancels the stream, and the turn's unfinished reply is kept pending)."""
+
+    def __init__(self, turn: ThreadTurn, headers: Mapping[str, str]) -> None:
+        super().__init__(turn.stream(), media_type="text/event-stream", headers=headers)
+        self.turn = turn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.turn.close()
 
 
 async def _count_tokens(gateway: Gateway, request: Request) -> Response:

@@ -8,10 +8,12 @@
 | `GET /v1/turnkeep/conversations/{id}/explain`      | the plan of the next request, sent nowhere           |
 | `POST /v1/turnkeep/conversations/{id}/fork`        | `{"name": …}`: a new branch at the head of `main`    |
 | `GET /v1/turnkeep/conversations/{id}/export`       | the versioned JSON export (`turnkeep import` reads)  |
+| `POST /v1/turnkeep/conversations/import`           | an export in, as a new conversation of the tenant    |
 | `DELETE /v1/turnkeep/conversations/{id}`           | remove the conversation and its threads              |
 | `GET /v1/turnkeep/openapi.json`                    | this API's OpenAPI 3.1 document                      |
 
-A conversation of another tenant answers exactly like an unknown id (404).
+A conversation of another tenant answers exactly like an unknown id (404). An import is checked whole before
+anything is written (a refused one names the first problem and changes nothing); it never keeps the export's id.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from turnkeep.server.errors import invalid_request, not_found
 if TYPE_CHECKING:
     from turnkeep.server.app import Gateway, Handler
 
-__all__ = ["OPENAPI", "ROUTES"]
+__all__ = ["OPENAPI", "ROUTES", "SCHEMAS"]
 
 _BASE = "/v1/turnkeep/conversations"
 
@@ -161,63 +163,315 @@ async def _delete(gateway: Gateway, request: Request) -> Response:
     return JSONResponse({"id": conversation_id, "deleted": True})
 
 
+async def _import(gateway: Gateway, request: Request) -> Response:
+    """A conversation from an export (the format `/export` writes), owned by the tenant, under a new id."""
+    from turnkeep.errors import InvalidExport
+    from turnkeep.server.app import _authenticate, _json_object, _read_body
+    from turnkeep.server.tenancy import ThreadRow
+    from turnkeep.server.threads import new_reply_id
+    from turnkeep.store.export import import_json
+
+    tenant = _authenticate(gateway, request).name
+    data = _json_object(await _read_body(gateway, request))
+    try:
+        conversation_id = import_json(gateway.store, data)  # checks everything first; a refusal writes nothing
+    except InvalidExport as err:
+        raise invalid_request(f"The export cannot be imported: {err}") from err
+    try:
+        gateway.tenancy.claim_conversation(tenant, conversation_id, now=gateway.clock())
+        # A conversation whose main branch ends with a reply can be continued as a thread from that reply.
+        head = gateway.store.branches(conversation_id).get("main")
+        path = gateway.store.path(conversation_id, head) if head is not None else []
+        previous = None
+        if path and path[-1].message.get("role") == "assistant" and path[-1].status == "ok":
+            model = gateway.store.settings(conversation_id).get("model")
+            previous = new_reply_id()
+            fingerprint = {"model": model, "speed": "standard", "thinking": None}
+            gateway.tenancy.record_thread(
+                tenant, ThreadRow(previous, conversation_id, path[-1].id, fingerprint), now=gateway.clock()
+            )
+    except BaseException:
+        gateway.tenancy.forget_conversation(tenant, conversation_id)
+        gateway.store.delete(conversation_id)
+        raise
+    return JSONResponse({"id": conversation_id, "previous_message_id": previous}, status_code=201)
+
+
 async def _openapi(gateway: Gateway, request: Request) -> Response:
     del gateway, request
     return JSONResponse(OPENAPI)
 
 
-def _op(summary: str, *, body: bool = False, params: tuple[str, ...] = ()) -> dict[str, Any]:
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _op(
+    summary: str,
+    result: str,
+    *,
+    status: str = "200",
+    body: str | None = None,
+    params: tuple[tuple[str, str, str], ...] = (),
+    errors: tuple[str, ...] = ("404",),
+) -> dict[str, Any]:
+    """An operation answering `result` (a schema name); `params` are (name, type, description) of the query."""
+    responses: dict[str, Any] = {
+        status: {"description": "OK", "content": {"application/json": {"schema": _ref(result)}}},
+        "401": {"$ref": "#/components/responses/Error"},
+    }
+    for code in errors:
+        responses[code] = {"$ref": "#/components/responses/Error"}
     operation: dict[str, Any] = {
         "summary": summary,
         "security": [{"apiKey": []}],
         "parameters": [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in params
+            {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": text}
+            for name, kind, text in params
         ],
-        "responses": {
-            "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
-            "404": {"$ref": "#/components/responses/Error"},
-        },
+        "responses": responses,
     }
-    if body:
-        operation["requestBody"] = {
-            "content": {"application/json": {"schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}
-        }
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
     return operation
 
 
 _ID = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_TIME = {"type": "number", "description": "Unix seconds"}
+_USD = {"type": "string", "description": "USD as a decimal string"}
+
+SCHEMAS: dict[str, Any] = {
+    "ConversationSummary": {
+        "type": "object",
+        "required": ["id", "title", "model", "created_at", "updated_at", "message_count", "cost_usd"],
+        "properties": {
+            "id": {"type": "string"},
+            "title": _TEXT_OR_NULL,
+            "model": _TEXT_OR_NULL,
+            "created_at": _TIME,
+            "updated_at": _TIME,
+            "message_count": {"type": "integer", "description": "stored messages of every branch"},
+            "cost_usd": _USD,
+        },
+    },
+    "ConversationList": {
+        "type": "object",
+        "required": ["data", "total", "has_more", "offset"],
+        "properties": {
+            "data": {"type": "array", "items": _ref("ConversationSummary")},
+            "total": {"type": "integer"},
+            "has_more": {"type": "boolean"},
+            "offset": {"type": "integer"},
+        },
+    },
+    "StoredMessage": {
+        "type": "object",
+        "required": ["id", "parent_id", "status", "role", "content"],
+        "properties": {
+            "id": {"type": "string", "description": "the message's node id in the conversation's tree"},
+            "parent_id": _TEXT_OR_NULL,
+            "status": {"type": "string", "enum": ["ok", "pending", "partial", "refused"]},
+            "role": {"type": "string", "enum": ["user", "assistant", "system"]},
+            "content": {"type": ["string", "array"], "description": "as the Messages API writes it"},
+        },
+    },
+    "Conversation": {
+        "type": "object",
+        "required": ["id", "model", "system", "max_tokens", "tools", "policy", "branches", "branch", "messages"],
+        "properties": {
+            "id": {"type": "string"},
+            "model": _TEXT_OR_NULL,
+            "system": {"type": ["string", "array", "null"]},
+            "max_tokens": {"type": ["integer", "null"]},
+            "tools": {"type": ["array", "null"]},
+            "policy": {"type": ["object", "null"]},
+            "branches": {
+                "type": "object",
+                "additionalProperties": _TEXT_OR_NULL,
+                "description": "branch name → head message id",
+            },
+            "branch": {"type": "string"},
+            "messages": {"type": "array", "items": _ref("StoredMessage")},
+        },
+    },
+    "LedgerEntry": {
+        "type": "object",
+        "required": ["purpose", "model", "usage", "cost_usd", "latency_ms", "at"],
+        "properties": {
+            "purpose": {"type": "string"},
+            "model": {"type": "string"},
+            "request_id": _TEXT_OR_NULL,
+            "message_id": _TEXT_OR_NULL,
+            "stop_reason": _TEXT_OR_NULL,
+            "usage": {"type": "object"},
+            "cost_usd": _USD,
+            "latency_ms": {"type": "number"},
+            "at": _TIME,
+            "error": _TEXT_OR_NULL,
+            "cache_miss_reason": _TEXT_OR_NULL,
+            "node_id": _TEXT_OR_NULL,
+            "calibration": {"type": ["array", "null"], "items": {"type": "integer"}},
+        },
+    },
+    "Cost": {
+        "type": "object",
+        "required": ["id", "cost_usd", "requests", "ledger"],
+        "properties": {
+            "id": {"type": "string"},
+            "cost_usd": _USD,
+            "requests": {"type": "integer"},
+            "ledger": {"type": "array", "items": _ref("LedgerEntry")},
+        },
+    },
+    "Explanation": {
+        "type": "object",
+        "required": ["id", "explanation", "request"],
+        "properties": {
+            "id": {"type": "string"},
+            "explanation": {"type": "string", "description": "the plan, as `turnkeep explain` prints it"},
+            "request": {"type": "object", "description": "the Messages API request the next turn would send"},
+        },
+    },
+    "ForkRequest": {
+        "type": "object",
+        "properties": {"name": {"type": "string", "description": "the new branch (default fork-N)"}},
+    },
+    "Fork": {
+        "type": "object",
+        "required": ["id", "branch", "head"],
+        "properties": {"id": {"type": "string"}, "branch": {"type": "string"}, "head": _TEXT_OR_NULL},
+    },
+    "Export": {
+        "type": "object",
+        "description": "The versioned export of a conversation (`turnkeep export` and `turnkeep import` read and write "
+        "the same); its `id` is not kept by an import.",
+        "required": ["format", "version", "settings", "nodes", "branches"],
+        "properties": {
+            "format": {"type": "string", "enum": ["turnkeep.conversation"]},
+            "version": {"type": "integer"},
+            "id": {"type": "string"},
+            "created_at": _TIME,
+            "updated_at": _TIME,
+            "settings": {"type": "object"},
+            "nodes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "parent_id", "message", "status", "meta"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parent_id": _TEXT_OR_NULL,
+                        "message": {"type": "object"},
+                        "status": {"type": "string"},
+                        "meta": {"type": "object"},
+                    },
+                },
+            },
+            "branches": {"type": "object", "additionalProperties": _TEXT_OR_NULL},
+            "policy_states": {"type": "object"},
+            "ledger": {"type": "array", "items": _ref("LedgerEntry")},
+        },
+    },
+    "Imported": {
+        "type": "object",
+        "required": ["id", "previous_message_id"],
+        "properties": {
+            "id": {"type": "string", "description": "the new conversation's id"},
+            "previous_message_id": {
+                "type": ["string", "null"],
+                "description": "continue the conversation as a message thread from here (null unless its main "
+                "branch ends with a reply)",
+            },
+        },
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["id", "deleted"],
+        "properties": {"id": {"type": "string"}, "deleted": {"type": "boolean"}},
+    },
+    "Error": {
+        "type": "object",
+        "required": ["type", "error", "request_id"],
+        "properties": {
+            "type": {"type": "string", "enum": ["error"]},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {"type": "object", "properties": {"error_code": {"type": "string"}}},
+                },
+            },
+            "request_id": {"type": "string"},
+        },
+    },
+}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "turnkeep gateway: conversations", "version": "1"},
     "components": {
         "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+        "schemas": SCHEMAS,
         "responses": {
             "Error": {
                 "description": "An error in the Messages API's shape",
-                "content": {"application/json": {"schema": {"type": "object", "required": ["type", "error"]}}},
+                "content": {"application/json": {"schema": _ref("Error")}},
             }
         },
     },
     "paths": {
-        _BASE: {"get": _op("The tenant's conversations, newest first", params=("limit", "offset"))},
+        _BASE: {
+            "get": _op(
+                "The tenant's conversations, newest first",
+                "ConversationList",
+                params=(("limit", "integer", "1 to 100 (20)"), ("offset", "integer", "rows to skip (0)")),
+                errors=("400",),
+            ),
+        },
+        _BASE + "/import": {
+            "post": _op(
+                "A new conversation of the tenant's from an export",
+                "Imported",
+                status="201",
+                body="Export",
+                errors=("400", "413"),
+            ),
+        },
         _BASE + "/{conversation_id}": {
             "parameters": [_ID],
-            "get": _op("Settings, branches and messages of a branch", params=("branch",)),
-            "delete": _op("Delete the conversation and its threads"),
+            "get": _op(
+                "Settings, branches and the messages of a branch",
+                "Conversation",
+                params=(("branch", "string", "the branch to read (main)"),),
+            ),
+            "delete": _op("Delete the conversation and its threads", "Deleted"),
         },
-        _BASE + "/{conversation_id}/cost": {"parameters": [_ID], "get": _op("Total cost and the ledger")},
+        _BASE + "/{conversation_id}/cost": {"parameters": [_ID], "get": _op("Total cost and the ledger", "Cost")},
         _BASE + "/{conversation_id}/explain": {
             "parameters": [_ID],
-            "get": _op("The plan of the next request, sent nowhere", params=("message",)),
+            "get": _op(
+                "The plan of the next request, sent nowhere",
+                "Explanation",
+                params=(("message", "string", "the next user message"),),
+            ),
         },
-        _BASE + "/{conversation_id}/fork": {"parameters": [_ID], "post": _op("A new branch at main's head", body=True)},
-        _BASE + "/{conversation_id}/export": {"parameters": [_ID], "get": _op("The versioned JSON export")},
+        _BASE + "/{conversation_id}/fork": {
+            "parameters": [_ID],
+            "post": _op("A new branch at main's head", "Fork", status="201", body="ForkRequest", errors=("400", "404")),
+        },
+        _BASE + "/{conversation_id}/export": {
+            "parameters": [_ID],
+            "get": _op("The versioned JSON export", "Export"),
+        },
     },
 }
 
 ROUTES: list[tuple[str, Handler, list[str]]] = [
     (_BASE, _list, ["GET"]),
+    (_BASE + "/import", _import, ["POST"]),
     (_BASE + "/{conversation_id}", _get, ["GET"]),
     (_BASE + "/{conversation_id}", _delete, ["DELETE"]),
     (_BASE + "/{conversation_id}/cost", _cost, ["GET"]),

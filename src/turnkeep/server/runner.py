@@ -16,30 +16,105 @@ gateway a key for it; any other value is the base URL of the real API, used with
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from turnkeep.errors import StartupError
 from turnkeep.server.app import Gateway, GatewayConfig, create_app
 from turnkeep.server.tenancy import Limits, SQLiteTenancy, Tenant, new_key
 
-__all__ = ["EMULATOR_UPSTREAM_KEY", "GatewayServer", "bind", "build_gateway"]
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = [
+    "EMULATOR_UPSTREAM_KEY",
+    "WORKER_VARIABLE",
+    "GatewayServer",
+    "bind",
+    "build_gateway",
+    "close_stores",
+    "log_access",
+    "worker_app",
+    "worker_spec",
+]
 
 EMULATOR_UPSTREAM_KEY = "turnkeep-gateway"
 """The key the gateway uses with an in-process emulator (the emulator accepts any key and bills by key)."""
 
 
 def build_gateway(database: str | Path, config: GatewayConfig) -> Gateway:
-    """A gateway whose conversations and tenancy rows live in the SQLite file `database`."""
+    """A gateway whose conversations and tenancy rows live in `database`: a `postgresql://` URL (any number of
+    replicas may share it) or a SQLite file (replicas on one machine)."""
     from turnkeep.store import SQLiteStore
+    from turnkeep.store.postgres import PostgresStore, is_url
 
+    if is_url(database):
+        from turnkeep.server.pgtenancy import PostgresTenancy
+
+        postgres = PostgresStore(str(database))
+        try:
+            tenancy = PostgresTenancy(str(database))
+        except BaseException:
+            postgres.close()
+            raise
+        return Gateway(config, store=postgres, tenancy=tenancy)
     store = SQLiteStore(database, synchronous="NORMAL")
     return Gateway(config, store=store, tenancy=SQLiteTenancy(database))
+
+
+def close_stores(gateway: Gateway) -> None:
+    """Close the gateway's conversation store and tenancy store."""
+    close = getattr(gateway.store, "close", None)
+    if close is not None:
+        close()
+    gateway.tenancy.close()
+
+
+def log_access() -> None:
+    """Access-log lines (one JSON object per request, see `turnkeep.server.app`) on stderr."""
+    import logging
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("turnkeep.gateway.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+
+
+WORKER_VARIABLE = "TURNKEEP_GATEWAY_WORKER"
+"""How `turnkeep serve --workers N` tells its worker processes what to serve (no secret in it: a worker reads
+the upstream key from `ANTHROPIC_API_KEY`, as its parent did, or uses the in-process emulator's)."""
+
+
+def worker_spec(database: str | Path, config: GatewayConfig, *, access_log: bool) -> str:
+    """What a worker process needs to build the same gateway, as JSON."""
+    settings = {name: value for name, value in asdict(config).items() if name != "upstream_key"}
+    return json.dumps(
+        {
+            "database": str(database),
+            "config": settings,
+            "emulator_key": config.upstream_key == EMULATOR_UPSTREAM_KEY,
+            "access_log": access_log,
+        }
+    )
+
+
+def worker_app() -> Starlette:
+    """The app of one worker of `turnkeep serve --workers N` (uvicorn calls this factory in each process)."""
+    spec = json.loads(os.environ[WORKER_VARIABLE])
+    key = EMULATOR_UPSTREAM_KEY if spec["emulator_key"] else os.environ.get("ANTHROPIC_API_KEY", "")
+    gateway = build_gateway(spec["database"], GatewayConfig(**spec["config"], upstream_key=key))
+    if spec["access_log"]:
+        log_access()
+    return create_app(gateway)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -69,7 +144,7 @@ class GatewayServer:
         config: GatewayConfig | None = None,
         emulator_options: dict[str, Any] | None = None,
     ) -> None:
-        self.database = Path(database)
+        self.database: str | Path = database if isinstance(database, str) and "://" in database else Path(database)
         self.upstream = upstream
         self.host = host
         self.port = port
@@ -133,10 +208,7 @@ class GatewayServer:
         if self._socket is not None:
             self._socket.close()
         if self.gateway is not None:
-            close = getattr(self.gateway.store, "close", None)
-            if close is not None:
-                close()
-            self.gateway.tenancy.close()
+            close_stores(self.gateway)
             self.gateway = None
         if self.emulator is not None:
             self.emulator.stop()

@@ -8,9 +8,13 @@ Keys are stored as SHA-256 digests (a gateway key is 32 random bytes, so a slow 
 8-character prefix is kept readable, to name a key when listing or revoking it.
 
 `TenancyStore` is the protocol; `SQLiteTenancy` implements it in a SQLite file (the conversation store's file by
-default). Everything a replica needs for correctness is here or in the conversation store, never in memory:
-continuing a reply takes a *lease* on the conversation (a row with an expiry), so two replicas cannot continue one
-conversation at once, and a replica that dies mid-turn frees the conversation when its lease expires.
+default), `turnkeep.server.pgtenancy.PostgresTenancy` in PostgreSQL (many replicas); `open_tenancy` picks by the
+location, as `turnkeep.store.open_store` does for conversations.
+
+Everything a replica needs for correctness is here or in the conversation store, never in memory: continuing a
+reply takes a *lease* on the conversation (a row with an expiry, renewed while the turn runs), so two replicas
+cannot continue one conversation at once, and a replica that dies mid-turn frees the conversation when its lease
+expires.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "UsageTotals",
     "hash_key",
     "new_key",
+    "open_tenancy",
 ]
 
 KEY_PREFIX = "tk-"
@@ -170,6 +175,10 @@ class TenancyStore(Protocol):
 
     def acquire_lease(self, tenant: str, conversation_id: str, token: str, *, now: float, seconds: float) -> bool:
         """Take the conversation for one turn unless another holder's lease is still running."""
+        ...
+
+    def renew_lease(self, conversation_id: str, token: str, *, now: float, seconds: float) -> bool:
+        """Extend a lease still held with `token` (a long turn keeps its conversation); False if it was lost."""
         ...
 
     def release_lease(self, conversation_id: str, token: str) -> None: ...
@@ -314,7 +323,9 @@ class SQLiteTenancy:
             raise UsageError(f"name a key by at least {len(KEY_PREFIX) + 4} characters of its prefix")
         with self._transaction() as db:
             cursor = db.execute(
-                "UPDATE tk_keys SET revoked_at = ? WHERE prefix LIKE ? || '%' AND revoked_at IS NULL", (now, prefix)
+                # A literal prefix: `LIKE` would read `%` and `_` in it as wildcards and revoke other keys.
+                "UPDATE tk_keys SET revoked_at = ? WHERE substr(prefix, 1, length(?)) = ? AND revoked_at IS NULL",
+                (now, prefix, prefix),
             )
             return cursor.rowcount
 
@@ -377,6 +388,14 @@ class SQLiteTenancy:
             )
             return cursor.rowcount == 1
 
+    def renew_lease(self, conversation_id: str, token: str, *, now: float, seconds: float) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE tk_conversations SET lease_until = ? WHERE conversation_id = ? AND lease_token = ?",
+                (now + seconds, conversation_id, token),
+            )
+            return cursor.rowcount == 1
+
     def release_lease(self, conversation_id: str, token: str) -> None:
         with self._transaction() as db:
             db.execute(
@@ -436,3 +455,15 @@ class SQLiteTenancy:
                 totals.usd + Decimal(usd),
             )
         return totals
+
+
+def open_tenancy(location: str | Path) -> TenancyStore:
+    """The tenancy store at `location`: a `postgresql://` URL (the conversation store's database and schema), else
+    a SQLite file."""
+    from turnkeep.store.postgres import is_url
+
+    if is_url(location):
+        from turnkeep.server.pgtenancy import PostgresTenancy
+
+        return PostgresTenancy(str(location))
+    return SQLiteTenancy(location)
