@@ -166,15 +166,15 @@ async def _delete(gateway: Gateway, request: Request) -> Response:
 async def _import(gateway: Gateway, request: Request) -> Response:
     """A conversation from an export (the format `/export` writes), owned by the tenant, under a new id."""
     from turnkeep.errors import InvalidExport
+    from turnkeep.export import import_json
     from turnkeep.server.app import _authenticate, _json_object, _read_body
     from turnkeep.server.tenancy import ThreadRow
     from turnkeep.server.threads import new_reply_id
-    from turnkeep.store.export import import_json
 
     tenant = _authenticate(gateway, request).name
     data = _json_object(await _read_body(gateway, request))
     try:
-        conversation_id = import_json(gateway.store, data)  # checks everything first; a refusal writes nothing
+        conversation_id = import_json(gateway.store, data, catalog=gateway.catalog)  # a refusal writes nothing
     except InvalidExport as err:
         raise invalid_request(f"The export cannot be imported: {err}") from err
     try:
