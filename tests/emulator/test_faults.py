@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -170,6 +171,30 @@ def test_a_slow_reply_trips_the_client_timeout(turnkeep_emulator: EmulatorServer
     turnkeep_emulator.fault({"kind": "slow", "seconds": 0.5})
     with pytest.raises(anthropic.APITimeoutError):
         turnkeep_emulator.client(max_retries=0, timeout=0.1).messages.create(model=MODEL, max_tokens=50, messages=HELLO)
+    # The reply was worked out and billed before the delay: the client that gave up was still billed.
+    assert turnkeep_emulator.bill()["requests"] == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fault", ["drop", "truncate", "sse_error", "429", "500", "529"])
+def test_a_reply_is_billed_in_full_once_the_model_answered_and_an_error_status_costs_nothing(
+    turnkeep_emulator: EmulatorServer, fault: str, stream: bool
+) -> None:
+    client = turnkeep_emulator.client(max_retries=0)
+    clean = client.messages.create(model=MODEL, max_tokens=50, messages=HELLO)
+    turnkeep_emulator.reset()
+    body = {"model": MODEL, "max_tokens": 50, "messages": HELLO, "stream": stream}
+    headers = {"x-emulator-fault": fault, "x-api-key": "test-key", "anthropic-version": "2023-06-01"}
+    with httpx2.Client(base_url=turnkeep_emulator.base_url) as http, contextlib.suppress(httpx2.TransportError):
+        http.post("/v1/messages", json=body, headers=headers).read()
+    bill = turnkeep_emulator.bill()
+    if fault.isdigit():
+        assert bill["requests"] == 0
+        assert bill["usd"]["total"] == "0"
+    else:
+        assert bill["requests"] == 1
+        assert bill["output_tokens"] == clean.usage.output_tokens
+        assert bill["input_tokens"] == clean.usage.input_tokens
 
 
 def test_a_slow_reply_also_advances_a_virtual_clock(turnkeep_emulator: EmulatorServer) -> None:

@@ -19,7 +19,8 @@ Request headers: `x-emulator-responder` (recall | echo | scripted), `x-emulator-
 reply), `x-emulator-fault` (JSON or a short form such as `529`), `x-emulator-advance` (seconds to move the clock
 first). A `POST /v1/messages` goes: auth → size → JSON → fault → clock header → model → thread → validation →
 compaction / context editing → tokens → responder → cache → usage → diagnostics → bill → thread/diagnostics
-record → response (the reply comes before the cache so a request rejected for a bad script writes nothing).
+record → a `slow` fault's delay → response (the reply comes before the cache so a request rejected for a bad script
+writes nothing; the delay comes after the bill, so a client that times out has still been billed).
 Every response carries a `request-id` header (errors repeat it in their body).
 """
 
@@ -89,6 +90,7 @@ class Emulator:
         self.random_faults = RandomFaults(fault_rate, seed)
         self.scripts: dict[str, deque[dict[str, Any]]] = {}
         self.faults: dict[str, deque[Fault]] = {}
+        self.in_flight = 0  # `POST /v1/messages` handlers running (a `slow` reply counts until its delay is over)
         self._salt = secrets.token_hex(4)
         self._counter = itertools.count(1)
 
@@ -163,6 +165,7 @@ class Emulator:
             "diagnostics_entries": self.diagnostics.entry_count(),
             "queued_scripts": sum(len(q) for q in self.scripts.values()),
             "queued_faults": sum(len(q) for q in self.faults.values()),
+            "in_flight": self.in_flight,
             "now": self.clock.now(),
         }
 
@@ -717,6 +720,13 @@ def create_app(
     emulator = Emulator(clock=clock, responder=responder, catalog=catalog, fault_rate=fault_rate, seed=seed)
 
     async def messages(request: Request) -> Response:
+        emulator.in_flight += 1
+        try:
+            return await answer(request)
+        finally:
+            emulator.in_flight -= 1
+
+    async def answer(request: Request) -> Response:
         try:
             scope = _api_key(request)
             body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES))
@@ -725,10 +735,6 @@ def create_app(
                 raise ApiError(
                     fault.status, fault.error_type, fault.message, error_code=fault.error_code, headers=fault.headers()
                 )
-            if fault is not None and fault.kind == "slow":
-                await asyncio.sleep(fault.seconds)
-                if emulator.clock.mode == "virtual":
-                    emulator.clock.advance(fault.seconds)
             _advance(emulator, request)
             api_version = _api_version(request)
             mode = _mode(emulator, request)
@@ -745,6 +751,12 @@ def create_app(
             return _error_response(err, request)
         except Exception as err:  # an emulator bug answers like the API's own 500, with the request id
             return _error_response(ApiError(500, "api_error", f"emulator error: {err!r}"), request)
+        if fault is not None and fault.kind == "slow":
+            # The work is done and billed first: a client that times out meanwhile has still been billed, as a
+            # real server that is generating when the client gives up bills what it generated.
+            await asyncio.sleep(fault.seconds)
+            if emulator.clock.mode == "virtual":
+                emulator.clock.advance(fault.seconds)
         if stream:
             return _stream_response(message, fault, _request_id(request))
         return _message_response(message, fault, _request_id(request))
