@@ -75,6 +75,10 @@ class LedgerEntry:
     calibration: tuple[int, int] | None = None
     """(estimated, measured) tokens of the part of the request that was estimated: what the conversation learned
     its token calibration from, so a reopened conversation learns the same again."""
+    estimated: bool = False
+    """`usage` and `cost_usd` are an estimate, not the API's figures: the response was lost, or cut, before its
+    usage arrived (a timeout, a dropped connection, a truncated body, a stream the server, the network or the
+    caller stopped). The request may have been billed; what it cost cannot be known from here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +383,7 @@ def ledger_row(conversation_id: str, e: LedgerEntry) -> tuple[Any, ...]:
         e.cache_miss_reason,
         e.node_id,
         json.dumps(list(e.calibration)) if e.calibration is not None else None,
+        e.estimated,
     )
 
 
@@ -398,4 +403,5 @@ def ledger_dict(entry: LedgerEntry) -> dict[str, Any]:
         "cache_miss_reason": entry.cache_miss_reason,
         "node_id": entry.node_id,
         "calibration": list(entry.calibration) if entry.calibration is not None else None,
+        "estimated": entry.estimated,
     }
