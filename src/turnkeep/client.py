@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Self, cast
 
 from anthropic.types import Message, MessageParam
 
+from turnkeep.attempts import AttemptLog
 from turnkeep.core.budget import Budget, Forecast, Spent
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.policies import Plan, Policy
@@ -370,8 +371,9 @@ class Conversation(_Facade):
         """Like `retry`, streaming."""
         return ReplyStream(self, self._sending().begin_retry(request_overrides))
 
-    def _create(self, call: Call) -> Message:
+    def _create(self, call: Call, attempts: AttemptLog) -> Message:
         request, betas = split_betas(self._core.wire(call))
+        request = attempts.tag(self.client, request)  # each HTTP attempt observed for the ledger
         return cast(Message, messages_resource(self.client, betas).create(**request, **_betas(betas)))
 
     def _run(self, pending: PendingTurn) -> Reply:
@@ -379,7 +381,7 @@ class Conversation(_Facade):
         while call is not None:
             started = time.monotonic()
             try:
-                message = self._create(call)
+                message = self._create(call, pending.attempts)
             except BaseException as err:
                 call = self._failed(pending, call, err, started)
                 continue
@@ -486,6 +488,7 @@ class ReplyStream(_StreamedTurn):
         while call is not None:
             started = time.monotonic()
             request, betas = split_betas(core.wire(call))
+            request = self._pending.attempts.tag(self._conversation.client, request)  # observed for the ledger
             manager = messages_resource(self._conversation.client, betas).stream(**request, **_betas(betas))
             try:
                 request_id = None
@@ -646,8 +649,9 @@ class AsyncConversation(_Facade):
         """See `Conversation.stream_retry`."""
         return AsyncReplyStream(self, self._sending().begin_retry(request_overrides))
 
-    async def _create(self, call: Call) -> Message:
+    async def _create(self, call: Call, attempts: AttemptLog) -> Message:
         request, betas = split_betas(self._core.wire(call))
+        request = attempts.tag(self.client, request)  # each HTTP attempt observed for the ledger
         return cast(Message, await messages_resource(self.client, betas).create(**request, **_betas(betas)))
 
     async def _run(self, pending: PendingTurn) -> Reply:
@@ -655,7 +659,7 @@ class AsyncConversation(_Facade):
         while call is not None:
             started = time.monotonic()
             try:
-                message = await self._create(call)
+                message = await self._create(call, pending.attempts)
             except BaseException as err:
                 call = self._failed(pending, call, err, started)
                 continue
@@ -695,6 +699,7 @@ class AsyncReplyStream(_StreamedTurn):
         while call is not None:
             started = time.monotonic()
             request, betas = split_betas(core.wire(call))
+            request = self._pending.attempts.tag(self._conversation.client, request)  # observed for the ledger
             manager = messages_resource(self._conversation.client, betas).stream(**request, **_betas(betas))
             try:
                 request_id = None

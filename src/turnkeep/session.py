@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from anthropic.types import Message, MessageParam, ToolUseBlock
 from anthropic.types.refusal_stop_details import RefusalStopDetails
 
-from turnkeep import config
+from turnkeep import attempt_costs, config
+from turnkeep.attempts import AttemptLog
 from turnkeep.branch import BranchPath
 from turnkeep.core import budget as budget_core
 from turnkeep.core import rules
@@ -138,6 +139,8 @@ class PendingTurn:
     plan: Plan
     pending_ids: list[str]
     ledger: list[LedgerEntry] = field(default_factory=list)
+    attempts: AttemptLog = field(default_factory=AttemptLog)
+    """Every HTTP attempt of the turn's calls (the SDK's retries included), for the ledger (`attempt_costs`)."""
 
 
 @dataclass
@@ -710,6 +713,7 @@ class ConversationCore:
     ) -> Call | None:
         """A call was answered: record it, and return the turn's next call (None: the turn is over).
         `may_resend` is False once its text reached the caller (an overflow is then not sent again smaller)."""
+        pending.ledger.extend(attempt_costs.settle_answered(self, pending, call))  # the SDK's retries before it
         entry = self.entry(call, message, latency, None, request_id=request_id)
         pending.ledger.append(replace(entry, calibration=self.sent(call, message)))
         try:
@@ -733,7 +737,8 @@ class ConversationCore:
         """A call raised: record it (with what a stream had `received`), and return the call to send instead —
         the same one when only its thread was lost, the turn's fallback otherwise — or None when the error ends
         the turn. `may_resend` is False once text reached the caller (a resend would repeat it)."""
-        pending.ledger.append(self.entry(call, received, latency, error, request_id=request_id))
+        recorded = self.entry(call, received, latency, error, request_id=request_id)
+        pending.ledger.extend(attempt_costs.settle_failed(self, pending, call, recorded))  # each attempt, billed
         if not (may_resend and isinstance(error, Exception)):
             return None
         if self.thread_failed(error):
