@@ -898,14 +898,21 @@ class ConversationCore:
         # A summary written during the turn is kept (it covers committed turns only); the retry reuses it.
         state = dict(pending.turn.plan.state) if pending.turn.summarized else None
         if nodes or state is not None:
-            self.store.append(
-                self.id,
-                self.branch,
-                expected_head=self.path.head,
-                nodes=nodes,
-                ledger=pending.ledger,
-                policy_state=persisted_state(state) if state is not None else None,
-            )
+            try:
+                self.store.append(
+                    self.id,
+                    self.branch,
+                    expected_head=self.path.head,
+                    nodes=nodes,
+                    ledger=pending.ledger,
+                    policy_state=persisted_state(state) if state is not None else None,
+                )
+            except ConflictError:
+                # Another writer moved the head (it answered this turn first): the requests were still paid for.
+                self.store.record(self.id, pending.ledger)
+                pending.ledger = []
+                self.refresh()
+                raise
             self.path.advance(nodes)
             if state is not None:
                 self._policy_state = state

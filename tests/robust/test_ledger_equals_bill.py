@@ -18,6 +18,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import httpx2
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -142,41 +143,67 @@ def test_the_estimated_mark_survives_the_store_and_an_export(turnkeep_emulator: 
     assert store.ledger(copy) == store.ledger(chat.id)
 
 
+class _Held(httpx2.HTTPTransport):
+    """A real transport that holds each response until `release` is set: the request is answered (and billed)
+    while its writer waits, so another writer can commit first."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__()
+        self.release = release
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = super().handle_request(request)
+        self.release.wait(timeout=120)
+        return response
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["whole reply", "stream cut"])
 def test_a_request_paid_by_a_writer_that_lost_the_race_stays_in_the_ledger(
-    turnkeep_emulator: EmulatorServer, tmp_path: Path
+    turnkeep_emulator: EmulatorServer, tmp_path: Path, cut: bool
 ) -> None:
     """Writer A sends a turn; while its request is in flight, writer B (another store connection, as another
-    process has) retries A's pending turn and commits first. A's request was paid: it is recorded all the same."""
+    process has) retries A's pending turn and commits first. A's request was paid: it is recorded all the same,
+    whether its reply then arrives whole or its stream is cut."""
     path = tmp_path / "shared.db"
-    client = turnkeep_emulator.client(api_key="race", max_retries=0)
-    first = Conversation(MODEL, client=client, store=SQLiteStore(path), max_tokens=MAX_TOKENS)
+    released = threading.Event()
+    held = turnkeep_emulator.client(api_key="race", max_retries=0, http_client=httpx2.Client(transport=_Held(released)))
+    first = Conversation(MODEL, client=held, store=SQLiteStore(path), max_tokens=MAX_TOKENS)
+    released.set()
     first.send("My name is Ada.")
-    turnkeep_emulator.fault("slow:0.8", api_key="race")
+    released.clear()
     failures: list[BaseException] = []
+
+    if cut:
+        turnkeep_emulator.fault({"kind": "drop", "after": 6}, api_key="race")
 
     def send() -> None:
         try:
-            first.send(SECOND)
+            if cut:
+                with first.stream(SECOND) as stream:
+                    stream.until_done()
+            else:
+                first.send(SECOND)
         except BaseException as err:
             failures.append(err)
 
     writer = threading.Thread(target=send)
     writer.start()
+    deadline = time.monotonic() + 120
+    while turnkeep_emulator.bill(api_key="race")["requests"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # A's request has been answered and billed; its response is held
+    client = turnkeep_emulator.client(api_key="race", max_retries=0)
     second = Conversation.open(first.id, store=SQLiteStore(path), client=client)
-    deadline = time.monotonic() + 60
-    while not second.pending and time.monotonic() < deadline:
-        time.sleep(0.01)
-        second = Conversation.open(first.id, store=SQLiteStore(path), client=client)
+    assert second.pending
     second.retry()
+    released.set()
     writer.join()
-    wait_idle(turnkeep_emulator)
     assert len(failures) == 1
     assert isinstance(failures[0], ConflictError)
     ledger = SQLiteStore(path).ledger(first.id)
     assert len(ledger) == 3  # the first turn, A's paid request, B's
+    assert sum(entry.estimated for entry in ledger) == int(cut)  # B committed first: A's entry comes last
     bill = turnkeep_emulator.bill(api_key="race")
-    assert bill["requests"] == 3
-    assert sum(Decimal(e.cost_usd) for e in ledger) == Decimal(bill["usd"]["total"])
+    check(Outcome(Cell(None, cut, False, False), ledger, Decimal(bill["usd"]["total"]), int(bill["requests"])))
 
 
 def test_async_and_sync_record_the_same_ledger_under_a_fault(turnkeep_emulator: EmulatorServer) -> None:
