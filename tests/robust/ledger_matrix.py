@@ -123,7 +123,7 @@ class Totals:
             f"cells {self.cells}; HTTP attempts in the ledger {self.ledger_entries} "
             f"({self.estimated_entries} estimated); requests billed {self.billed_requests}",
             f"billed ${self.billed:.6f}; ledger ${self.recorded:.6f} (estimated part ${self.estimated:.6f}); "
-            f"difference ${difference:+.6f} ({share:+.2f}% of the bill, all of it in estimated entries)",
+            f"difference ${difference:+.6f} ({share:+.2f}% of the bill; cells without an estimated entry: exact)",
         ]
         for difference_usd, cell in sorted(self.worst, key=lambda item: abs(item[0]), reverse=True)[:3]:
             rows.append(f"  largest estimate error ${difference_usd:+.6f}: {cell}")
