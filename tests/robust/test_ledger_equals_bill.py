@@ -213,3 +213,16 @@ def test_async_and_sync_record_the_same_ledger_under_a_fault(turnkeep_emulator: 
     assert [(e.cost_usd, e.estimated, dict(e.usage)) for e in sync.ledger] == [
         (e.cost_usd, e.estimated, dict(e.usage)) for e in asynchronous.ledger
     ]
+
+
+def test_turnkeep_cost_shows_an_estimated_request_as_such(turnkeep_emulator: EmulatorServer) -> None:
+    from rich.console import Console
+
+    from turnkeep.cli.render import cost_data, cost_table
+
+    outcome = run_cell(turnkeep_emulator, Cell({"kind": "drop", "after": 4}, True, False, False))
+    data = cost_data("c", outcome.ledger)
+    assert [row["estimated"] for row in data["requests"]] == [False, True, False]
+    console = Console(width=120, record=True)
+    console.print(cost_table(data))
+    assert "reply (estimated)" in console.export_text()
