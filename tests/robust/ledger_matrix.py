@@ -223,3 +223,17 @@ async def _run_async(server: EmulatorServer, cell: Cell, key: str) -> list[Ledge
         return chat.ledger
     finally:
         await client.close()
+
+
+def retry_pending_turn(path: str, base_url: str, api_key: str, conversation_id: str) -> None:
+    """Another process's writer: open the conversation from its SQLite file and retry its pending turn."""
+    from turnkeep.store import SQLiteStore
+
+    client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0)
+    try:
+        chat = Conversation.open(conversation_id, store=SQLiteStore(path), client=client)
+        if not chat.pending:
+            raise SystemExit("no pending turn to retry")
+        chat.retry()
+    finally:
+        client.close()

@@ -10,6 +10,7 @@ docs/benchmarks.md.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import sys
@@ -23,7 +24,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ledger_matrix import FIRST, MODEL, SECOND, Cell, Outcome, Totals, every_cell, run_cell, wait_idle
+from ledger_matrix import (
+    FIRST,
+    MODEL,
+    SECOND,
+    Cell,
+    Outcome,
+    Totals,
+    every_cell,
+    retry_pending_turn,
+    run_cell,
+    wait_idle,
+)
 
 from turnkeep import Conversation
 from turnkeep.core.catalog import default_catalog
@@ -161,8 +173,8 @@ class _Held(httpx2.HTTPTransport):
 def test_a_request_paid_by_a_writer_that_lost_the_race_stays_in_the_ledger(
     turnkeep_emulator: EmulatorServer, tmp_path: Path, cut: bool
 ) -> None:
-    """Writer A sends a turn; while its request is in flight, writer B (another store connection, as another
-    process has) retries A's pending turn and commits first. A's request was paid: it is recorded all the same,
+    """Writer A sends a turn; while its request is in flight, writer B in another process retries A's pending
+    turn and commits first. A's request was paid: it is recorded all the same,
     whether its reply then arrives whole or its stream is cut."""
     path = tmp_path / "shared.db"
     released = threading.Event()
@@ -191,12 +203,16 @@ def test_a_request_paid_by_a_writer_that_lost_the_race_stays_in_the_ledger(
     deadline = time.monotonic() + 120
     while turnkeep_emulator.bill(api_key="race")["requests"] < 2 and time.monotonic() < deadline:
         time.sleep(0.01)  # A's request has been answered and billed; its response is held
-    client = turnkeep_emulator.client(api_key="race", max_retries=0)
-    second = Conversation.open(first.id, store=SQLiteStore(path), client=client)
-    assert second.pending
-    second.retry()
-    released.set()
-    writer.join()
+    other = multiprocessing.get_context("spawn").Process(
+        target=retry_pending_turn, args=(str(path), turnkeep_emulator.base_url, "race", first.id)
+    )
+    try:
+        other.start()
+        other.join(timeout=300)
+    finally:
+        released.set()  # A's response arrives only now, after B committed
+        writer.join()
+    assert other.exitcode == 0
     assert len(failures) == 1
     assert isinstance(failures[0], ConflictError)
     ledger = SQLiteStore(path).ledger(first.id)
