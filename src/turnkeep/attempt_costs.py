@@ -149,7 +149,10 @@ def _forecast(core: ConversationCore, pending: PendingTurn, call: Call, total: i
     model = core._catalog.get(str(call.request["model"]))
     max_tokens = int(call.request.get("max_tokens") or 0)
     if call.purpose == "reply":
-        return core.forecast_plan(pending.turn.plan, max_tokens, exact_input_tokens=total).tokens
+        try:
+            return core.forecast_plan(pending.turn.plan, max_tokens, exact_input_tokens=total).tokens
+        except Exception:  # an estimate must never lose the entry: fall back to uncached input
+            pass
     if total is None:
         total, _ = input_forecast(call.request, None, model)
     spent = core.facts.spent

@@ -162,6 +162,14 @@ class _Reader:
         self._body = bytearray()
         self._closed = False
 
+    def read_whole(self, content: bytes) -> None:
+        """The whole decoded body at once."""
+        self._inflate, self._readable = None, True
+        self.feed(content)
+        if self.sse:
+            self.feed(b"\n\n")  # a last event without its blank line
+        self.close()
+
     def feed(self, chunk: bytes) -> None:
         if not self._readable:
             return
@@ -238,7 +246,13 @@ class _Reader:
 def _responded(attempt: Attempt, response: httpx2.Response) -> _Reader:
     attempt.status = response.status_code
     attempt.request_id = response.headers.get("request-id")
-    return _Reader(attempt, response)
+    reader = _Reader(attempt, response)
+    content = getattr(response, "_content", None)
+    if isinstance(content, bytes):
+        # A response built in memory (e.g. by `httpx2.MockTransport`) was read, and decoded, when it was made: its
+        # stream will not be iterated again.
+        reader.read_whole(content)
+    return reader
 
 
 def _failed(attempt: Attempt, error: BaseException) -> None:
