@@ -8,8 +8,8 @@ each HTTP attempt the SDK made for it. Each becomes one entry:
 | never reached the server (connect error, pool timeout) | $0, `error` says it was not sent                      |
 | answered with an error status (429, 5xx, 4xx)          | $0, `error` names the status: errors are not billed   |
 | whole reply read (JSON body, or SSE to `message_stop`) | the API's usage, exact                                |
-| stream cut after `message_start` (server `error`      | input exact (from `message_start`), output estimated: |
-| event, dropped connection, the caller stopped)         | `estimated=True`                                      |
+| stream cut after `message_start` (server `error`      | input exact (from `message_start`), output as read so |
+| event, dropped connection, the caller stopped)         | far: `estimated=True`                                 |
 | reply lost (timeout, drop, truncated JSON body)        | estimated: `estimated=True`                           |
 
 The answered attempt itself is recorded by the caller from the returned message, as before; this module adds
@@ -19,9 +19,10 @@ by what the attempt showed.
 Estimates, in order of what is known: the input of a cut stream is `message_start`'s, exactly; otherwise the
 input's total is that of an attempt of the same call that was answered (the SDK resent the same body), or the
 conversation's own forecast of the request; the split into uncached, cache writes and reads follows the
-forecast of the turn's plan (a reply call; other calls are priced as uncached input). The output is the larger
-of what the deltas carried (estimated from their text) and what an answered twin produced, or else the mean
-reply of the conversation (a server keeps generating for a while after a cut; the reply's end is unknown).
+forecast of the turn's plan (a reply call; other calls are priced as uncached input). The output of a stream
+that had begun is what its deltas carried (estimated from their text: the server stops generating when the
+stream is cut, and what it generated after the last delta read is unknown); the output of a reply lost whole
+is what an answered twin produced, else the conversation's mean reply.
 """
 
 from __future__ import annotations
@@ -131,11 +132,14 @@ def _estimate(
     max_tokens = int(call.request.get("max_tokens") or 0)
     seen = estimate_text("".join(attempt.output_text), model) if attempt.output_text else 0
     twin_usage = twin.usage if twin is not None and twin.finished else None
-    if twin_usage is not None:
-        expected_output = token_counts(twin_usage).output
+    if attempt.streamed and attempt.status is not None:
+        # The stream had begun: generation stops when it is cut, so its output is what its deltas carried.
+        output = max(seen, 1)
+    elif twin_usage is not None:
+        output = token_counts(twin_usage).output
     else:
-        expected_output = _forecast(core, pending, call, None).output
-    output = min(max(seen, expected_output), max_tokens) if max_tokens else max(seen, expected_output)
+        output = _forecast(core, pending, call, None).output
+    output = min(output, max_tokens) if max_tokens else output
     if attempt.usage is not None:  # message_start: the input side is the API's own
         return {**attempt.usage, "output_tokens": max(output, int(attempt.usage.get("output_tokens") or 0))}
     total = token_counts(twin_usage).total_input if twin_usage is not None else None
