@@ -47,6 +47,7 @@ class Attempt:
 
     started: float
     streamed: bool = False
+    """The response is a stream of events (known once it began: a request body is not parsed to tell)."""
     sent: bool = True
     status: int | None = None
     request_id: str | None = None
@@ -94,8 +95,8 @@ class AttemptLog:
         tagged["extra_headers"] = {**dict(request.get("extra_headers") or {}), TAG_HEADER: self.token}
         return tagged
 
-    def begin(self, streamed: bool) -> Attempt:
-        attempt = Attempt(started=time.monotonic(), streamed=streamed)
+    def begin(self) -> Attempt:
+        attempt = Attempt(started=time.monotonic())
         with self._lock:
             self._attempts.append(attempt)
         return attempt
@@ -113,14 +114,6 @@ def _log_for(request: httpx2.Request) -> AttemptLog | None:
     del request.headers[TAG_HEADER]  # ours alone: it never goes on the wire
     with _logs_lock:
         return _logs.get(token)
-
-
-def _streamed(request: httpx2.Request) -> bool:
-    try:
-        body = json.loads(request.content or b"{}")
-    except (ValueError, httpx2.RequestNotRead):
-        return False
-    return isinstance(body, dict) and body.get("stream") is True
 
 
 def install(client: Any) -> bool:
@@ -148,7 +141,7 @@ class _Reader:
 
     def __init__(self, attempt: Attempt, response: httpx2.Response) -> None:
         self.attempt = attempt
-        self.sse = "text/event-stream" in response.headers.get("content-type", "")
+        self.sse = attempt.streamed = "text/event-stream" in response.headers.get("content-type", "")
         encoding = response.headers.get("content-encoding", "identity").lower()
         self._inflate = (
             zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -307,7 +300,7 @@ class ObservingTransport(httpx2.BaseTransport):
         log = _log_for(request)
         if log is None:
             return self.inner.handle_request(request)
-        attempt = log.begin(_streamed(request))
+        attempt = log.begin()
         try:
             response = self.inner.handle_request(request)
         except BaseException as err:
@@ -330,7 +323,7 @@ class AsyncObservingTransport(httpx2.AsyncBaseTransport):
         log = _log_for(request)
         if log is None:
             return await self.inner.handle_async_request(request)
-        attempt = log.begin(_streamed(request))
+        attempt = log.begin()
         try:
             response = await self.inner.handle_async_request(request)
         except BaseException as err:
