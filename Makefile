@@ -27,7 +27,7 @@ test: $(STAMP)
 # The random-history guarantees at full strength: Hypothesis's `thorough` profile (2,000 random examples per
 # property; 20,000 policy cases in tests/core/test_policy_invariants.py), no per-test time limit. Minutes.
 test-thorough: $(STAMP)
-	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest --timeout=0 -p no:cacheprovider tests/core tests/client tests/emulator tests/sim
+	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest --timeout=0 -p no:cacheprovider tests/core tests/client tests/emulator tests/sim tests/robust
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

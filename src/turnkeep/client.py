@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 from anthropic.types import Message, MessageParam
 
+from turnkeep.attempts import AttemptLog
 from turnkeep.core.budget import Budget, Forecast, Spent
 from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.policies import Plan, Policy
@@ -411,8 +412,9 @@ class Conversation(_Facade):
         self._apply(change)
         return ReplyStream(self, pending)
 
-    def _create(self, call: Call) -> Message:
+    def _create(self, call: Call, attempts: AttemptLog) -> Message:
         request, betas = split_betas(self._core.wire(call))
+        request = attempts.tag(self.client, request)  # each HTTP attempt observed for the ledger
         return cast(Message, messages_resource(self.client, betas).create(**request, **_betas(betas)))
 
     def _run(self, pending: PendingTurn, change: Change) -> Reply:
@@ -429,7 +431,7 @@ class Conversation(_Facade):
                 continue
             started = time.monotonic()
             try:
-                sent = self._timed(started, self._create(effect), None)
+                sent = self._timed(started, self._create(effect, pending.attempts), None)
             except BaseException as err:
                 sent = self._timed(started, None, err)
 
@@ -464,6 +466,7 @@ class _StreamedTurn:
         """The SDK's stream manager for `call` (its events are folded as they arrive)."""
         self._fold.begin(call.request, shows_text=call.shows_text)
         request, betas = split_betas(self._core.wire(call))
+        request = self._pending.attempts.tag(self._client(), request)  # each HTTP attempt observed for the ledger
         return messages_resource(self._client(), betas).stream(**request, **_betas(betas))
 
     def _client(self) -> Any:
@@ -763,8 +766,9 @@ class AsyncConversation(_Facade):
         """See `Conversation.stream_retry`."""
         return AsyncReplyStream(self, *self._sending().begin_retry(request_overrides))
 
-    async def _create(self, call: Call) -> Message:
+    async def _create(self, call: Call, attempts: AttemptLog) -> Message:
         request, betas = split_betas(self._core.wire(call))
+        request = attempts.tag(self.client, request)  # each HTTP attempt observed for the ledger
         return cast(Message, await messages_resource(self.client, betas).create(**request, **_betas(betas)))
 
     async def _run(self, pending: PendingTurn, change: Change) -> Reply:
@@ -781,7 +785,7 @@ class AsyncConversation(_Facade):
                 continue
             started = time.monotonic()
             try:
-                sent = self._timed(started, await self._create(effect), None)
+                sent = self._timed(started, await self._create(effect, pending.attempts), None)
             except BaseException as err:
                 sent = self._timed(started, None, err)
 

@@ -296,6 +296,9 @@ def _ledger(value: object) -> list[LedgerEntry]:
             isinstance(pair, list) and len(pair) == 2 and all(type(n) is int and n >= 0 for n in pair)
         ):
             raise InvalidExport(f"{position}.calibration", f"expected [estimated, measured] token counts, got {pair!r}")
+        estimated = raw.get("estimated", False)
+        if not isinstance(estimated, bool):
+            raise InvalidExport(f"{position}.estimated", f"expected true or false, got {estimated!r}")
         entries.append(
             LedgerEntry(
                 purpose=raw["purpose"],
@@ -311,6 +314,7 @@ def _ledger(value: object) -> list[LedgerEntry]:
                 cache_miss_reason=raw.get("cache_miss_reason"),
                 node_id=raw.get("node_id"),
                 calibration=(pair[0], pair[1]) if pair is not None else None,
+                estimated=estimated,
             )
         )
     return entries

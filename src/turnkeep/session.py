@@ -22,7 +22,8 @@ from typing import Any, Literal, NoReturn, cast
 from anthropic.types import Message, MessageParam, ToolUseBlock
 from anthropic.types.refusal_stop_details import RefusalStopDetails
 
-from turnkeep import config
+from turnkeep import attempt_costs, config
+from turnkeep.attempts import AttemptLog
 from turnkeep.branch import BranchPath
 from turnkeep.core import budget as budget_core
 from turnkeep.core import rules
@@ -138,6 +139,8 @@ class PendingTurn:
     ledger: list[LedgerEntry] = field(default_factory=list)
     reply: Reply | None = None
     """The partial reply kept when the turn stopped early."""
+    attempts: AttemptLog = field(default_factory=AttemptLog)
+    """Every HTTP attempt of the turn's calls (the SDK's retries included), for the ledger (`attempt_costs`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -633,6 +636,7 @@ class ConversationCore:
     ) -> Generator[Change, None, Call | None]:
         """A call was answered: record it; the turn's next call (None: the turn is over). Once its text reached
         the caller (`may_resend` False) an overflow is not sent again smaller."""
+        pending.ledger.extend(attempt_costs.settle_answered(self, pending, call))  # the SDK's retries before it
         entry = self.ledger.entry(call, message, sent.latency, None, request_id=sent.request_id)
         pending.ledger.append(replace(entry, calibration=self.sent(call, message)))
         try:
@@ -648,7 +652,8 @@ class ConversationCore:
         """A call raised: record it (with what a stream had received); the call to send instead — the same one
         when only its thread was lost, the turn's fallback otherwise. When the error ends the turn, what arrived is
         kept as a partial reply and the error is raised (a raw transport failure as `TransportError`)."""
-        pending.ledger.append(self.ledger.entry(call, sent.message, sent.latency, error, request_id=sent.request_id))
+        recorded = self.ledger.entry(call, sent.message, sent.latency, error, request_id=sent.request_id)
+        pending.ledger.extend(attempt_costs.settle_failed(self, pending, call, recorded))  # each attempt, billed
         following: Call | None = None
         if sent.may_resend and isinstance(error, Exception):
             if self.thread_failed(error):
@@ -810,7 +815,8 @@ class ConversationCore:
             ledger=tuple(ledger),
             policy_state=persisted_state(state) if state is not None else None,
         )
-        return Change([append], done)
+        # Another writer moved the head (it answered this turn first): the requests were still paid for.
+        return Change([append], done, on_conflict=[Record(self.id, ledger)] if ledger else [])
 
     def abandon(self, pending: PendingTurn, snapshot: Message | None) -> tuple[Change, Reply | None]:
         """A turn that stopped early (an error, or a stream left unfinished): what arrived is kept as a partial

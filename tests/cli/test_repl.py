@@ -187,7 +187,7 @@ def test_retry_after_a_failed_reply_resends_the_pending_message(run: Run, online
     assert "/retry sends it again" in failed
     assert "Error: the last message has no reply yet" in after(out, "Anything else?")
     assert after(out, "/retry").startswith("The capital of France is Paris.\n")
-    assert "reply (failed)" in run("cost").stdout  # the failed attempt is in the ledger, marked
+    assert "reply (estimated)" in run("cost").stdout  # the cut attempt is in the ledger, its cost estimated
     assert "Paris" in run("ask", "-c", "What is its population?").stdout
 
 

@@ -326,11 +326,14 @@ def test_rollback_drops_the_pending_message(api: FakeAPI) -> None:
 def test_sdk_retries_are_the_clients(api: FakeAPI) -> None:
     api.fail(529, "overloaded_error").reply("ok")
     conversation = Conversation("claude-sonnet-4-6", client=api.client(max_retries=1, timeout=5))
-    # The SDK's own retry: one request from turnkeep's point of view, one ledger entry.
+    # The SDK retries on its own; each attempt is in the ledger, the one answered with an error at $0.
     conversation.client = conversation.client.with_options(max_retries=1)
     assert conversation.send("hi").text == "ok"
     assert len(api.requests) == 2
-    assert len(conversation.ledger) == 1
+    overloaded, answered = conversation.ledger
+    assert overloaded.cost_usd == "0"
+    assert "not billed" in (overloaded.error or "")
+    assert answered.error is None
 
 
 # -- synthetic messages, instructions, branches ----------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from typing import Any
 
 import anthropic
@@ -14,6 +16,7 @@ from turnkeep.emulator.faults import Fault, RandomFaults, parse_fault, parse_fau
 from turnkeep.emulator.server import EmulatorServer
 
 MODEL = "claude-sonnet-5"
+ECHO = {"x-emulator-responder": "echo"}
 HELLO = [{"role": "user", "content": "Hello there, how are you doing today?"}]
 LONG_REPLY = {"text": " ".join(f"word{i}" for i in range(60))}
 
@@ -170,6 +173,33 @@ def test_a_slow_reply_trips_the_client_timeout(turnkeep_emulator: EmulatorServer
     turnkeep_emulator.fault({"kind": "slow", "seconds": 0.5})
     with pytest.raises(anthropic.APITimeoutError):
         turnkeep_emulator.client(max_retries=0, timeout=0.1).messages.create(model=MODEL, max_tokens=50, messages=HELLO)
+    # The reply was worked out and billed before the delay: the client that gave up was still billed.
+    assert turnkeep_emulator.bill()["requests"] == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fault", ["drop", "truncate", "sse_error", "429", "500", "529"])
+def test_a_reply_is_billed_as_far_as_it_was_generated_and_an_error_status_costs_nothing(
+    turnkeep_emulator: EmulatorServer, fault: str, stream: bool
+) -> None:
+    client = turnkeep_emulator.client(max_retries=0)
+    clean = client.messages.create(model=MODEL, max_tokens=50, messages=HELLO)
+    turnkeep_emulator.reset()
+    body = {"model": MODEL, "max_tokens": 50, "messages": HELLO, "stream": stream}
+    headers = {"x-emulator-fault": fault, "x-api-key": "test-key", "anthropic-version": "2023-06-01"}
+    with httpx2.Client(base_url=turnkeep_emulator.base_url) as http, contextlib.suppress(httpx2.TransportError):
+        http.post("/v1/messages", json=body, headers=headers).read()
+    bill = turnkeep_emulator.bill()
+    if fault.isdigit():
+        assert bill["requests"] == 0
+        assert bill["usd"]["total"] == "0"
+    else:
+        assert bill["requests"] == 1
+        assert bill["input_tokens"] == clean.usage.input_tokens
+        if stream and fault in ("drop", "sse_error"):  # cut after 3 events, before any text: 1 token
+            assert bill["output_tokens"] == 1
+        else:  # a JSON reply was generated whole, whatever became of its body
+            assert bill["output_tokens"] == clean.usage.output_tokens
 
 
 def test_a_slow_reply_also_advances_a_virtual_clock(turnkeep_emulator: EmulatorServer) -> None:
@@ -216,3 +246,35 @@ def test_a_seeded_fault_rate_fails_some_requests_and_the_sdk_retries_them() -> N
 def test_create_app_rejects_an_unknown_responder() -> None:
     with pytest.raises(ValueError, match="unknown responder"):
         create_app(responder="poetry")
+
+
+def test_a_stream_cut_part_way_bills_the_output_it_had_sent(turnkeep_emulator: EmulatorServer) -> None:
+    client = turnkeep_emulator.client(max_retries=0)
+    long_question = [{"role": "user", "content": "Tell me about the attic. " * 40}]
+    whole = client.messages.create(model=MODEL, max_tokens=500, messages=long_question, extra_headers=ECHO)
+    outputs = []
+    for after in (6, 12):
+        turnkeep_emulator.reset()
+        turnkeep_emulator.fault({"kind": "drop", "after": after})
+        with (
+            pytest.raises(httpx2.TransportError),
+            client.messages.stream(model=MODEL, max_tokens=500, messages=long_question, extra_headers=ECHO) as stream,
+        ):
+            stream.until_done()
+        outputs.append(turnkeep_emulator.bill()["output_tokens"])
+    assert 1 < outputs[0] < outputs[1] < whole.usage.output_tokens
+
+
+def test_a_client_that_stops_reading_is_billed_for_what_was_sent_to_it(turnkeep_emulator: EmulatorServer) -> None:
+    client = turnkeep_emulator.client(max_retries=0)
+    question = [{"role": "user", "content": "Tell me about the attic. " * 40}]
+    with client.messages.stream(model=MODEL, max_tokens=500, messages=question, extra_headers=ECHO) as stream:
+        for event in stream:
+            if event.type == "content_block_delta":
+                break
+    deadline = time.monotonic() + 60
+    while turnkeep_emulator.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    bill = turnkeep_emulator.bill()
+    assert bill["requests"] == 1
+    assert bill["output_tokens"] >= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -320,6 +321,14 @@ def test_record_adds_billed_requests_without_touching_messages(store: Store) -> 
     assert store.ledger(cid) == [failed]
     assert store.nodes(cid) == nodes
     assert store.info(cid).cost_usd == "0.0123"
+
+
+def test_an_estimated_entry_keeps_its_mark(store: Store) -> None:
+    cid, _ = conversation(store, turns=1)
+    lost = replace(entry("0.0042"), estimated=True, error="ReadTimeout: timed out")
+    store.record(cid, [entry("0.001"), lost])
+    assert [e.estimated for e in store.ledger(cid)] == [False, True]
+    assert store.ledger(cid)[1] == lost
 
 
 # -- listing, search, delete ---------------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ def cost_data(conversation_id: str, ledger: Sequence[LedgerEntry]) -> dict[str, 
             "request_id": entry.request_id,
             "cache_miss_reason": entry.cache_miss_reason,
             "error": entry.error,
+            "estimated": entry.estimated,
         }
         requests.append(row)
         for column in _COST_COLUMNS:
@@ -135,7 +136,7 @@ def cost_table(data: Mapping[str, Any]) -> Table:
         table.add_column(heading, footer=f"{totals[column]:,}", justify="right", no_wrap=True)
     table.add_column("USD", footer=usd_text(totals["usd"]), justify="right", no_wrap=True)
     for row in data["requests"]:
-        purpose = row["purpose"] + (" (failed)" if row["error"] else "")
+        purpose = row["purpose"] + (" (estimated)" if row.get("estimated") else " (failed)" if row["error"] else "")
         cells: list[RenderableType] = [str(row["n"]), _text(purpose)]
         if several_models:
             cells.append(_text(row["model"]))

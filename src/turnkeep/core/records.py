@@ -51,3 +51,7 @@ class LedgerEntry:
     calibration: tuple[int, int] | None = None
     """(estimated, measured) tokens of the part of the request that was estimated: what the conversation learned
     its token calibration from, so a reopened conversation learns the same again."""
+    estimated: bool = False
+    """`usage` and `cost_usd` are an estimate, not the API's figures: the response was lost, or cut, before its
+    usage arrived (a timeout, a dropped connection, a truncated body, a stream the server, the network or the
+    caller stopped). The request may have been billed; what it cost cannot be known from here."""

@@ -19,7 +19,8 @@ Request headers: `x-emulator-responder` (recall | echo | scripted), `x-emulator-
 reply), `x-emulator-fault` (JSON or a short form such as `529`), `x-emulator-advance` (seconds to move the clock
 first). A `POST /v1/messages` goes: auth → size → JSON → fault → clock header → model → thread → validation →
 compaction / context editing → tokens → responder → cache → usage → diagnostics → bill → thread/diagnostics
-record → response (the reply comes before the cache so a request rejected for a bad script writes nothing).
+record → a `slow` fault's delay → response (the reply comes before the cache so a request rejected for a bad script
+writes nothing; the delay comes after the bill, so a client that times out has still been billed).
 Every response carries a `request-id` header (errors repeat it in their body).
 """
 
@@ -33,7 +34,7 @@ import logging
 import math
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -90,6 +91,7 @@ class Emulator:
         self.random_faults = RandomFaults(fault_rate, seed)
         self.scripts: dict[str, deque[dict[str, Any]]] = {}
         self.faults: dict[str, deque[Fault]] = {}
+        self.in_flight = 0  # `POST /v1/messages` handlers running (a `slow` reply counts until its delay is over)
         self._salt = secrets.token_hex(4)
         self._counter = itertools.count(1)
 
@@ -164,6 +166,7 @@ class Emulator:
             "diagnostics_entries": self.diagnostics.entry_count(),
             "queued_scripts": sum(len(q) for q in self.scripts.values()),
             "queued_faults": sum(len(q) for q in self.faults.values()),
+            "in_flight": self.in_flight,
             "now": self.clock.now(),
         }
 
@@ -207,8 +210,10 @@ class Emulator:
         betas: frozenset[str],
         mode: str,
         script_header: str | None = None,
+        bill: bool = True,
     ) -> dict[str, Any]:
         """`POST /v1/messages` after auth, parsing and faults: the reply message as JSON (raises `ApiError`).
+        `bill=False` leaves billing to the caller (a stream bills what it sent, see `_stream_response`).
 
         A scripted reply (`script_header`, else the key's queue) is taken only once the request is valid, so a
         rejected request does not use up the reply queued for the next one.
@@ -236,7 +241,8 @@ class Emulator:
             if credit is not None:
                 message["usage"]["fallback_credit"] = credit
             self._issue_credit(scope, body, message)
-            self.bill.add(scope, model, message["usage"])
+            if bill:
+                self.bill.add(scope, model, message["usage"])
             if turn is not None:
                 self.threads.complete(scope, turn, message)
                 message.update(self.threads.response_fields(turn))
@@ -637,20 +643,71 @@ def quiet_deliberate_drops(logger_name: str = "uvicorn.error") -> None:
         logger.addFilter(_HideDeliberateDrops())
 
 
-def _stream_response(message: Mapping[str, Any], fault: Fault | None, request_id: str) -> Response:
+class _MeteredStream(StreamingResponse):
+    """An SSE response that settles its bill once, when it ends: whole, cut by a fault, or left by the client (its
+    body may then never start, so the settling is here and not only in the body)."""
+
+    def __init__(self, content: AsyncIterator[bytes], settle: Callable[[], None], **options: Any) -> None:
+        super().__init__(content, **options)
+        self._settle = settle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._settle()
+
+
+def _stream_response(
+    message: Mapping[str, Any],
+    fault: Fault | None,
+    request_id: str,
+    bill: Callable[[Mapping[str, Any]], None],
+    generation: int,
+) -> Response:
+    """The reply as SSE; `bill` gets the usage of what was sent: the whole reply when every event went out, else
+    the input and the output of the deltas sent before the stream stopped (a fault, or the client leaving)."""
+    sent: list[str] = []
+    settled = False
+
+    def settle(complete: bool) -> None:
+        nonlocal settled
+        if settled:
+            return
+        settled = True
+        usage = message["usage"]
+        if not complete and "iterations" not in usage:  # a compaction's iterations are billed whole
+            output = max(tokenizer.text_tokens("".join(sent), generation), 1)
+            usage = {**usage, "output_tokens": min(output, int(usage.get("output_tokens") or output))}
+        bill(usage)
+
     async def body() -> AsyncIterator[bytes]:
-        for sent, event in enumerate(sse_events(message)):
-            if fault is not None and fault.kind in ("sse_error", "drop") and sent == fault.after:
+        for index, event in enumerate(sse_events(message)):
+            if fault is not None and fault.kind in ("sse_error", "drop") and index == fault.after:
+                settle(complete=False)
                 if fault.kind == "drop":
                     raise _Drop("connection dropped by an emulated fault")
                 yield _event("error", fault.error_body(request_id))
                 return
+            sent.extend(_delta_text(event))
             yield event
             await asyncio.sleep(0)
+        settle(complete=True)  # before the body's end reaches the client: a finished reader sees the bill
 
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"cache-control": "no-cache", "request-id": request_id}
+    return _MeteredStream(
+        body(),
+        lambda: settle(complete=False),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "request-id": request_id},
     )
+
+
+def _delta_text(event: bytes) -> list[str]:
+    """The generated text an SSE event carries (text, thinking, tool input), for billing a cut stream."""
+    if not event.startswith(b"event: content_block_delta"):
+        return []
+    delta = json.loads(event.split(b"data: ", 1)[1]).get("delta", {})
+    return [delta[key] for key in ("text", "thinking", "partial_json") if isinstance(delta.get(key), str)]
 
 
 class _PartialResponse(Response):
@@ -740,6 +797,16 @@ def create_app(
     emulator = Emulator(clock=clock, responder=responder, catalog=catalog, fault_rate=fault_rate, seed=seed)
 
     async def messages(request: Request) -> Response:
+        emulator.in_flight += 1
+        response: Response | None = None
+        try:
+            response = await answer(request)
+            return response
+        finally:
+            if not isinstance(response, _MeteredStream):  # a stream is in flight until it has ended
+                emulator.in_flight -= 1
+
+    async def answer(request: Request) -> Response:
         try:
             scope = _api_key(request)
             body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES))
@@ -748,14 +815,11 @@ def create_app(
                 raise ApiError(
                     fault.status, fault.error_type, fault.message, error_code=fault.error_code, headers=fault.headers()
                 )
-            if fault is not None and fault.kind == "slow":
-                await asyncio.sleep(fault.seconds)
-                if emulator.clock.mode == "virtual":
-                    emulator.clock.advance(fault.seconds)
             _advance(emulator, request)
             api_version = _api_version(request)
             mode = _mode(emulator, request)
             stream = body.get("stream") is True
+            slow = fault is not None and fault.kind == "slow"
             message = emulator.create_message(
                 scope,
                 body,
@@ -763,13 +827,27 @@ def create_app(
                 betas=_betas(request),
                 mode=mode,
                 script_header=request.headers.get("x-emulator-script"),
+                bill=not stream or slow,  # a stream bills what it sent, unless the client gave up waiting
             )
         except ApiError as err:
             return _error_response(err, request)
         except Exception as err:  # an emulator bug answers like the API's own 500, with the request id
             return _error_response(ApiError(500, "api_error", f"emulator error: {err!r}"), request)
+        if fault is not None and fault.kind == "slow":
+            # The work is done and billed first: a client that times out meanwhile has still been billed, as a
+            # real server that is generating when the client gives up bills what it generated.
+            await asyncio.sleep(fault.seconds)
+            if emulator.clock.mode == "virtual":
+                emulator.clock.advance(fault.seconds)
         if stream:
-            return _stream_response(message, fault, _request_id(request))
+            model = emulator.model_for(body)
+
+            def settle(usage: Mapping[str, Any]) -> None:
+                if not slow:
+                    emulator.bill.add(scope, model, usage)
+                emulator.in_flight -= 1
+
+            return _stream_response(message, fault, _request_id(request), settle, model.tokenizer)
         return _message_response(message, fault, _request_id(request))
 
     async def count_tokens(request: Request) -> Response:

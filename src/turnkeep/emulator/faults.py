@@ -2,16 +2,23 @@
 
 A fault is written as a short string or an object:
 
-| short form    | object                                  | what the client sees                        |
-|---------------|-----------------------------------------|---------------------------------------------|
-| `"429"`       | `{"status": 429, "retry_after": 0.01}`  | 429 `rate_limit_error` with `retry-after`   |
-| `"500"`       | `{"status": 500}`                       | 500 `api_error`                             |
-| `"504"`       | `{"status": 504}`                       | 504 `timeout_error`                         |
-| `"529"`       | `{"status": 529}`                       | 529 `overloaded_error`                      |
-| `"slow:0.5"`  | `{"kind": "slow", "seconds": 0.5}`      | the reply, after a real delay of 0.5 s      |
-| `"sse_error"` | `{"kind": "sse_error", "after": 3}`     | a stream that sends an `error` event        |
-| `"drop"`      | `{"kind": "drop", "after": 3}`          | the connection closed part-way through      |
-| `"truncate"`  | `{"kind": "truncate"}`                  | HTTP 200 whose JSON body is cut in half     |
+| short form    | object                                  | what the client sees                        | billed      |
+|---------------|-----------------------------------------|---------------------------------------------|-------------|
+| `"429"`       | `{"status": 429, "retry_after": 0.01}`  | 429 `rate_limit_error` with `retry-after`   | nothing     |
+| `"500"`       | `{"status": 500}`                       | 500 `api_error`                             | nothing     |
+| `"504"`       | `{"status": 504}`                       | 504 `timeout_error`                         | nothing     |
+| `"529"`       | `{"status": 529}`                       | 529 `overloaded_error`                      | nothing     |
+| `"slow:0.5"`  | `{"kind": "slow", "seconds": 0.5}`      | the reply, after a real delay of 0.5 s      | in full     |
+| `"sse_error"` | `{"kind": "sse_error", "after": 3}`     | a stream that sends an `error` event        | as sent     |
+| `"drop"`      | `{"kind": "drop", "after": 3}`          | the connection closed part-way through      | as sent     |
+| `"truncate"`  | `{"kind": "truncate"}`                  | HTTP 200 whose JSON body is cut in half     | in full     |
+
+Billing: a request answered with an error status is not billed. A reply the model generated is billed as far
+as it was generated: a JSON reply in full, whatever then happens to its body on the way (`drop`, `truncate`);
+a `slow` reply is worked out and billed before the delay, so a client that times out has been billed in full;
+a stream is billed for its input and the output of the deltas it sent before it stopped (whole when it ended
+normally; cut by an `error` event, a dropped connection or a client that stopped reading, as far as it got).
+That error statuses cost nothing is documented; the rest is an assumption, see docs/emulator.md.
 
 Any status from the reference's error table is accepted (400 … 529); its error type follows the table, and
 `"error_code"` adds `error.details.error_code`. `retry_after` (seconds) is sent as `retry-after`

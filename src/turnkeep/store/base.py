@@ -340,6 +340,7 @@ def ledger_row(conversation_id: str, e: LedgerEntry) -> tuple[Any, ...]:
         e.cache_miss_reason,
         e.node_id,
         json.dumps(list(e.calibration)) if e.calibration is not None else None,
+        e.estimated,
     )
 
 
@@ -359,4 +360,5 @@ def ledger_dict(entry: LedgerEntry) -> dict[str, Any]:
         "cache_miss_reason": entry.cache_miss_reason,
         "node_id": entry.node_id,
         "calibration": list(entry.calibration) if entry.calibration is not None else None,
+        "estimated": entry.estimated,
     }

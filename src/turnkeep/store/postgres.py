@@ -127,12 +127,16 @@ MIGRATIONS: tuple[str, ...] = (
         GENERATED ALWAYS AS (to_tsvector('simple', coalesce(search_text, ''))) STORED;
     CREATE INDEX nodes_search ON nodes USING gin (search);
     """,
+    # 3: an entry whose usage and cost are estimated (the response was lost or cut before its usage arrived).
+    """
+    ALTER TABLE ledger ADD COLUMN estimated boolean NOT NULL DEFAULT false;
+    """,
 )
 
 _NODE_COLUMNS = "id, parent_id, message::text, status, meta::text"
 _LEDGER_COLUMNS = (
     "purpose, model, request_id, message_id, stop_reason, usage, cost_usd, latency_ms, at, error, "
-    "cache_miss_reason, node_id, calibration"
+    "cache_miss_reason, node_id, calibration, estimated"
 )
 _LEDGER_SELECT = _LEDGER_COLUMNS.replace("usage", "usage::text").replace("calibration", "calibration::text")
 _PATH = """
@@ -213,6 +217,7 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
         cache_miss_reason=row[10],
         node_id=row[11],
         calibration=(int(calibration[0]), int(calibration[1])) if calibration is not None else None,
+        estimated=bool(row[13]),
     )
 
 
@@ -358,7 +363,7 @@ def _insert_ledger(conversation_id: str, cost: str, ledger: Sequence[LedgerEntry
         return None
     yield _Op(
         f"INSERT INTO ledger (conversation_id, {_LEDGER_COLUMNS}) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json)",
+        "VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s, %s::json, %s)",
         [ledger_row(conversation_id, e) for e in ledger],
         "many",
     )

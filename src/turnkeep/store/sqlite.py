@@ -136,12 +136,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE ledger ADD COLUMN calibration TEXT;
     """,
+    # 4: an entry whose usage and cost are estimated (the response was lost or cut before its usage arrived).
+    """
+    ALTER TABLE ledger ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 _NODE_COLUMNS = "id, parent_id, message, status, meta"
 _LEDGER_COLUMNS = (
     "purpose, model, request_id, message_id, stop_reason, usage, cost_usd, latency_ms, at, error, "
-    "cache_miss_reason, node_id, calibration"
+    "cache_miss_reason, node_id, calibration, estimated"
 )
 _PATH = """
 WITH RECURSIVE path (seq, parent_id, depth) AS (
@@ -201,6 +205,7 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
         cache_miss_reason=row[10],
         node_id=row[11],
         calibration=_pair(row[12]),
+        estimated=bool(row[13]),
     )
 
 
@@ -413,7 +418,7 @@ class SQLiteStore:
         if not ledger:
             return
         db.executemany(
-            f"INSERT INTO ledger (conversation_id, {_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+            f"INSERT INTO ledger (conversation_id, {_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 15)})",
             [ledger_row(conversation_id, e) for e in ledger],
         )
         (cost,) = db.execute("SELECT cost_usd FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
