@@ -42,8 +42,8 @@ from turnkeep.core.catalog import default_catalog
 from turnkeep.core.pricing import token_counts
 from turnkeep.emulator import EmulatorServer
 from turnkeep.errors import ConflictError
-from turnkeep.store import LedgerEntry, SQLiteStore
 from turnkeep.export import export_json, import_json
+from turnkeep.store import LedgerEntry, SQLiteStore
 
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 SAMPLE, SEED = 14, 20261203
