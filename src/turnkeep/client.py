@@ -799,12 +799,15 @@ class AsyncReplyStream(_StreamedTurn):
         self._iterator: AsyncGenerator[str, None] | None = None
         self._begin: Change | None = begin  # stored (awaited) when the stream starts
 
-    async def _began(self) -> None:
+    async def store_pending(self) -> None:
+        """Store the turn's pending user message now (entering the stream, or its first item, does it otherwise):
+        for a caller that must know the turn is in the store before it says so, as a gateway answering a client."""
         begin, self._begin = self._begin, None
         if begin is not None:
             await self._conversation._apply_now(begin)
 
     async def __aenter__(self) -> AsyncReplyStream:
+        await self.store_pending()
         return self
 
     async def __aexit__(
@@ -812,7 +815,7 @@ class AsyncReplyStream(_StreamedTurn):
     ) -> None:
         if self._iterator is not None:
             await self._iterator.aclose()
-        await self._began()
+        await self.store_pending()
         change = self._abandon_change()
         if change is not None:
             await self._conversation._apply_now(change)
@@ -826,7 +829,7 @@ class AsyncReplyStream(_StreamedTurn):
         return self._conversation.client
 
     async def _text_stream(self) -> AsyncGenerator[str, None]:
-        await self._began()
+        await self.store_pending()
         if self._fold.prefix:
             yield self._fold.prefix
         sent: Sent | None = None

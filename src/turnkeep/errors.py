@@ -26,6 +26,8 @@ turnkeep adds information it wraps them with `raise ... from err`, so the SDK er
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BillMismatch",
     "BudgetExceeded",
@@ -43,11 +45,24 @@ __all__ = [
     "TurnkeepError",
     "UnknownConversation",
     "UsageError",
+    "WorkerError",
 ]
 
 
 class TurnkeepError(Exception):
     """Base class of every error turnkeep raises itself."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message and attributes, not by calling __init__ again (several take other arguments
+        # than the message), so an error crosses a process boundary (a simulation worker) unchanged.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[TurnkeepError], args: tuple[Any, ...], state: dict[str, Any]) -> TurnkeepError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class UsageError(TurnkeepError):
@@ -134,6 +149,11 @@ class InvalidValue(UsageError, ValueError):
 
 class StartupError(TurnkeepError, RuntimeError):
     """A server turnkeep starts in-process (the emulator, the gateway) did not come up. Also a `RuntimeError`."""
+
+
+class WorkerError(TurnkeepError, RuntimeError):
+    """A worker process turnkeep started (a simulation worker) stopped before it finished; the message has the last
+    line it wrote. Also a `RuntimeError`."""
 
 
 class InvalidExport(UsageError):

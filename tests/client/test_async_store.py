@@ -174,3 +174,18 @@ async def test_load_takes_a_sync_store_too(api: FakeAPI) -> None:
     chat.send("Hi")
     again = await AsyncConversation.load(chat.id, store=store)
     assert again.transcript == chat.transcript
+
+
+async def test_entering_a_stream_stores_its_user_message_before_anything_is_sent(
+    async_store: AsyncPostgresStore, api: FakeAPI
+) -> None:
+    chat = AsyncConversation("claude-sonnet-4-6", client=api.async_client(), store=async_store)
+    api.reply("Hello.")
+    async with chat.stream("hi") as stream:
+        path = await async_store.path(chat.id, (await async_store.branches(chat.id))["main"])
+        assert [(node.message["role"], node.status) for node in path] == [("user", "pending")]
+        assert api.requests == []
+        async for _ in stream:
+            pass
+    path = await async_store.path(chat.id, (await async_store.branches(chat.id))["main"])
+    assert [(node.message["role"], node.status) for node in path] == [("user", "ok"), ("assistant", "ok")]

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import ast
 import builtins
+import pickle
 from pathlib import Path
+
+import pytest
 
 import turnkeep
 from turnkeep import errors
@@ -44,3 +47,20 @@ def test_the_compatible_errors_are_still_what_they_were() -> None:
     assert issubclass(errors.InvalidValue, ValueError)
     assert issubclass(errors.InvalidValue, errors.UsageError)
     assert issubclass(errors.StartupError, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.HistoryError("prefill_not_last", "the prefill must be last", message_index=3, block_index=1),
+        errors.PrefillNotSupported("claude-sonnet-5-5"),
+        errors.ContextWindowExceeded("claude-sonnet-4-6", "estimated at 5,571 input tokens"),
+        errors.InvalidExport("$.ledger[0].cost_usd", "not a decimal"),
+        errors.WorkerError("a simulation worker stopped: killed"),
+    ],
+)
+def test_an_error_crosses_a_process_boundary_unchanged(error: errors.TurnkeepError) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert vars(copy) == vars(error)

@@ -7,7 +7,6 @@ import json
 import re
 from decimal import Decimal
 
-import anthropic
 import pytest
 
 from turnkeep.core.catalog import default_catalog
@@ -20,7 +19,7 @@ from turnkeep.core.policies import (
     TokenBudget,
     Window,
 )
-from turnkeep.errors import UsageError
+from turnkeep.errors import ContextWindowExceeded, UsageError
 from turnkeep.sim import (
     SimulationResult,
     agent_workload,
@@ -133,13 +132,14 @@ def test_runs_played_in_worker_processes_give_exactly_the_rows_played_here() -> 
 
 
 def test_a_run_that_fails_in_a_worker_raises_its_error_here() -> None:
-    # A window too small for the chat: the API refuses the request once the history outgrows it, mid-run.
+    # A window too small for the chat: the history outgrows it mid-run, and the request is refused before upload.
     small = default_catalog().merged("[models.claude-sonnet-4-6]\ncontext_window = 3000\n")
     chat = chat_workload(12, seed=5)
     strategies = [FullHistory(), FullHistory(ttl="1h")]
-    with pytest.raises(anthropic.BadRequestError, match="prompt is too long: 5538 tokens > 3000 maximum"):
+    refused = "estimated at 5,571 input tokens, more than the model's context window of 3,000"
+    with pytest.raises(ContextWindowExceeded, match=refused):
         simulate(chat, strategies, [MODEL], jobs=1, catalog=small)
-    with pytest.raises(anthropic.BadRequestError, match="prompt is too long: 5538 tokens > 3000 maximum"):
+    with pytest.raises(ContextWindowExceeded, match=refused):
         simulate(chat, strategies, [MODEL], jobs=2, catalog=small)
 
 

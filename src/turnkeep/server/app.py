@@ -372,7 +372,7 @@ async def _messages(gateway: Gateway, request: Request) -> Response:
         headers = {"request-id": _request_id(request), "x-turnkeep-conversation-id": turn.conversation_id}
         if body.get("stream") is True:
             try:
-                turn.begin_stream()
+                await turn.begin_stream()
             except BaseException:
                 await turn.close()
                 raise

@@ -219,11 +219,12 @@ class ThreadTurn:
         self._commit()
         return self.message(reply)
 
-    def begin_stream(self) -> None:
+    async def begin_stream(self) -> None:
         """Store the new user message (pending) and set up the streamed call: a refusal here is still an HTTP
         error, and once the first event is out the turn is in the store, whatever happens to this process."""
         self._before = self.conversation.spent
         self._stream = self.conversation.stream(self.content, prefill=self.prefill, **self.request.overrides)
+        await self._stream.store_pending()
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The turn as SSE events, sent while it runs (see `turnkeep.server.sse`). A failure once the events have

@@ -37,7 +37,7 @@ from turnkeep.core.catalog import Catalog, ModelInfo
 from turnkeep.core.policies import Policy, policy_settings, unknown_models
 from turnkeep.core.policies.grammar import parse_policy, policy_label
 from turnkeep.core.pricing import TokenCounts, token_counts
-from turnkeep.errors import BillMismatch, UsageError
+from turnkeep.errors import BillMismatch, UsageError, WorkerError
 from turnkeep.sim.bounds import PrefixTracker
 from turnkeep.sim.workloads import Workload
 
@@ -325,7 +325,7 @@ def _play_in_workers(
                         selector.unregister(key.fileobj)
                         continue
                     why = _last_line(process, logs[process.pid])
-                    raise RuntimeError(f"a simulation worker stopped: {why}") from None
+                    raise WorkerError(f"a simulation worker stopped: {why}") from None
                 if kind == "turn":
                     done[index] = value
                     if progress is not None:
