@@ -298,6 +298,7 @@ def test_ctrl_c_during_ask_keeps_the_message_pending_and_exits_130(online: Emula
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_interruptible,
     )
     deadline = time.monotonic() + 10
     while not (home / "turnkeep.db").exists() or _pending_count(home) == 0:
@@ -316,3 +317,9 @@ def _pending_count(home: Path) -> int:
     with SQLiteStore(home / "turnkeep.db") as store:
         latest = store.latest()
         return 0 if latest is None else sum(node.status == "pending" for node in store.nodes(latest))
+
+
+def _interruptible() -> None:
+    """In the child: Ctrl-C as a terminal sends it, even when the test runner was started with SIGINT ignored (as
+    a shell's background job is, and its children inherit)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -97,7 +97,11 @@ def test_a_library_usage_error_in_any_command_is_one_line_and_exit_status_2() ->
 
 def test_ctrl_c_stops_the_emulator_with_one_line() -> None:
     process = subprocess.Popen(
-        [str(TURNKEEP), "emulate", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(TURNKEEP), "emulate", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_interruptible,
     )
     assert process.stdout is not None
     banner = process.stdout.readline()
@@ -119,3 +123,9 @@ def wait_until_serving(base_url: str) -> None:
             except httpx2.TransportError:
                 time.sleep(0.05)
     raise AssertionError(f"{base_url} never answered")
+
+
+def _interruptible() -> None:
+    """In the child: Ctrl-C as a terminal sends it, even when the test runner was started with SIGINT ignored (as
+    a shell's background job is, and its children inherit)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
