@@ -685,3 +685,18 @@ def valid_conversations(draw: st.DrawFn) -> Body:
 @given(valid_conversations())
 def test_valid_conversations_pass(request: Body) -> None:
     validate_request(request, model=CATALOG.get("claude-opus-5-5"), api_version=NEW_API, betas=frozenset())
+
+
+_nested: Any = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@given(_nested, st.integers(min_value=0, max_value=6))
+def test_the_quick_depth_pass_agrees_with_the_walk_that_names_the_path(value: Any, limit: int) -> None:
+    from turnkeep.core import values
+    from turnkeep.emulator.app import _nests_deeper_than
+
+    assert _nests_deeper_than(value, limit) == (values.depth_exceeds(value, limit) is not None)
