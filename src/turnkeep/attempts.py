@@ -119,20 +119,20 @@ def _log_for(request: httpx2.Request) -> AttemptLog | None:
 def install(client: Any) -> bool:
     """Wrap the SDK client's transports (once); False when the client has no `httpx2` client to wrap."""
     http = getattr(client, "_client", None)
-    if isinstance(http, httpx2.Client):
-        if not isinstance(http._transport, ObservingTransport):
-            http._transport = ObservingTransport(http._transport)
-        for pattern, transport in list(http._mounts.items()):
-            if transport is not None and not isinstance(transport, ObservingTransport):
-                http._mounts[pattern] = ObservingTransport(transport)
-        return True
-    if isinstance(http, httpx2.AsyncClient):
-        if not isinstance(http._transport, AsyncObservingTransport):
-            http._transport = AsyncObservingTransport(http._transport)
-        for pattern, async_transport in list(http._mounts.items()):
-            if async_transport is not None and not isinstance(async_transport, AsyncObservingTransport):
-                http._mounts[pattern] = AsyncObservingTransport(async_transport)
-        return True
+    wrappers: tuple[tuple[type, type], ...] = (
+        (httpx2.Client, ObservingTransport),
+        (httpx2.AsyncClient, AsyncObservingTransport),
+    )
+    for client_type, wrapper in wrappers:
+        if isinstance(http, client_type):
+            target: Any = http  # the SDK's httpx2 client: its transports are private attributes
+            if not isinstance(target._transport, wrapper):
+                target._transport = wrapper(target._transport)
+            mounts: dict[Any, Any] = target._mounts
+            for pattern, transport in list(mounts.items()):
+                if transport is not None and not isinstance(transport, wrapper):
+                    mounts[pattern] = wrapper(transport)
+            return True
     return False
 
 

@@ -25,9 +25,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ledger_matrix import (
+    CLIENT_TIMEOUT,
     FIRST,
     MODEL,
     SECOND,
+    SLOW_SECONDS,
     Cell,
     Outcome,
     Totals,
@@ -125,9 +127,10 @@ def test_the_sdks_own_retries_are_each_in_the_ledger(turnkeep_emulator: Emulator
 def test_a_timed_out_attempt_the_sdk_retried_is_priced_from_its_answered_twin(
     turnkeep_emulator: EmulatorServer,
 ) -> None:
-    client = turnkeep_emulator.client(api_key="slow", max_retries=1, timeout=0.2)
+    # The retry has a whole second to answer: only the slow first attempt times out, on a busy machine too.
+    client = turnkeep_emulator.client(api_key="slow", max_retries=1, timeout=CLIENT_TIMEOUT)
     chat = Conversation(MODEL, client=client, max_tokens=MAX_TOKENS)
-    turnkeep_emulator.fault("slow:0.6", api_key="slow")
+    turnkeep_emulator.fault(f"slow:{SLOW_SECONDS}", api_key="slow")
     chat.send(FIRST)
     wait_idle(turnkeep_emulator)
     lost, answered = chat.ledger

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import Any
 
 from turnkeep.core.writes import Append, Create, Discard, MoveHead, Record, UpdateSettings, Write
 from turnkeep.store.aio import AsyncStore
@@ -17,61 +18,43 @@ __all__ = ["apply", "apply_async", "is_async_store", "load_replica"]
 def apply(store: Store, writes: Sequence[Write]) -> None:
     """Apply `writes` in order; the first that fails raises (the store's own error) and stops the rest."""
     for write in writes:
-        match write:
-            case Create():
-                store.create(write.conversation_id, write.settings)
-            case Append():
-                store.append(
-                    write.conversation_id,
-                    write.branch,
-                    expected_head=write.expected_head,
-                    nodes=write.nodes,
-                    settle=write.settle,
-                    ledger=write.ledger,
-                    policy_state=write.policy_state,
-                )
-            case Record():
-                store.record(write.conversation_id, write.ledger)
-            case UpdateSettings():
-                store.update_settings(write.conversation_id, write.changes)
-            case MoveHead():
-                store.move_head(
-                    write.conversation_id, write.branch, expected_head=write.expected_head, new_head=write.new_head
-                )
-            case Discard():
-                store.discard(
-                    write.conversation_id, write.branch, expected_head=write.expected_head, node_ids=write.node_ids
-                )
+        _call(store, write)
 
 
 async def apply_async(store: AsyncStore, writes: Sequence[Write]) -> None:
     """`apply` on an `AsyncStore`."""
     for write in writes:
-        match write:
-            case Create():
-                await store.create(write.conversation_id, write.settings)
-            case Append():
-                await store.append(
-                    write.conversation_id,
-                    write.branch,
-                    expected_head=write.expected_head,
-                    nodes=write.nodes,
-                    settle=write.settle,
-                    ledger=write.ledger,
-                    policy_state=write.policy_state,
-                )
-            case Record():
-                await store.record(write.conversation_id, write.ledger)
-            case UpdateSettings():
-                await store.update_settings(write.conversation_id, write.changes)
-            case MoveHead():
-                await store.move_head(
-                    write.conversation_id, write.branch, expected_head=write.expected_head, new_head=write.new_head
-                )
-            case Discard():
-                await store.discard(
-                    write.conversation_id, write.branch, expected_head=write.expected_head, node_ids=write.node_ids
-                )
+        await _call(store, write)
+
+
+def _call(store: Store | AsyncStore, write: Write) -> Any:
+    """The store method `write` stands for, called: its result (None, or a coroutine on an `AsyncStore`)."""
+    match write:
+        case Create():
+            return store.create(write.conversation_id, write.settings)
+        case Append():
+            return store.append(
+                write.conversation_id,
+                write.branch,
+                expected_head=write.expected_head,
+                nodes=write.nodes,
+                settle=write.settle,
+                ledger=write.ledger,
+                policy_state=write.policy_state,
+            )
+        case Record():
+            return store.record(write.conversation_id, write.ledger)
+        case UpdateSettings():
+            return store.update_settings(write.conversation_id, write.changes)
+        case MoveHead():
+            return store.move_head(
+                write.conversation_id, write.branch, expected_head=write.expected_head, new_head=write.new_head
+            )
+        case Discard():
+            return store.discard(
+                write.conversation_id, write.branch, expected_head=write.expected_head, node_ids=write.node_ids
+            )
+    raise AssertionError(f"unknown write {write!r}")  # every Write is matched above
 
 
 def is_async_store(store: object) -> bool:
