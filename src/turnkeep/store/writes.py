@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, assert_never
 
 from turnkeep.core.writes import Append, Create, Discard, MoveHead, Record, UpdateSettings, Write
 from turnkeep.store.aio import AsyncStore
@@ -54,7 +54,7 @@ def _call(store: Store | AsyncStore, write: Write) -> Any:
             return store.discard(
                 write.conversation_id, write.branch, expected_head=write.expected_head, node_ids=write.node_ids
             )
-    raise AssertionError(f"unknown write {write!r}")  # every Write is matched above
+    assert_never(write)
 
 
 def is_async_store(store: object) -> bool:
