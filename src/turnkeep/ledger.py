@@ -24,7 +24,7 @@ from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import as_blocks
 from turnkeep.core.planner import Estimates
 from turnkeep.core.policies.caching import Gaps
-from turnkeep.core.pricing import token_counts, usage_cost
+from turnkeep.core.pricing import token_counts, usage_cost, usage_of
 from turnkeep.core.records import LedgerEntry
 from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call
@@ -116,7 +116,7 @@ class Ledger:
         request_id: str | None = None,
     ) -> LedgerEntry:
         """A ledger entry for one request (`request_id` when the message does not carry it, as in streams)."""
-        usage = message.usage.model_dump(exclude_none=True) if message is not None else {}
+        usage = dict(usage_of(message)) if message is not None else {}
         model = self._lookup(str(call.request["model"]))
         cost = usage_cost(usage, model, model_prices=self._lookup).total if usage else Decimal(0)
         miss = None
@@ -148,7 +148,7 @@ class Ledger:
         learn its fixed part's size. Returns the calibration's observation, (estimated, measured) tokens, for the
         ledger entry (None: nothing to compare)."""
         predicted, estimated = input_forecast(request, self.anchor, model, sizes=self.sizes)
-        actual = token_counts(message.usage.model_dump(exclude_none=True)).total_input
+        actual = token_counts(usage_of(message)).total_input
         observation = None
         compacted = any(block["type"] == "compaction" for block in as_blocks(message.content))
         if estimated > 0 and not compacted:  # a compaction replaced what was estimated: nothing to compare

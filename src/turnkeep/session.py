@@ -50,7 +50,7 @@ from turnkeep.core.policies import (
     policy_settings,
     unknown_models,
 )
-from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost
+from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost, usage_of
 from turnkeep.core.signals import RefusalFallback, refusal_fallback, thread_history_ignored
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
 from turnkeep.core.writes import Append, Create, Discard, MoveHead, Record, UpdateSettings, Write
@@ -743,7 +743,7 @@ class ConversationCore:
         """A server that ignores `thread` answers a continue from its new messages alone: send full requests for
         the rest of this conversation, and say so once."""
         assert self.ledger.anchor is not None
-        if thread_history_ignored(self.ledger.anchor.tokens, message.usage.model_dump(exclude_none=True)):
+        if thread_history_ignored(self.ledger.anchor.tokens, usage_of(message)):
             self.threads = self.threads_requested = False
             warnings.warn(
                 f"the server answered a thread continue of conversation {self.id} without its history (input "
@@ -770,7 +770,7 @@ class ConversationCore:
         return info if info.known else self.model_info
 
     def _totals(self, responses: Sequence[Message]) -> tuple[TokenCounts, Cost]:
-        usages = [m.usage.model_dump(exclude_none=True) for m in responses]
+        usages = [usage_of(m) for m in responses]
         counts = sum((token_counts(u) for u in usages), TokenCounts())
         # Each response on the model that answered it (a summary or refusal fallback may use another one).
         cost = sum(

@@ -21,12 +21,13 @@ from typing import Any
 from anthropic.types import Message, MessageParam
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.memo import ByIdentity, LastByIdentity
 from turnkeep.core.messages import THINKING_TYPES, as_blocks, compaction_start, reply_param
-from turnkeep.core.pricing import context_counts, token_counts
+from turnkeep.core.pricing import context_counts, token_counts, usage_of
 from turnkeep.core.rules import normalize
 from turnkeep.core.tokens import estimate_block, estimate_message, estimate_request
 
-__all__ = ["Anchor", "Digests", "Sizes", "anchor_after", "extends", "input_forecast"]
+__all__ = ["Anchor", "Sizes", "anchor_after", "extends", "input_forecast"]
 
 # Newer tokenizer generations count about 30% more tokens for the same text (reference §5).
 _TOKENIZER_FACTOR = 1.3
@@ -76,42 +77,18 @@ def digest(value: Any) -> bytes:
     return hashlib.sha256(text.encode()).digest()[:16]
 
 
-class Digests:
-    """`digest` of messages, remembered per message object (messages in a path are never changed in place), so a
-    message is serialised once in its life rather than once per turn. Bounded: it forgets everything when full
-    (a request whose prefix changed, as a window step, is far smaller; a whole long history is digested only
-    when a reopened conversation first sends, and is not worth holding a digest per message for)."""
-
-    __slots__ = ("_limit", "_memo")
-
-    def __init__(self, limit: int = 4096) -> None:
-        self._memo: dict[int, tuple[object, bytes]] = {}
-        self._limit = limit
-
-    def __call__(self, message: object) -> bytes:
-        entry = self._memo.get(id(message))
-        if entry is not None and entry[0] is message:
-            return entry[1]
-        value = digest(message)
-        if len(self._memo) >= self._limit:
-            self._memo.clear()
-        self._memo[id(message)] = (message, value)
-        return value
-
-
-_last_fixed: list[tuple[object, bytes]] = []
+_fixed = LastByIdentity[bytes]()
 
 
 def fixed_digest(request: Mapping[str, Any]) -> bytes:
-    """What every request of a conversation starts with: system and tools. The answer for the last request asked
-    about is remembered by its identity: a turn asks several times about the one request it sent."""
-    last = _last_fixed[0] if _last_fixed else None  # one read: another thread may replace it meanwhile
-    if last is not None and last[0] is request:
-        return last[1]
-    system = request.get("system")
-    value = digest([[{"type": "text", "text": system}] if isinstance(system, str) else system, request.get("tools")])
-    _last_fixed[:] = [(request, value)]
-    return value
+    """What every request of a conversation starts with: system and tools, remembered by the identity of the two
+    values (the same objects turn after turn), so it is computed again only when one of them was replaced."""
+    system, tools = request.get("system"), request.get("tools")
+    known = _fixed.get(system, tools)
+    if known is not None:
+        return known
+    value = digest([[{"type": "text", "text": system}] if isinstance(system, str) else system, tools])
+    return _fixed.put(value, system, tools)
 
 
 _NEXT_USER: MessageParam = {"role": "user", "content": "next"}
@@ -127,7 +104,7 @@ def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo)
     # (Unless the reply left nothing and the user messages merged: then without it.)
     tail = tail[:-1] if tail and tail[-1] == _NEXT_USER else normalize([*sent[-1:], reply])
     messages = (*sent[:-1], *tail)
-    counts = context_counts(message.usage.model_dump(exclude_none=True))  # a compaction's reading left out
+    counts = context_counts(usage_of(message))  # a compaction's reading left out
     # Earlier thinking is not counted as input when sent back (reference §5), though it was billed as output.
     thinking = sum(
         estimate_block(block, model) for block in as_blocks(message.content) if block["type"] in THINKING_TYPES
@@ -178,7 +155,9 @@ class Sizes:
 
     messages: dict[bytes, int]
     base: int | None = None
-    digests: Digests = field(default_factory=Digests, repr=False, compare=False)
+    digests: ByIdentity[object, bytes] = field(
+        default_factory=lambda: ByIdentity[object, bytes](digest), repr=False, compare=False
+    )
 
     def learn(
         self,
@@ -190,7 +169,7 @@ class Sizes:
         calibration: float,
     ) -> None:
         """Record what answering `request` (sent with `anchor` as the previous state) measured."""
-        counts = token_counts(message.usage.model_dump(exclude_none=True))
+        counts = token_counts(usage_of(message))
         messages = request["messages"]
         if extends(request, anchor, same_model=False) and anchor is not None and anchor.tokenizer == model.tokenizer:
             new = list(messages[anchor.count :])

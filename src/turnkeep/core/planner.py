@@ -21,7 +21,7 @@ from turnkeep.core import budget as budget_core
 from turnkeep.core import rules
 from turnkeep.core.anchor import Anchor, Sizes, input_forecast
 from turnkeep.core.catalog import ModelInfo
-from turnkeep.core.policies.base import AbsorbsSummary, Plan, Policy, RequestSettings, Shrinks
+from turnkeep.core.policies.base import Plan, Policy, RequestSettings, Shrinks, absorbs_summary, can_shrink
 from turnkeep.core.pricing import TokenCounts, usage_cost
 from turnkeep.core.records import Node
 from turnkeep.core.tokens import apply_calibration, estimate_message
@@ -138,12 +138,12 @@ def _plan_for(given: TurnInput, model: ModelInfo) -> tuple[Turn, Plan]:
 
     def replan(current: Plan, summary: str | dict[str, Any] | None) -> Plan:
         # A failed summary call: send the plan's fallback (the turn is never lost); try again next turn.
-        if summary is None or current.summary is None or not isinstance(policy, AbsorbsSummary):
+        if summary is None or current.summary is None or not absorbs_summary(policy):
             return replace(current, summary=None)
         return policy.plan(transcript, policy.absorb_summary(state, current.summary, summary), settings)
 
     shrink: Callable[[Plan], Plan | None] | None = None
-    if isinstance(policy, Shrinks):
+    if can_shrink(policy):
         shrinking: Shrinks = policy
 
         def shrink(current: Plan) -> Plan | None:

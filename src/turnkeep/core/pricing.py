@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from turnkeep.core.catalog import ModelInfo
 
 if TYPE_CHECKING:
-    from anthropic.types import Usage
+    from anthropic.types import Message, Usage
 
 __all__ = [
     "Cost",
@@ -30,9 +30,11 @@ __all__ = [
     "credit_redeemed",
     "token_counts",
     "usage_cost",
+    "usage_of",
 ]
 
 _MILLION = Decimal(1_000_000)
+_last_usage: list[tuple[object, int, dict[str, Any]]] = []
 _ZERO = Decimal(0)
 
 
@@ -90,6 +92,20 @@ class Cost:
 
     def __float__(self) -> float:
         return float(self.total)
+
+
+def usage_of(message: Message) -> dict[str, Any]:
+    """`message.usage` as its JSON dict (unset fields left out). A turn reads one reply's usage several times (its
+    ledger entry, the calibration, the anchor, the totals): the dict for the last message asked about is kept by
+    the message's identity (and its output count, which a stream's snapshot grows in place) and shared, so
+    callers read it and never change it."""
+    last = _last_usage[0] if _last_usage else None  # one read: another thread may replace it meanwhile
+    output = message.usage.output_tokens
+    if last is not None and last[0] is message and last[1] == output:
+        return last[2]
+    usage = message.usage.model_dump(exclude_none=True)
+    _last_usage[:] = [(message, output, usage)]
+    return usage
 
 
 def token_counts(usage: Usage | Mapping[str, Any]) -> TokenCounts:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 __all__ = [
     "ENVELOPE_DEPTH",
@@ -147,27 +148,46 @@ def _bad_text(text: str, *, surrogates: bool, secrets: bool) -> bool:
     return secrets and "sk-ant-" in text and _SECRET_VALUE.search(text) is not None
 
 
+_LEAVES = (int, float, bool, type(None))
+_CLEAN_KEYS: set[str] = set()
+"""Mapping keys found to be plain words (no credential name, no lone surrogate): the same few keys ("role",
+"content", "type", "text", …) recur in every message, and each is checked once."""
+
+
+def _bad_key(key: object, *, surrogates: bool, secrets: bool) -> bool:
+    if not isinstance(key, str) or key in _CLEAN_KEYS:
+        return False
+    if is_secret_key(key) or _bad_text(key, surrogates=True, secrets=False):
+        return (secrets and is_secret_key(key)) or _bad_text(key, surrogates=surrogates, secrets=False)
+    if len(_CLEAN_KEYS) < 4096:
+        _CLEAN_KEYS.add(key)
+    return False
+
+
 def _suspect(value: object, *, depth: bool, surrogates: bool, secrets: bool, limit: int) -> bool:
     """Whether `find_problem` would find anything: the same checks in one pass without paths (each string is
-    scanned only when it could hold what is looked for)."""
+    scanned only when it could hold what is looked for; the exact JSON types are told apart before any abstract
+    one, as this runs on every message and stored value)."""
     stack: list[tuple[object, int]] = [(value, 0)]
     while stack:
         item, level = stack.pop()
+        kind = type(item)
+        if kind in _LEAVES:
+            continue
         if isinstance(item, str):
             if _bad_text(item, surrogates=surrogates, secrets=secrets):
                 return True
-        elif isinstance(item, Mapping):
+        elif kind is dict or isinstance(item, Mapping):
             if depth and level > limit:
                 return True
-            for key, child in item.items():
-                if isinstance(key, str) and (
-                    (secrets and is_secret_key(key)) or _bad_text(key, surrogates=surrogates, secrets=False)
-                ):
+            for key, child in cast("Mapping[object, object]", item).items():
+                if _bad_key(key, surrogates=surrogates, secrets=secrets):
                     return True
-                if not isinstance(child, str | int | float | bool | None):
+                if type(child) is str:
+                    if _bad_text(child, surrogates=surrogates, secrets=secrets):
+                        return True
+                elif type(child) not in _LEAVES:
                     stack.append((child, level + 1))
-                elif isinstance(child, str) and _bad_text(child, surrogates=surrogates, secrets=secrets):
-                    return True
         elif isinstance(item, list | tuple):
             if depth and level > limit:
                 return True

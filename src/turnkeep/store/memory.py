@@ -36,18 +36,36 @@ __all__ = ["MemoryStore"]
 SNIPPET_CONTEXT = 40
 
 
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A stored node as a database row keeps it: its message and meta as JSON text, decoded only when read (so
+    readers get fresh copies they may change, and a long conversation is held once, compactly)."""
+
+    id: str
+    parent_id: str | None
+    status: NodeStatus
+    message_text: str
+    meta_text: str
+
+    @property
+    def message(self) -> dict[str, Any]:
+        decoded: dict[str, Any] = json.loads(self.message_text)
+        return decoded
+
+    def settled(self, status: NodeStatus) -> _Kept:
+        return _Kept(self.id, self.parent_id, status, self.message_text, self.meta_text)
+
+
 @dataclass
 class _Conversation:
     settings: dict[str, Any]
     created_at: float
     updated_at: float
     touched: int
-    nodes: dict[str, Node] = field(default_factory=dict)
-    # Each node's message and meta as JSON text: readers get fresh decoded copies, as from SQLite.
-    encoded: dict[str, tuple[str, str]] = field(default_factory=dict)
+    nodes: dict[str, _Kept] = field(default_factory=dict)
     branches: dict[str, str | None] = field(default_factory=lambda: {"main": None})
     ledger: list[LedgerEntry] = field(default_factory=list)
-    policy_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # by branch
+    policy_states: dict[str, str] = field(default_factory=dict)  # by branch, as JSON text
     title: str | None = None
     cost: Decimal = Decimal(0)
 
@@ -58,20 +76,21 @@ def _copy(value: Mapping[str, Any], what: str) -> dict[str, Any]:
     return decoded
 
 
-def _encode(node: Node) -> tuple[Node, tuple[str, str]]:
-    """A private copy of `node` to keep, and its message and meta as JSON (the same encoding as SQLite's)."""
-    encoded = (
+def _keep(node: Node) -> _Kept:
+    """`node` as kept: its message and meta as JSON (the same encoding as SQLite's; `check_new_nodes` checked
+    the values)."""
+    return _Kept(
+        node.id,
+        node.parent_id,
+        node.status,
         dumps(node.message, f"message of node {node.id!r}", checked=True),
         dumps(node.meta, f"meta of node {node.id!r}", checked=True),
     )
-    return Node(node.id, node.parent_id, json.loads(encoded[0]), node.status, json.loads(encoded[1])), encoded
 
 
-def _decoded(conversation: _Conversation, nodes: Sequence[Node]) -> list[Node]:
+def _decoded(nodes: Sequence[_Kept]) -> list[Node]:
     """Copies of kept nodes that the caller may change freely (decoded as a database's rows are)."""
-    return nodes_from_rows(
-        [(n.id, n.parent_id, conversation.encoded[n.id][0], n.status, conversation.encoded[n.id][1]) for n in nodes]
-    )
+    return nodes_from_rows([(n.id, n.parent_id, n.message_text, n.status, n.meta_text) for n in nodes])
 
 
 class MemoryStore:
@@ -122,12 +141,12 @@ class MemoryStore:
             conversation = self._get(conversation_id)
             if head is not None and head not in conversation.nodes:
                 raise UsageError(f"conversation {conversation_id!r} has no node {head!r}")
-            nodes: list[Node] = []
+            nodes: list[_Kept] = []
             while head is not None:
                 node = conversation.nodes[head]
                 nodes.append(node)
                 head = node.parent_id
-            return _decoded(conversation, nodes[::-1])
+            return _decoded(nodes[::-1])
 
     def _check_head(self, conversation: _Conversation, branch: str, expected: str | None) -> None:
         if conversation.branches.get(branch) != expected:
@@ -146,7 +165,7 @@ class MemoryStore:
         ledger: Sequence[LedgerEntry] = (),
         policy_state: Mapping[str, Any] | None = None,
     ) -> None:
-        new_state = _copy(policy_state, "policy state") if policy_state is not None else None
+        new_state = dumps(dict(policy_state), "policy state") if policy_state is not None else None
         with self._lock:
             conversation = self._get(conversation_id)
             self._check_head(conversation, branch, expected_head)
@@ -154,16 +173,13 @@ class MemoryStore:
                 if node_id not in conversation.nodes:
                     raise UsageError(f"no node {node_id!r} to settle in conversation {conversation_id!r}")
                 check_status(status, f"settle of node {node_id!r}")
-            check_new_nodes(nodes, conversation.nodes)  # before encoding: `_encode` writes the values unchecked
-            encoded = [_encode(n) for n in nodes]
-            new_nodes = [node for node, _ in encoded]
+            check_new_nodes(nodes, conversation.nodes)  # before encoding: `_keep` writes the values unchecked
+            new_nodes = [_keep(n) for n in nodes]
             # Every check passed: from here on nothing can fail half-way.
             for node_id, status in (settle or {}).items():
-                old = conversation.nodes[node_id]
-                conversation.nodes[node_id] = Node(old.id, old.parent_id, old.message, status, old.meta)
-            for node, text in encoded:
-                conversation.nodes[node.id] = node
-                conversation.encoded[node.id] = text
+                conversation.nodes[node_id] = conversation.nodes[node_id].settled(status)
+            for node, kept in zip(nodes, new_nodes, strict=True):
+                conversation.nodes[kept.id] = kept
                 if conversation.title is None:
                     conversation.title = title_of(node.message)
             if new_nodes:
@@ -204,7 +220,6 @@ class MemoryStore:
             parent = conversation.nodes[node_ids[0]].parent_id
             for node_id in node_ids:
                 conversation.nodes.pop(node_id)
-                conversation.encoded.pop(node_id)
             conversation.branches[branch] = parent
             conversation.title = next(
                 (t for t in (title_of(n.message) for n in conversation.nodes.values()) if t is not None), None
@@ -224,16 +239,19 @@ class MemoryStore:
 
     def policy_state(self, conversation_id: str, branch: str = "main") -> dict[str, Any]:
         with self._lock:
-            return copy.deepcopy(self._get(conversation_id).policy_states.get(branch, {}))
+            text = self._get(conversation_id).policy_states.get(branch)
+        state: dict[str, Any] = json.loads(text) if text is not None else {}
+        return state
 
     def policy_states(self, conversation_id: str) -> dict[str, dict[str, Any]]:
         with self._lock:
-            return copy.deepcopy(self._get(conversation_id).policy_states)
+            texts = dict(self._get(conversation_id).policy_states)
+        return {branch: json.loads(text) for branch, text in texts.items()}
 
     def nodes(self, conversation_id: str) -> list[Node]:
         with self._lock:
             conversation = self._get(conversation_id)
-            return _decoded(conversation, list(conversation.nodes.values()))
+            return _decoded(list(conversation.nodes.values()))
 
     def _info(self, conversation_id: str, conversation: _Conversation) -> ConversationInfo:
         model = conversation.settings.get("model")
@@ -276,14 +294,15 @@ class MemoryStore:
         with self._lock:
             for conversation_id, conversation in self._newest_first():
                 for node in conversation.nodes.values():
-                    text = searchable_text(node.message)
+                    message = node.message
+                    text = searchable_text(message)
                     at = text.casefold().find(needle)
                     if at < 0:
                         continue
                     if len(hits) == limit:
                         return hits
                     hits.append(
-                        SearchHit(conversation_id, node.id, str(node.message["role"]), _snippet(text, at, len(needle)))
+                        SearchHit(conversation_id, node.id, str(message["role"]), _snippet(text, at, len(needle)))
                     )
         return hits
 
@@ -306,14 +325,13 @@ class MemoryStore:
     ) -> None:
         check_no_secrets(settings)
         stored_settings = _copy(settings, "settings")
-        check_new_nodes(nodes, ())  # before encoding: it checks the values `_encode` then writes unchecked
-        encoded = [_encode(n) for n in nodes]
-        new_nodes = [node for node, _ in encoded]
+        check_new_nodes(nodes, ())  # before encoding: it checks the values `_keep` then writes unchecked
+        new_nodes = [_keep(n) for n in nodes]
         ids = {n.id for n in new_nodes}
         for name, head in branches.items():
             if head is not None and head not in ids:
                 raise UsageError(f"head {head!r} of branch {name!r} is not a node")
-        states = {name: _copy(state, "policy state") for name, state in (policy_states or {}).items()}
+        states = {name: dumps(dict(state), "policy state") for name, state in (policy_states or {}).items()}
         unknown = sorted(set(states) - set(branches))
         if unknown:
             raise UsageError(f"policy state for {unknown[0]!r}, which is not a branch")
@@ -324,11 +342,10 @@ class MemoryStore:
             updated_at if updated_at is not None else now,
             0,
             nodes={n.id: n for n in new_nodes},
-            encoded={node.id: text for node, text in encoded},
             branches=dict(branches),
             ledger=list(ledger),
             policy_states=states,
-            title=next((t for t in (title_of(n.message) for n in new_nodes) if t is not None), None),
+            title=next((t for t in (title_of(n.message) for n in nodes) if t is not None), None),
             cost=sum((Decimal(e.cost_usd) for e in ledger), Decimal(0)),
         )
         with self._lock:

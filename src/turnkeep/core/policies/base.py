@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import Field, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard, runtime_checkable
 
 from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.explain import explanation_text
@@ -173,6 +173,29 @@ class AbsorbsSummary(Protocol):
     def absorb_summary(self, state: Mapping[str, Any], job: SummaryJob, result: Any) -> dict[str, Any]:
         """The state once `job` produced `result` (summary text, or a compaction block)."""
         ...
+
+
+_CAPABLE: dict[tuple[type, type], bool] = {}
+
+
+def can_shrink(policy: Policy) -> TypeGuard[Shrinks]:
+    """Whether `policy` can make a smaller plan (`isinstance(policy, Shrinks)`, answered once per class)."""
+    return _capable(policy, Shrinks)
+
+
+def absorbs_summary(policy: Policy) -> TypeGuard[AbsorbsSummary]:
+    """Whether `policy` takes a summary into its state (`isinstance(policy, AbsorbsSummary)`, once per class)."""
+    return _capable(policy, AbsorbsSummary)
+
+
+def _capable(policy: Policy, protocol: type) -> bool:
+    """Whether `policy` has what `protocol` asks. A policy's methods are its class's, so the answer is kept per
+    class: a runtime protocol check walks the protocol's members each time, which a turn should not pay."""
+    key = (type(policy), protocol)
+    known = _CAPABLE.get(key)
+    if known is None:
+        known = _CAPABLE[key] = isinstance(policy, protocol)
+    return known
 
 
 @runtime_checkable

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.memo import ByIdentity, LastByIdentity
 from turnkeep.core.messages import block_view as _view
 from turnkeep.core.messages import compaction_start
 from turnkeep.core.pricing import TokenCounts, usage_cost
@@ -408,9 +409,7 @@ def _strip_control(block: object) -> Any:
     return stripped
 
 
-def message_digest(message: object) -> str:
-    """A short digest of a message as the cache compares it: role and blocks, without `cache_control` (a string
-    content is the same as one text block)."""
+def _message_digest(message: object) -> str:
     role = message.get("role") if isinstance(message, Mapping) else None
     blocks = _blocks(message)
     text = _JSON.encode({"role": role, "content": [_view(block) or block for block in blocks]})
@@ -419,15 +418,27 @@ def message_digest(message: object) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
 
 
+message_digest: Callable[[object], str] = ByIdentity(_message_digest, limit=256)
+"""A short digest of a message as the cache compares it: role and blocks, without `cache_control` (a string
+content is the same as one text block). Remembered per message object: a turn asks about the same few messages
+(the first, each breakpoint's) several times, and the next turn again."""
+
+_heads = LastByIdentity[str]()
+
+
 def _head_digest(request: Mapping[str, Any]) -> str:
-    tools = request.get("tools")
-    system = request.get("system")
+    model, tools, system = request.get("model"), request.get("tools"), request.get("system")
+    known = _heads.get(model, tools, system)
+    if known is not None:
+        return known
     payload = {
-        "model": request.get("model"),
+        "model": model,
         "tools": [_strip_control(tool) for tool in tools] if isinstance(tools, list | tuple) else None,
         "system": [_strip_control(block) for block in _blocks({"content": system})],
     }
-    return hashlib.blake2b(_JSON.encode(payload).encode("utf-8"), digest_size=12).hexdigest()
+    return _heads.put(
+        hashlib.blake2b(_JSON.encode(payload).encode("utf-8"), digest_size=12).hexdigest(), model, tools, system
+    )
 
 
 @dataclass(frozen=True, slots=True)
