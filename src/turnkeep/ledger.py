@@ -24,7 +24,7 @@ from turnkeep.core.catalog import ModelInfo
 from turnkeep.core.messages import as_blocks
 from turnkeep.core.planner import Estimates
 from turnkeep.core.policies.caching import Gaps
-from turnkeep.core.pricing import token_counts, usage_cost, usage_of
+from turnkeep.core.pricing import message_cost, token_counts, usage_of
 from turnkeep.core.records import LedgerEntry
 from turnkeep.core.tokens import Calibrator
 from turnkeep.core.turn import Call
@@ -118,7 +118,7 @@ class Ledger:
         """A ledger entry for one request (`request_id` when the message does not carry it, as in streams)."""
         usage = dict(usage_of(message)) if message is not None else {}
         model = self._lookup(str(call.request["model"]))
-        cost = usage_cost(usage, model, model_prices=self._lookup).total if usage else Decimal(0)
+        cost = message_cost(message, model, model_prices=self._lookup).total if message is not None else Decimal(0)
         miss = None
         if message is not None and message.diagnostics and message.diagnostics.cache_miss_reason:
             miss = message.diagnostics.cache_miss_reason.type

@@ -50,7 +50,7 @@ from turnkeep.core.policies import (
     policy_settings,
     unknown_models,
 )
-from turnkeep.core.pricing import Cost, TokenCounts, token_counts, usage_cost, usage_of
+from turnkeep.core.pricing import Cost, TokenCounts, message_cost, token_counts, usage_of
 from turnkeep.core.signals import RefusalFallback, refusal_fallback, thread_history_ignored
 from turnkeep.core.turn import Call, Turn, TurnOutcome, prefill_instruction
 from turnkeep.core.writes import Append, Create, Discard, MoveHead, Record, UpdateSettings, Write
@@ -770,16 +770,9 @@ class ConversationCore:
         return info if info.known else self.model_info
 
     def _totals(self, responses: Sequence[Message]) -> tuple[TokenCounts, Cost]:
-        usages = [usage_of(m) for m in responses]
-        counts = sum((token_counts(u) for u in usages), TokenCounts())
+        counts = sum((token_counts(usage_of(m)) for m in responses), TokenCounts())
         # Each response on the model that answered it (a summary or refusal fallback may use another one).
-        cost = sum(
-            (
-                usage_cost(u, self._answered_by(m), model_prices=self._catalog.get)
-                for u, m in zip(usages, responses, strict=True)
-            ),
-            Cost(),
-        )
+        cost = sum((message_cost(m, self._answered_by(m), model_prices=self._catalog.get) for m in responses), Cost())
         return counts, cost
 
     def fail(self, pending: PendingTurn, *, partial: Sequence[Block] | None = None) -> Change:

@@ -77,7 +77,12 @@ def digest(value: Any) -> bytes:
     return hashlib.sha256(text.encode()).digest()[:16]
 
 
+message_digest = ByIdentity[object, bytes](digest)
+"""`digest` of a message, remembered per message object: a message is serialised once in its life rather than
+once per turn (the anchor's copy of the last messages and the path's are compared, and sizes are kept, by it)."""
+
 _fixed = LastByIdentity[bytes]()
+_reply = ByIdentity[Message, MessageParam](reply_param, limit=16)  # one object per reply: digested once
 
 
 def fixed_digest(request: Mapping[str, Any]) -> bytes:
@@ -99,7 +104,7 @@ def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo)
     sent: Sequence[MessageParam] = request["messages"]
     # A validated request is already normal: only its last message and the reply can still merge. The reply is
     # normalised as the next request carries it, followed by a user message (so a trailing space stays).
-    reply = reply_param(message)
+    reply = _reply(message)
     tail = normalize([*sent[-1:], reply, _NEXT_USER])
     # (Unless the reply left nothing and the user messages merged: then without it.)
     tail = tail[:-1] if tail and tail[-1] == _NEXT_USER else normalize([*sent[-1:], reply])
@@ -117,13 +122,13 @@ def _same_prefix(messages: Sequence[Any], anchored: tuple[Any, ...]) -> bool:
     """Whether `messages` starts with `anchored` as the API reads it (see `_canonical`)."""
     if len(messages) < len(anchored):
         return False
-    prefix = tuple(messages[: len(anchored)])
-    if prefix == anchored:  # in C: identical or equal messages (the common case)
-        return True
-    # Else find the messages that are other objects (in C) and compare only those as the API reads them.
+    prefix = messages[: len(anchored)]
+    # Find the messages that are other objects (one pass, in C: most are the very same) and compare only those,
+    # first as they are, then as the API reads them.
     differing = itertools.compress(range(len(anchored)), map(operator.is_not, prefix, anchored))
     return all(
-        prefix[index] == anchored[index] or digest(prefix[index]) == digest(anchored[index]) for index in differing
+        prefix[index] == anchored[index] or message_digest(prefix[index]) == message_digest(anchored[index])
+        for index in differing
     )
 
 
@@ -155,9 +160,7 @@ class Sizes:
 
     messages: dict[bytes, int]
     base: int | None = None
-    digests: ByIdentity[object, bytes] = field(
-        default_factory=lambda: ByIdentity[object, bytes](digest), repr=False, compare=False
-    )
+    digests: ByIdentity[object, bytes] = field(default=message_digest, repr=False, compare=False)
 
     def learn(
         self,
@@ -181,7 +184,7 @@ class Sizes:
             unknown = [m for m, size in zip(messages, found, strict=True) if size is None]
             estimated = round(sum(estimate_message(m, model) for m in unknown) * calibration)
             self.base = max(counts.total_input - known - estimated, 0)
-        reply = reply_param(message)
+        reply = _reply(message)
         thinking = sum(
             estimate_block(block, model) for block in as_blocks(reply["content"]) if block["type"] in THINKING_TYPES
         )

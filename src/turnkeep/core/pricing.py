@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.memo import LastByIdentity
 
 if TYPE_CHECKING:
     from anthropic.types import Message, Usage
@@ -28,6 +29,7 @@ __all__ = [
     "TokenCounts",
     "context_counts",
     "credit_redeemed",
+    "message_cost",
     "token_counts",
     "usage_cost",
     "usage_of",
@@ -106,6 +108,19 @@ def usage_of(message: Message) -> dict[str, Any]:
     usage = message.usage.model_dump(exclude_none=True)
     _last_usage[:] = [(message, output, usage)]
     return usage
+
+
+_costs = LastByIdentity[Cost]()
+
+
+def message_cost(message: Message, model: ModelInfo, *, model_prices: Callable[[str], ModelInfo] | None = None) -> Cost:
+    """`usage_cost` of a response's usage on `model`, remembered for the last (usage, model) asked about: a turn
+    prices its reply for the ledger entry and again for the reply's totals."""
+    usage = usage_of(message)
+    known = _costs.get(usage, model)
+    if known is not None:
+        return known
+    return _costs.put(usage_cost(usage, model, model_prices=model_prices), usage, model)
 
 
 def token_counts(usage: Usage | Mapping[str, Any]) -> TokenCounts:

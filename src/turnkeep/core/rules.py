@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast
 
 from turnkeep.core import values
 from turnkeep.core.catalog import ModelInfo
+from turnkeep.core.memo import ByIdentity
 from turnkeep.core.messages import block_view as _view
 from turnkeep.errors import HistoryError, InvalidValue, PrefillNotSupported
 
@@ -280,20 +281,13 @@ def validate(
     return _Validator(request, model).run(complete=complete, since=since)
 
 
-_DIGESTS: dict[int, tuple[object, str]] = {}
+def _exact_digest(message: object) -> str:
+    return hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _digest(message: object) -> str:
-    """A message's digest, remembered by identity (a conversation never changes a message in place): a turn asks
-    for the same few messages' digests again, and so does the next turn. Bounded: forgotten all at once when full."""
-    entry = _DIGESTS.get(id(message))
-    if entry is not None and entry[0] is message:
-        return entry[1]
-    value = hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
-    if len(_DIGESTS) >= 1024:
-        _DIGESTS.clear()
-    _DIGESTS[id(message)] = (message, value)
-    return value
+_digest = ByIdentity(_exact_digest, limit=1024)
+"""A message's digest as it is (breakpoints included), remembered by identity (see `ByIdentity`): a turn asks for
+the same few messages' digests again, and so does the next turn."""
 
 
 def _has_breakpoint(value: object) -> bool:

@@ -232,11 +232,14 @@ def _info(row: Sequence[Any]) -> ConversationInfo:
 class _StoredIds:
     """`node_id in ids` for the nodes of one conversation, answered by the open transaction."""
 
-    def __init__(self, connection: sqlite3.Connection, conversation_id: str) -> None:
+    def __init__(self, connection: sqlite3.Connection, conversation_id: str, known: str | None = None) -> None:
         self._connection = connection
         self._conversation_id = conversation_id
+        self._known = known  # a node this transaction already found (a branch's head): not looked up again
 
     def __contains__(self, node_id: object) -> bool:
+        if node_id is not None and node_id == self._known:
+            return True
         row = self._connection.execute(
             "SELECT 1 FROM nodes WHERE conversation_id = ? AND id = ?", (self._conversation_id, node_id)
         ).fetchone()
@@ -374,7 +377,9 @@ class SQLiteStore:
         return (False, None) if row is None else (True, row[0])
 
     def _check_head(self, db: sqlite3.Connection, conversation_id: str, branch: str, expected: str | None) -> None:
-        _, head = self._head(db, conversation_id, branch)
+        exists, head = self._head(db, conversation_id, branch)
+        if not exists:
+            self._require(db, conversation_id)  # an unknown conversation is said as such, not as a moved head
         if head != expected:
             raise ConflictError(f"branch {branch!r} moved (expected head {expected!r}, found {head!r})")
 
@@ -413,17 +418,30 @@ class SQLiteStore:
             (conversation_id, settings, created_at, updated_at),
         )
 
-    @staticmethod
-    def _insert_ledger(db: sqlite3.Connection, conversation_id: str, ledger: Sequence[LedgerEntry]) -> None:
+    @classmethod
+    def _insert_ledger(
+        cls, db: sqlite3.Connection, conversation_id: str, ledger: Sequence[LedgerEntry], *, touch: bool = False
+    ) -> None:
+        """Insert the entries and add their cost to the conversation's; `touch`: mark it updated in the same
+        statement."""
         if not ledger:
+            if touch:
+                cls._touch(db, conversation_id)
             return
         db.executemany(
             f"INSERT INTO ledger (conversation_id, {_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 15)})",
             [ledger_row(conversation_id, e) for e in ledger],
         )
         (cost,) = db.execute("SELECT cost_usd FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
-        total = Decimal(cost) + sum((Decimal(e.cost_usd) for e in ledger), Decimal(0))
-        db.execute("UPDATE conversations SET cost_usd = ? WHERE id = ?", (str(total), conversation_id))
+        total = str(Decimal(cost) + sum((Decimal(e.cost_usd) for e in ledger), Decimal(0)))
+        if touch:
+            db.execute(
+                "UPDATE conversations SET cost_usd = ?, updated_at = ?, "
+                "touched = (SELECT coalesce(max(touched), 0) + 1 FROM conversations) WHERE id = ?",
+                (total, time.time(), conversation_id),
+            )
+        else:
+            db.execute("UPDATE conversations SET cost_usd = ? WHERE id = ?", (total, conversation_id))
 
     # -- the Store protocol ---------------------------------------------------------------------------------------
 
@@ -488,8 +506,7 @@ class SQLiteStore:
     ) -> None:
         state = dumps(dict(policy_state), "policy state") if policy_state is not None else None
         with self._transaction() as db:
-            self._require(db, conversation_id)
-            self._check_head(db, conversation_id, branch, expected_head)
+            self._check_head(db, conversation_id, branch, expected_head)  # also: the conversation exists
             for node_id, status in (settle or {}).items():
                 check_status(status, f"settle of node {node_id!r}")
                 updated = db.execute(
@@ -498,7 +515,7 @@ class SQLiteStore:
                 ).rowcount
                 if updated != 1:
                     raise UsageError(f"no node {node_id!r} to settle in conversation {conversation_id!r}")
-            check_new_nodes(nodes, _StoredIds(db, conversation_id))
+            check_new_nodes(nodes, _StoredIds(db, conversation_id, known=expected_head))
             title = self._insert_nodes(db, conversation_id, nodes)
             if nodes:
                 db.execute(
@@ -510,14 +527,13 @@ class SQLiteStore:
                 db.execute(
                     "UPDATE conversations SET title = ? WHERE id = ? AND title IS NULL", (title, conversation_id)
                 )
-            self._insert_ledger(db, conversation_id, ledger)
             if state is not None:
                 db.execute(
                     "INSERT INTO branch_policy_state (conversation_id, branch, state) VALUES (?, ?, ?) "
                     "ON CONFLICT (conversation_id, branch) DO UPDATE SET state = excluded.state",
                     (conversation_id, branch, state),
                 )
-            self._touch(db, conversation_id)
+            self._insert_ledger(db, conversation_id, ledger, touch=True)
 
     def move_head(self, conversation_id: str, branch: str, *, expected_head: str | None, new_head: str | None) -> None:
         if not isinstance(branch, str) or not branch:
@@ -580,8 +596,7 @@ class SQLiteStore:
     def record(self, conversation_id: str, ledger: Sequence[LedgerEntry]) -> None:
         with self._transaction() as db:
             self._require(db, conversation_id)
-            self._insert_ledger(db, conversation_id, ledger)
-            self._touch(db, conversation_id)
+            self._insert_ledger(db, conversation_id, ledger, touch=True)
 
     def ledger(self, conversation_id: str) -> list[LedgerEntry]:
         rows = self._read_existing(

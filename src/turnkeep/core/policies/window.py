@@ -245,15 +245,15 @@ def _messages_for(
     """
     memo = view.memo
     verified = memo.count - 1 if memo.count - 1 >= start and memo.count > memo.offset else start
-    head = list(transcript[start:verified])
-    tail_source = list(transcript[verified:])
+    messages: list[Any] = list(transcript[start:verified])  # one copy of a long history, not two
+    tail_source = transcript[verified:]
     tail = normalize(cast("Sequence[MessageParam]", tail_source))
     same = 0
     for before, after in zip(tail_source, tail, strict=False):
         if before != after:
             break
         same += 1
-    messages: list[Any] = head + list(tail)
+    messages.extend(tail)
     estimates = view.estimates[start - view.offset : verified - view.offset]
     estimates += [estimate_message(m, view.model) for m in tail]
     # What is now known to be a fixed point of normalize, with its facts (drawn from the view, raw = normal there).
@@ -641,9 +641,17 @@ class TokenBudget(_Stepper):
     def _low_target(self, ctx: _Ctx, start: int) -> int:
         limit = self.low_water * self.budget(ctx.settings)
         starts = ctx.view.starts_from(start)
-        for candidate in starts:
-            if self._size(ctx, candidate) <= limit:
-                return candidate
+        # The first turn start whose size is within the limit: sizes only shrink as the start moves later, so it
+        # is found by bisection (a window of hundreds of turns is not summed once per candidate).
+        low, high = 0, len(starts)
+        while low < high:
+            middle = (low + high) // 2
+            if self._size(ctx, starts[middle]) <= limit:
+                high = middle
+            else:
+                low = middle + 1
+        if low < len(starts):
+            return starts[low]
         return starts[-1] if starts else start
 
     def _extra(self, ctx: _Ctx, start: int) -> dict[str, Any]:
