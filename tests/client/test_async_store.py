@@ -189,3 +189,47 @@ async def test_entering_a_stream_stores_its_user_message_before_anything_is_sent
             pass
     path = await async_store.path(chat.id, (await async_store.branches(chat.id))["main"])
     assert [(node.message["role"], node.status) for node in path] == [("user", "ok"), ("assistant", "ok")]
+
+
+async def send_or_stream(chat: AsyncConversation, how: str, text: str) -> str:
+    """One turn, sent or streamed to its end; the reply's text."""
+    if how == "send":
+        return (await chat.send(text)).text
+    async with chat.stream(text) as stream:
+        streamed = "".join([piece async for piece in stream])
+    assert stream.reply is not None
+    assert stream.reply.text == streamed
+    return streamed
+
+
+@pytest.mark.parametrize("how", ["send", "stream"])
+async def test_a_pending_turn_another_writer_answered_since_is_read_again_before_a_new_turn(
+    async_store: AsyncPostgresStore, api: FakeAPI, how: str
+) -> None:
+    first = AsyncConversation("claude-sonnet-4-6", client=api.async_client(), store=async_store)
+    api.reply("First answer.").reply("Second answer.")
+    in_flight = first.stream("first writer")
+    await in_flight.store_pending()
+    second = await AsyncConversation.load(first.id, store=async_store, client=api.async_client())
+    assert second.pending  # it read the branch while the first writer's turn waited for its reply
+    async with in_flight:
+        assert "".join([piece async for piece in in_flight]) == "First answer."
+    assert await send_or_stream(second, how, "second writer") == "Second answer."
+    reopened = await AsyncConversation.load(first.id, store=async_store)
+    assert [(n.message["role"], n.status) for n in reopened.transcript] == [("user", "ok"), ("assistant", "ok")] * 2
+    assert [n.message["content"] for n in reopened.transcript][0::2] == ["first writer", "second writer"]
+
+
+@pytest.mark.parametrize("how", ["send", "stream"])
+async def test_a_pending_turn_of_another_writer_still_in_flight_is_refused_and_nothing_changes(
+    async_store: AsyncPostgresStore, api: FakeAPI, how: str
+) -> None:
+    first = AsyncConversation("claude-sonnet-4-6", client=api.async_client(), store=async_store)
+    in_flight = first.stream("first writer")
+    await in_flight.store_pending()
+    second = await AsyncConversation.load(first.id, store=async_store, client=api.async_client())
+    before = await stored(async_store, first.id)
+    with pytest.raises(UsageError, match="the last turn has no reply yet"):
+        await send_or_stream(second, how, "second writer")
+    assert await stored(async_store, first.id) == before
+    assert api.requests == []
