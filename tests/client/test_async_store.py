@@ -14,6 +14,7 @@ from fake_api import FakeAPI
 from test_async_parity import run_async, run_sync, script, shape
 
 from turnkeep import AsyncConversation, Budget, Conversation
+from turnkeep.config import database_url
 from turnkeep.errors import ConfigError, ConflictError, PrefillNotSupported, TransportError, UsageError
 from turnkeep.store import AsyncPostgresStore, AsyncStore, MemoryStore, PostgresStore, open_async_store
 from turnkeep.store.pgserver import TemporaryServer
@@ -161,10 +162,29 @@ async def test_open_async_store_opens_a_url_and_refuses_a_file(postgres_server: 
         AsyncConversation.open("x", store=store)  # type: ignore[arg-type]
 
 
-async def test_open_async_store_without_a_url_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TURNKEEP_DATABASE_URL", raising=False)
-    with pytest.raises(ConfigError, match="TURNKEEP_DATABASE_URL"):
-        await open_async_store()
+async def test_the_database_url_of_the_environment_opens_the_async_store(
+    postgres_server: TemporaryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TURNKEEP_DATABASE_URL", postgres_server.url)
+    url = database_url()
+    assert url is not None
+    async with await open_async_store(url) as store:
+        assert isinstance(store, AsyncPostgresStore)
+    monkeypatch.delenv("TURNKEEP_DATABASE_URL")
+    assert database_url() is None
+    monkeypatch.setenv("TURNKEEP_DATABASE_URL", "chats.db")
+    with pytest.raises(ConfigError, match="TURNKEEP_DATABASE_URL must be a postgresql:// URL"):
+        database_url()
+
+
+async def test_a_sync_conversation_refuses_an_async_store_before_anything_is_written(
+    async_store: AsyncPostgresStore,
+) -> None:
+    with pytest.raises(UsageError, match="AsyncPostgresStore is an AsyncStore: use it with AsyncConversation"):
+        Conversation("claude-sonnet-4-6", store=async_store)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"AsyncStore: use `await AsyncConversation\.load"):
+        Conversation.open("x", store=async_store)  # type: ignore[arg-type]
+    assert await async_store.count_conversations() == 0
 
 
 async def test_load_takes_a_sync_store_too(api: FakeAPI) -> None:
