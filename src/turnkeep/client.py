@@ -70,7 +70,7 @@ class _Steps:
         self.finished = False
 
     def __iter__(self) -> Iterator[Call | Change]:
-        while True:
+        while not self.finished:
             try:
                 effect = self._flow.send(self.sent)
             except StopIteration as stop:
@@ -211,14 +211,17 @@ class _Facade(Generic[ClientT, StoreT]):
         """The SDK client: the one given, else the SDK's own (`anthropic.Anthropic()`, or `AsyncAnthropic()` for
         `AsyncConversation`) configured from the environment, made on first use: a conversation that only plans
         (`explain`, `forecast`) needs no credentials."""
-        if self._client is None:
-            _require_credentials()
-            self._client = self._default_client()
-        return self._client
+        return self._resolved_client()
 
     @client.setter
     def client(self, client: ClientT) -> None:
         self._client = client
+
+    def _resolved_client(self) -> ClientT:
+        if self._client is None:
+            _require_credentials()
+            self._client = self._default_client()
+        return self._client
 
     def _default_client(self) -> ClientT:
         raise NotImplementedError
@@ -227,7 +230,7 @@ class _Facade(Generic[ClientT, StoreT]):
         """The core, once the client that will send is known: no turn begins that could not be sent. A new turn
         on a branch whose last turn is pending reads the branch again first: the pending turn may be another
         writer's, answered since (on an `AsyncStore`, `AsyncConversation` has read it again already)."""
-        self.client  # noqa: B018 - made now, so that a missing key is said before anything is stored
+        self._resolved_client()
         if new_turn and self._core.pending and self._async_store is None:
             seen = self._core.pending_ids()
             self._core.refresh()
