@@ -17,12 +17,13 @@ defaults. Nothing is read at import time.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, cast
 
 from anthropic.types import Message, MessageParam
 
@@ -50,20 +51,125 @@ def _betas(betas: list[str] | None) -> dict[str, Any]:
     return {"betas": betas} if betas else {}
 
 
-class _Facade:
-    """Methods both drivers expose unchanged, and how a change the core decided reaches the store."""
+ClientT = TypeVar("ClientT")
+"""The SDK client a driver sends with: `anthropic.Anthropic` or `anthropic.AsyncAnthropic`."""
+StoreT = TypeVar("StoreT")
+"""What a driver's `store` may be: a `Store`, or for the async driver an `AsyncStore` too."""
+
+
+class _Steps:
+    """A turn's flow (`ConversationCore.flow`) as the drivers step it: iterate for each `Call` or `Change` to carry
+    out; after a call, set `sent` to what happened. When the iteration ends, `reply` is the turn's reply; a flow
+    that raised leaves its partial reply there."""
+
+    def __init__(self, core: ConversationCore, pending: PendingTurn) -> None:
+        self._flow = core.flow(pending)
+        self._pending = pending
+        self.sent: Sent | None = None
+        self.reply: Reply | None = None
+        self.finished = False
+
+    def __iter__(self) -> Iterator[Call | Change]:
+        while not self.finished:
+            try:
+                effect = self._flow.send(self.sent)
+            except StopIteration as stop:
+                self.finished, self.reply = True, cast(Reply, stop.value)
+                return
+            except BaseException:
+                self.finished, self.reply = True, self._pending.reply
+                raise
+            self.sent = None
+            yield effect
+
+
+class _Facade(Generic[ClientT, StoreT]):
+    """What both drivers share: construction, every method that needs no SDK call, and how a change the core
+    decided reaches the store. The drivers add only the methods that call the SDK (with or without `await`)."""
 
     _core: ConversationCore
-    _client: Any  # anthropic.Anthropic or anthropic.AsyncAnthropic, as the driver needs; None until first needed
+    _client: ClientT | None  # None until first needed
     _async_store: AsyncStore | None
     """With an `AsyncStore` (async driver only), the core reads a replica of the conversation kept in memory
     (`_core.store`); every write goes to the async store first, then to the replica."""
     _outbox: list[Write]
     """Writes of history edits (`add_user`, `undo`, `fork` ...) made without an `await` on a conversation whose
     store is async: already in the replica, written to the async store before its next request (or `flush()`)."""
+    _takes_async_store: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        system: str | list[dict[str, Any]] | None = None,
+        max_tokens: int = 1024,
+        client: ClientT | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        policy: Policy | None = None,
+        store: StoreT | None = None,
+        catalog: Catalog | None = None,
+        auto_continue: int = 0,
+        max_resumes: int = 5,
+        keep_refusals: bool = False,
+        refusal_retry: bool = False,
+        clock: Callable[[], float] | None = None,
+        threads: bool = False,
+        budget: Budget | None = None,
+    ) -> None:
+        async_store = self._async_store_of(store)
+        core = ConversationCore(
+            model,
+            system=system,
+            max_tokens=max_tokens,
+            tools=tools,
+            policy=policy,
+            # An AsyncStore's conversation is created in a replica the core reads, then in the store itself.
+            store=MemoryStore() if async_store is not None else cast("Store | None", store),
+            catalog=catalog,
+            auto_continue=auto_continue,
+            max_resumes=max_resumes,
+            keep_refusals=keep_refusals,
+            refusal_retry=refusal_retry,
+            clock=clock,
+            threads=threads,
+            budget=budget,
+        )
+        self._attach(core, client, async_store)
 
     @classmethod
-    def _bound(cls, core: ConversationCore, client: Any, like: _Facade | None = None) -> Self:
+    def _async_store_of(cls, store: object) -> AsyncStore | None:
+        """`store` when it is an `AsyncStore` this driver can await (a sync driver refuses one)."""
+        if not is_async_store(store):
+            return None
+        if not cls._takes_async_store:
+            raise UsageError(f"{type(store).__name__} is an AsyncStore: use it with AsyncConversation")
+        return cast(AsyncStore, store)
+
+    @classmethod
+    def open(
+        cls,
+        conversation_id: str,
+        *,
+        store: Store,
+        client: ClientT | None = None,
+        branch: str = "main",
+        policy: Policy | None = None,
+        catalog: Catalog | None = None,
+        clock: Callable[[], float] | None = None,
+        threads: bool | None = None,
+    ) -> Self:
+        """Reopen a stored conversation (on `branch`) to continue it; its next request repeats the stored
+        history byte for byte, so the prompt cache still applies. `policy` and `threads` (None: as stored)
+        change how it goes on. (An `AsyncStore`'s conversation is read with `await AsyncConversation.load(...)`.)"""
+        if is_async_store(store):
+            raise UsageError(f"{type(store).__name__} is an AsyncStore: use `await AsyncConversation.load(...)`")
+        core = ConversationCore.open(
+            store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
+        )
+        return cls._bound(core, client)
+
+    @classmethod
+    def _bound(cls, core: ConversationCore, client: ClientT | None, like: _Facade[Any, Any] | None = None) -> Self:
         """A driver over an existing core (another branch of the same conversation, a reopened one)."""
         self = cls.__new__(cls)
         self._attach(core, client, like._async_store if like else None, like._outbox if like else None)
@@ -72,7 +178,7 @@ class _Facade:
     def _attach(
         self,
         core: ConversationCore,
-        client: Any | None,
+        client: ClientT | None,
         async_store: AsyncStore | None = None,
         outbox: list[Write] | None = None,
     ) -> None:
@@ -100,13 +206,25 @@ class _Facade:
             raise
         change.done()
 
-    def _resolved_client(self) -> Any:
-        """The client given, else the SDK's own from the environment, made on first use: a conversation that only
-        plans (`explain`, `forecast`) needs no credentials."""
+    @property
+    def client(self) -> ClientT:
+        """The SDK client: the one given, else the SDK's own (`anthropic.Anthropic()`, or `AsyncAnthropic()` for
+        `AsyncConversation`) configured from the environment, made on first use: a conversation that only plans
+        (`explain`, `forecast`) needs no credentials."""
+        return self._resolved_client()
+
+    @client.setter
+    def client(self, client: ClientT) -> None:
+        self._client = client
+
+    def _resolved_client(self) -> ClientT:
         if self._client is None:
             _require_credentials()
             self._client = self._default_client()
         return self._client
+
+    def _default_client(self) -> ClientT:
+        raise NotImplementedError
 
     def _sending(self, *, new_turn: bool = False) -> ConversationCore:
         """The core, once the client that will send is known: no turn begins that could not be sent. A new turn
@@ -136,24 +254,29 @@ class _Facade:
             content, prefill=None, prefill_fallback="error", overrides=overrides, kind="tool_results"
         )
 
-    def _forecast_plan(
-        self, content: object | None, overrides: Mapping[str, Any]
-    ) -> tuple[Plan, dict[str, Any], list[str] | None]:
-        """The plan a forecast prices, and the `count_tokens` arguments (and betas) for it."""
-        plan = self._core.explain(content, overrides)
+    def _begin_retry(self, overrides: Mapping[str, Any]) -> tuple[PendingTurn, Change]:
+        """The resend of the pending turn, planned, not yet stored."""
+        return self._sending().begin_retry(overrides)
+
+    def _counting(self, plan: Plan) -> Callable[[], Any]:
+        """The API's free `count_tokens` for `plan`'s request, to call (or await) for an exact forecast."""
         request, betas = split_betas(self._core.count_tokens_request(plan))
-        return plan, request, betas
+        return functools.partial(messages_resource(self.client, betas).count_tokens, **request, **_betas(betas))
 
-    def _forecast(self, plan: Plan, counted: int | None = None) -> Forecast:
-        return self._core.forecast_plan(plan, int(plan.request["max_tokens"]), exact_input_tokens=counted)
+    def _forecast(self, plan: Plan, counted: Any = None) -> Forecast:
+        """The forecast of `plan`; `counted` is `count_tokens`' answer for an exact one."""
+        exact = None if counted is None else counted.input_tokens
+        return self._core.forecast_plan(plan, int(plan.request["max_tokens"]), exact_input_tokens=exact)
+
+    def _creating(self, call: Call, attempts: AttemptLog) -> Callable[[], Any]:
+        """The SDK's `messages.create` for `call`, to call (or await); each HTTP attempt observed for the ledger."""
+        request, betas = split_betas(self._core.wire(call))
+        request = attempts.tag(self.client, request)
+        return functools.partial(messages_resource(self.client, betas).create, **request, **_betas(betas))
 
     @staticmethod
-    def _default_client() -> Any:
-        raise NotImplementedError
-
-    @staticmethod
-    def _timed(started: float, message: Message | None, error: BaseException | None, **facts: Any) -> Sent:
-        return Sent(message, time.monotonic() - started, error, **facts)
+    def _timed(started: float, message: Any, error: BaseException | None) -> Sent:
+        return Sent(cast("Message | None", message), time.monotonic() - started, error)
 
     def fork(self, name: str | None = None) -> Self:
         """A new branch at the current head, sharing this conversation's store and client."""
@@ -272,7 +395,7 @@ def _require_credentials() -> None:
         raise ConfigError(NO_CREDENTIALS)
 
 
-class Conversation(_Facade):
+class Conversation(_Facade["anthropic.Anthropic", Store]):
     """A conversation with Claude whose history is correct by construction.
 
     >>> chat = Conversation("claude-sonnet-4-6", client=anthropic.Anthropic())  # doctest: +SKIP
@@ -287,57 +410,10 @@ class Conversation(_Facade):
     on that model, with the refusal's fallback credit (both requests in the ledger; `Reply.fell_back`).
     """
 
-    @property
-    def client(self) -> anthropic.Anthropic:
-        """The SDK client: the one given, else `anthropic.Anthropic()` from the environment, made on first use."""
-        return cast("anthropic.Anthropic", self._resolved_client())
-
-    @client.setter
-    def client(self, client: anthropic.Anthropic) -> None:
-        self._client = client
-
-    @staticmethod
-    def _default_client() -> anthropic.Anthropic:
+    def _default_client(self) -> anthropic.Anthropic:
         import anthropic
 
         return anthropic.Anthropic()
-
-    def __init__(
-        self,
-        model: str | None = None,
-        *,
-        system: str | list[dict[str, Any]] | None = None,
-        max_tokens: int = 1024,
-        client: anthropic.Anthropic | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        policy: Policy | None = None,
-        store: Store | None = None,
-        catalog: Catalog | None = None,
-        auto_continue: int = 0,
-        max_resumes: int = 5,
-        keep_refusals: bool = False,
-        refusal_retry: bool = False,
-        clock: Callable[[], float] | None = None,
-        threads: bool = False,
-        budget: Budget | None = None,
-    ) -> None:
-        core = ConversationCore(
-            model,
-            system=system,
-            max_tokens=max_tokens,
-            tools=tools,
-            policy=policy,
-            store=store,
-            catalog=catalog,
-            auto_continue=auto_continue,
-            max_resumes=max_resumes,
-            keep_refusals=keep_refusals,
-            refusal_retry=refusal_retry,
-            clock=clock,
-            threads=threads,
-            budget=budget,
-        )
-        self._attach(core, client)
 
     def send(
         self,
@@ -358,7 +434,7 @@ class Conversation(_Facade):
 
     def retry(self, **request_overrides: Any) -> Reply:
         """Resend the pending user message of a failed or cut-off turn."""
-        return self._run(*self._sending().begin_retry(request_overrides))
+        return self._run(*self._begin_retry(request_overrides))
 
     def stream(
         self,
@@ -369,30 +445,11 @@ class Conversation(_Facade):
         **request_overrides: Any,
     ) -> ReplyStream:
         """Like `send`, streaming: `with chat.stream("Hi") as s: for text in s: ...`, then `s.reply`."""
-        pending, change = self._begin(content, prefill, prefill_fallback, request_overrides)
-        self._apply(change)
-        return ReplyStream(self, pending)
+        return ReplyStream(self, *self._begin(content, prefill, prefill_fallback, request_overrides))
 
-    @classmethod
-    def open(
-        cls,
-        conversation_id: str,
-        *,
-        store: Store,
-        client: anthropic.Anthropic | None = None,
-        branch: str = "main",
-        policy: Policy | None = None,
-        catalog: Catalog | None = None,
-        clock: Callable[[], float] | None = None,
-        threads: bool | None = None,
-    ) -> Conversation:
-        """Reopen a stored conversation (on `branch`) to continue it; its next request repeats the stored
-        history byte for byte, so the prompt cache still applies. `policy` and `threads` (None: as stored)
-        change how it goes on."""
-        core = ConversationCore.open(
-            store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
-        )
-        return cls._bound(core, client)
+    def stream_retry(self, **request_overrides: Any) -> ReplyStream:
+        """Like `retry`, streaming."""
+        return ReplyStream(self, *self._begin_retry(request_overrides))
 
     def forecast(self, content: object | None = None, *, exact: bool = False, **request_overrides: Any) -> Forecast:
         """What the next request (with `content` as its new message) will cost, split as it will be billed.
@@ -400,93 +457,84 @@ class Conversation(_Facade):
         Exact for everything the last request already carried (its `usage` measured it); the new content is
         estimated and calibrated on this conversation's history. `exact=True` asks the API's free `count_tokens`
         endpoint for the total instead (one extra request, not billed)."""
-        plan, request, betas = self._forecast_plan(content, request_overrides)
-        if not exact:
-            return self._forecast(plan)
-        counted = messages_resource(self.client, betas).count_tokens(**request, **_betas(betas))
-        return self._forecast(plan, counted.input_tokens)
-
-    def stream_retry(self, **request_overrides: Any) -> ReplyStream:
-        """Like `retry`, streaming."""
-        pending, change = self._sending().begin_retry(request_overrides)
-        self._apply(change)
-        return ReplyStream(self, pending)
-
-    def _create(self, call: Call, attempts: AttemptLog) -> Message:
-        request, betas = split_betas(self._core.wire(call))
-        request = attempts.tag(self.client, request)  # each HTTP attempt observed for the ledger
-        return cast(Message, messages_resource(self.client, betas).create(**request, **_betas(betas)))
+        plan = self._core.explain(content, request_overrides)
+        return self._forecast(plan, self._counting(plan)() if exact else None)
 
     def _run(self, pending: PendingTurn, change: Change) -> Reply:
         self._apply(change)
-        flow, sent = self._core.flow(pending), None
-        while True:
-            try:
-                effect = flow.send(sent)
-            except StopIteration as stop:
-                return cast(Reply, stop.value)
+        steps = _Steps(self._core, pending)
+        for effect in steps:
             if isinstance(effect, Change):
                 self._apply(effect)
-                sent = None
                 continue
             started = time.monotonic()
             try:
-                sent = self._timed(started, self._create(effect, pending.attempts), None)
+                steps.sent = self._timed(started, self._creating(effect, pending.attempts)(), None)
             except BaseException as err:
-                sent = self._timed(started, None, err)
+                steps.sent = self._timed(started, None, err)
+        return cast(Reply, steps.reply)
 
 
 class _StreamedTurn:
-    """What a streamed turn's sync and async drivers share: the turn's flow, the fold of its events, finishing
+    """What a streamed turn's sync and async drivers share: the turn's steps, the fold of its events, finishing
     and abandoning. The drivers only loop over the SDK's stream."""
 
-    def __init__(self, core: ConversationCore, pending: PendingTurn) -> None:
-        self._core = core
-        self._pending = pending
+    def __init__(self, conversation: _Facade[Any, Any], pending: PendingTurn | None) -> None:
+        self._conversation = conversation
+        self._core = conversation._core
         self._stream: Any = None
-        self.reply: Reply | None = None
-        self._finished = False
-        self._flow = core.flow(pending)
+        self._steps: _Steps | None = None
+        if pending is not None:
+            self._start(pending)
+
+    def _start(self, pending: PendingTurn) -> None:
+        """The turn is planned: stream it."""
+        self._pending = pending
+        self._steps = _Steps(self._core, pending)
         self._fold = StreamFold(pending.turn.prefill, pending.turn.prefill_mode)
 
-    def _next(self, sent: Sent | None) -> Call | Change | None:
-        """The flow's next effect (None: the turn is over, `reply` is set)."""
-        try:
-            return self._flow.send(sent)
-        except StopIteration as stop:
-            self._finished = True
-            self.reply = cast(Reply, stop.value)
-            return None
-        except BaseException:
-            self._finished = True
-            self.reply = self._pending.reply
-            raise
+    @property
+    def reply(self) -> Reply | None:
+        """The turn's reply once the stream is done (left early or failed: what arrived, as a partial reply)."""
+        return None if self._steps is None else self._steps.reply
+
+    def _turn(self) -> _Steps:
+        assert self._steps is not None, "a turn is planned before it streams"
+        return self._steps
 
     def _open(self, call: Call) -> Any:
         """The SDK's stream manager for `call` (its events are folded as they arrive)."""
         self._fold.begin(call.request, shows_text=call.shows_text)
         request, betas = split_betas(self._core.wire(call))
-        request = self._pending.attempts.tag(self._client(), request)  # each HTTP attempt observed for the ledger
-        return messages_resource(self._client(), betas).stream(**request, **_betas(betas))
+        client = self._conversation.client
+        request = self._pending.attempts.tag(client, request)  # each HTTP attempt observed for the ledger
+        return messages_resource(client, betas).stream(**request, **_betas(betas))
 
-    def _client(self) -> Any:
-        raise NotImplementedError
+    def _opened(self, stream: Any) -> Any:
+        """Keep the SDK's stream (what it received is kept if the turn is left); the stream, to iterate."""
+        self._stream = stream
+        return stream
 
-    def _sent(self, started: float, message: Message | None, error: BaseException | None, request_id: Any) -> Sent:
-        """What happened to a streamed call (a failed one with what had arrived)."""
+    def _done(self, started: float, message: Any, error: BaseException | None = None) -> None:
+        """A streamed call ended (a failed one with what had arrived): tell the turn."""
+        stream, self._stream = self._stream, None
         if error is not None:
-            message = stream_snapshot(self._stream)
-        self._stream = None
-        latency = time.monotonic() - started
-        request_id = request_id if isinstance(request_id, str) else None
-        return Sent(message, latency, error, request_id=request_id, may_resend=not self._fold.shown)
+            message = stream_snapshot(stream)
+        request_id = getattr(stream, "request_id", None)
+        self._turn().sent = Sent(
+            cast("Message | None", message),
+            time.monotonic() - started,
+            error,
+            request_id=request_id if isinstance(request_id, str) else None,
+            may_resend=not self._fold.shown,
+        )
 
     def _abandon_change(self) -> Change | None:
         """Leaving unfinished: what arrived is kept as a partial reply (never sent back); the message stays pending."""
-        if self._finished:
+        if self._steps is None or self._steps.finished:
             return None
-        self._finished = True
-        change, self.reply = self._core.abandon(self._pending, stream_snapshot(self._stream))
+        self._steps.finished = True
+        change, self._steps.reply = self._core.abandon(self._pending, stream_snapshot(self._stream))
         self._stream = None
         return change
 
@@ -498,12 +546,14 @@ class ReplyStream(_StreamedTurn):
     (`reply.partial`), never sent back; the user message stays pending for `retry()`.
     """
 
-    def __init__(self, conversation: Conversation, pending: PendingTurn) -> None:
-        super().__init__(conversation._core, pending)
-        self._conversation = conversation
+    _conversation: Conversation
+
+    def __init__(self, conversation: Conversation, pending: PendingTurn, begin: Change) -> None:
+        conversation._apply(begin)
+        super().__init__(conversation, pending)
         self._iterator: Generator[str, None, None] | None = None
 
-    def __enter__(self) -> ReplyStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -511,8 +561,7 @@ class ReplyStream(_StreamedTurn):
     ) -> None:
         if self._iterator is not None:
             self._iterator.close()  # an unfinished turn stores what it had (its flow ends it)
-        change = self._abandon_change()
-        if change is not None:
+        if change := self._abandon_change():
             self._conversation._apply(change)
 
     def __iter__(self) -> Iterator[str]:
@@ -520,28 +569,22 @@ class ReplyStream(_StreamedTurn):
             self._iterator = self._text_stream()
         return self._iterator
 
-    def _client(self) -> Any:
-        return self._conversation.client
-
     def _text_stream(self) -> Generator[str, None, None]:
         if self._fold.prefix:
             yield self._fold.prefix
-        sent: Sent | None = None
-        while (effect := self._next(sent)) is not None:
-            sent = None
+        for effect in self._turn():
             if isinstance(effect, Change):
                 self._conversation._apply(effect)
                 continue
-            started, request_id = time.monotonic(), None
+            started = time.monotonic()
             try:
                 with self._open(effect) as stream:
-                    self._stream, request_id = stream, stream.request_id
-                    for event in stream:
+                    for event in self._opened(stream):
                         if out := self._fold.feed(event):
                             yield out
-                    sent = self._sent(started, cast(Message, stream.get_final_message()), None, request_id)
+                    self._done(started, stream.get_final_message())
             except BaseException as err:
-                sent = self._sent(started, None, err, request_id)
+                self._done(started, None, err)
         if tail := self._fold.finish():
             yield tail
 
@@ -549,11 +592,10 @@ class ReplyStream(_StreamedTurn):
         """Consume the stream and return the reply."""
         for _ in self:
             pass
-        assert self.reply is not None
-        return self.reply
+        return cast(Reply, self.reply)
 
 
-class AsyncConversation(_Facade):
+class AsyncConversation(_Facade["anthropic.AsyncAnthropic", "Store | AsyncStore"]):
     """The `asyncio`/`anyio` twin of `Conversation`: the same behaviour with `await`.
 
     `store` may be a `Store` (called as it is) or an `AsyncStore` such as `AsyncPostgresStore`, whose writes are
@@ -563,60 +605,12 @@ class AsyncConversation(_Facade):
     `await conversation.flush()`.
     """
 
-    @property
-    def client(self) -> anthropic.AsyncAnthropic:
-        """The SDK client: the one given, else `anthropic.AsyncAnthropic()` from the environment, made on first use."""
-        return cast("anthropic.AsyncAnthropic", self._resolved_client())
+    _takes_async_store = True
 
-    @client.setter
-    def client(self, client: anthropic.AsyncAnthropic) -> None:
-        self._client = client
-
-    @staticmethod
-    def _default_client() -> anthropic.AsyncAnthropic:
+    def _default_client(self) -> anthropic.AsyncAnthropic:
         import anthropic
 
         return anthropic.AsyncAnthropic()
-
-    def __init__(
-        self,
-        model: str | None = None,
-        *,
-        system: str | list[dict[str, Any]] | None = None,
-        max_tokens: int = 1024,
-        client: anthropic.AsyncAnthropic | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        policy: Policy | None = None,
-        store: Store | AsyncStore | None = None,
-        catalog: Catalog | None = None,
-        auto_continue: int = 0,
-        max_resumes: int = 5,
-        keep_refusals: bool = False,
-        refusal_retry: bool = False,
-        clock: Callable[[], float] | None = None,
-        threads: bool = False,
-        budget: Budget | None = None,
-    ) -> None:
-        async_store = store if is_async_store(store) else None
-        if async_store is not None:
-            store = MemoryStore()  # the replica the core reads; the conversation is created in both
-        core = ConversationCore(
-            model,
-            system=system,
-            max_tokens=max_tokens,
-            tools=tools,
-            policy=policy,
-            store=cast("Store | None", store),
-            catalog=catalog,
-            auto_continue=auto_continue,
-            max_resumes=max_resumes,
-            keep_refusals=keep_refusals,
-            refusal_retry=refusal_retry,
-            clock=clock,
-            threads=threads,
-            budget=budget,
-        )
-        self._attach(core, client, cast("AsyncStore | None", async_store))
 
     async def _apply_now(self, change: Change) -> None:
         """Store a change, awaited on an `AsyncStore` (after any writes still in the outbox), then make it in
@@ -635,10 +629,14 @@ class AsyncConversation(_Facade):
         apply(self._core.store, change.writes)
         change.done()
 
+    def _must_read(self) -> bool:
+        """On an `AsyncStore`, a pending last turn may be another writer's, answered since: a new turn reads the
+        branch again first (with a `Store`, `_sending` does it)."""
+        return self._async_store is not None and self._core.pending
+
     async def _read_if_pending(self) -> None:
-        """On an `AsyncStore`, a pending last turn may be another writer's, answered since: read the branch again
-        (with a `Store`, `_sending` does it)."""
-        if self._async_store is not None and self._core.pending:
+        """Read the branch again when `_must_read` says so."""
+        if self._must_read():
             seen = self._core.pending_ids()
             await self.flush()
             await self._reload()
@@ -684,7 +682,7 @@ class AsyncConversation(_Facade):
 
     async def retry(self, **request_overrides: Any) -> Reply:
         """See `Conversation.retry`."""
-        return await self._run(*self._sending().begin_retry(request_overrides))
+        return await self._run(*self._begin_retry(request_overrides))
 
     def stream(
         self,
@@ -694,29 +692,16 @@ class AsyncConversation(_Facade):
         prefill_fallback: PrefillFallback = "error",
         **request_overrides: Any,
     ) -> AsyncReplyStream:
-        """`async with chat.stream("Hi") as s: async for text in s: ...`, then `s.reply`."""
-        return AsyncReplyStream(self, *self._begin(content, prefill, prefill_fallback, request_overrides))
-
-    @classmethod
-    def open(
-        cls,
-        conversation_id: str,
-        *,
-        store: Store,
-        client: anthropic.AsyncAnthropic | None = None,
-        branch: str = "main",
-        policy: Policy | None = None,
-        catalog: Catalog | None = None,
-        clock: Callable[[], float] | None = None,
-        threads: bool | None = None,
-    ) -> AsyncConversation:
-        """See `Conversation.open` (for an `AsyncStore`: `await AsyncConversation.load(...)`)."""
-        if is_async_store(store):
-            raise UsageError(f"{type(store).__name__} is an AsyncStore: use `await AsyncConversation.load(...)`")
-        core = ConversationCore.open(
-            store, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
+        """`async with chat.stream("Hi") as s: async for text in s: ...`, then `s.reply`. On an `AsyncStore` whose
+        last turn is pending, the turn is planned once the stream starts, after the branch is read again (as
+        `send` does), so a refused turn raises there."""
+        return AsyncReplyStream(
+            self, functools.partial(self._begin, content, prefill, prefill_fallback, request_overrides)
         )
-        return cls._bound(core, client)
+
+    def stream_retry(self, **request_overrides: Any) -> AsyncReplyStream:
+        """See `Conversation.stream_retry`."""
+        return AsyncReplyStream(self, functools.partial(self._begin_retry, request_overrides), read=False)
 
     @classmethod
     async def load(
@@ -730,21 +715,10 @@ class AsyncConversation(_Facade):
         catalog: Catalog | None = None,
         clock: Callable[[], float] | None = None,
         threads: bool | None = None,
-    ) -> AsyncConversation:
+    ) -> Self:
         """`open` for either kind of store: an `AsyncStore`'s conversation is read with `await`."""
-        if not is_async_store(store):
-            return cls.open(
-                conversation_id,
-                store=cast(Store, store),
-                client=client,
-                branch=branch,
-                policy=policy,
-                catalog=catalog,
-                clock=clock,
-                threads=threads,
-            )
-        async_store = cast(AsyncStore, store)
-        replica = await load_replica(async_store, conversation_id)
+        async_store = cls._async_store_of(store)
+        replica = cast(Store, store) if async_store is None else await load_replica(async_store, conversation_id)
         core = ConversationCore.open(
             replica, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
         )
@@ -756,57 +730,57 @@ class AsyncConversation(_Facade):
         self, content: object | None = None, *, exact: bool = False, **request_overrides: Any
     ) -> Forecast:
         """See `Conversation.forecast`."""
-        plan, request, betas = self._forecast_plan(content, request_overrides)
-        if not exact:
-            return self._forecast(plan)
-        counted = await messages_resource(self.client, betas).count_tokens(**request, **_betas(betas))
-        return self._forecast(plan, counted.input_tokens)
-
-    def stream_retry(self, **request_overrides: Any) -> AsyncReplyStream:
-        """See `Conversation.stream_retry`."""
-        return AsyncReplyStream(self, *self._sending().begin_retry(request_overrides))
-
-    async def _create(self, call: Call, attempts: AttemptLog) -> Message:
-        request, betas = split_betas(self._core.wire(call))
-        request = attempts.tag(self.client, request)  # each HTTP attempt observed for the ledger
-        return cast(Message, await messages_resource(self.client, betas).create(**request, **_betas(betas)))
+        plan = self._core.explain(content, request_overrides)
+        return self._forecast(plan, await self._counting(plan)() if exact else None)
 
     async def _run(self, pending: PendingTurn, change: Change) -> Reply:
         await self._apply_now(change)
-        flow, sent = self._core.flow(pending), None
-        while True:
-            try:
-                effect = flow.send(sent)
-            except StopIteration as stop:
-                return cast(Reply, stop.value)
+        steps = _Steps(self._core, pending)
+        for effect in steps:
             if isinstance(effect, Change):
                 await self._apply_now(effect)
-                sent = None
                 continue
             started = time.monotonic()
             try:
-                sent = self._timed(started, await self._create(effect, pending.attempts), None)
+                steps.sent = self._timed(started, await self._creating(effect, pending.attempts)(), None)
             except BaseException as err:
-                sent = self._timed(started, None, err)
+                steps.sent = self._timed(started, None, err)
+        return cast(Reply, steps.reply)
 
 
 class AsyncReplyStream(_StreamedTurn):
     """The async twin of `ReplyStream`."""
 
-    def __init__(self, conversation: AsyncConversation, pending: PendingTurn, begin: Change) -> None:
-        super().__init__(conversation._core, pending)
-        self._conversation = conversation
+    _conversation: AsyncConversation
+
+    def __init__(
+        self, conversation: AsyncConversation, begin: Callable[[], tuple[PendingTurn, Change]], *, read: bool = True
+    ) -> None:
+        super().__init__(conversation, None)
         self._iterator: AsyncGenerator[str, None] | None = None
-        self._begin: Change | None = begin  # stored (awaited) when the stream starts
+        self._begin: Callable[[], tuple[PendingTurn, Change]] | None = begin
+        self._begun: Change | None = None  # stored (awaited) when the stream starts
+        if not (read and conversation._must_read()):
+            self._plan()  # a refused turn raises here, as with `Conversation.stream`
+
+    def _plan(self) -> None:
+        """Plan the turn (its pending user message is stored when the stream starts)."""
+        assert self._begin is not None
+        begin, self._begin = self._begin, None
+        pending, self._begun = begin()
+        self._start(pending)
 
     async def store_pending(self) -> None:
         """Store the turn's pending user message now (entering the stream, or its first item, does it otherwise):
         for a caller that must know the turn is in the store before it says so, as a gateway answering a client."""
-        begin, self._begin = self._begin, None
-        if begin is not None:
-            await self._conversation._apply_now(begin)
+        if self._begin is not None:
+            await self._conversation._read_if_pending()
+            self._plan()
+        begun, self._begun = self._begun, None
+        if begun is not None:
+            await self._conversation._apply_now(begun)
 
-    async def __aenter__(self) -> AsyncReplyStream:
+    async def __aenter__(self) -> Self:
         await self.store_pending()
         return self
 
@@ -816,8 +790,7 @@ class AsyncReplyStream(_StreamedTurn):
         if self._iterator is not None:
             await self._iterator.aclose()
         await self.store_pending()
-        change = self._abandon_change()
-        if change is not None:
+        if change := self._abandon_change():
             await self._conversation._apply_now(change)
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -825,35 +798,28 @@ class AsyncReplyStream(_StreamedTurn):
             self._iterator = self._text_stream()
         return self._iterator
 
-    def _client(self) -> Any:
-        return self._conversation.client
-
     async def _text_stream(self) -> AsyncGenerator[str, None]:
         await self.store_pending()
         if self._fold.prefix:
             yield self._fold.prefix
-        sent: Sent | None = None
-        while (effect := self._next(sent)) is not None:
-            sent = None
+        for effect in self._turn():
             if isinstance(effect, Change):
                 await self._conversation._apply_now(effect)
                 continue
-            started, request_id = time.monotonic(), None
+            started = time.monotonic()
             try:
                 async with self._open(effect) as stream:
-                    self._stream, request_id = stream, stream.request_id
-                    async for event in stream:
+                    async for event in self._opened(stream):
                         if out := self._fold.feed(event):
                             yield out
-                    sent = self._sent(started, cast(Message, await stream.get_final_message()), None, request_id)
+                    self._done(started, await stream.get_final_message())
             except BaseException as err:
-                sent = self._sent(started, None, err, request_id)
+                self._done(started, None, err)
         if tail := self._fold.finish():
             yield tail
 
     async def until_done(self) -> Reply:
-        """Consume the stream and return the reply."""
+        """See `ReplyStream.until_done`."""
         async for _ in self:
             pass
-        assert self.reply is not None
-        return self.reply
+        return cast(Reply, self.reply)

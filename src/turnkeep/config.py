@@ -3,6 +3,9 @@
 Order for every setting: explicit argument, then environment, then the user's files, then defaults.
 - model: argument, then `TURNKEEP_MODEL`, then `DEFAULT_MODEL`.
 - catalog: argument, then the shipped catalog with `$TURNKEEP_HOME/models.toml` laid over it when that file exists.
+- store location: argument, then `TURNKEEP_DATABASE_URL` (a `postgresql://` URL), then
+  `$TURNKEEP_HOME/turnkeep.db`, then `turnkeep.db` in the user data directory. The store package itself reads
+  nothing from the environment: it opens the location it is given.
 - API key and base URL: the `anthropic` SDK reads `ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL` itself.
 """
 
@@ -19,9 +22,22 @@ from turnkeep.errors import ConfigError
 if TYPE_CHECKING:
     import anthropic
 
-__all__ = ["DEFAULT_MODEL", "arefresh_catalog", "load_catalog", "model", "refresh_catalog", "warn_unknown_model"]
+__all__ = [
+    "DATABASE_URL_VARIABLE",
+    "DEFAULT_MODEL",
+    "arefresh_catalog",
+    "database_url",
+    "load_catalog",
+    "model",
+    "refresh_catalog",
+    "store_location",
+    "store_path",
+    "warn_unknown_model",
+]
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
+DATABASE_URL_VARIABLE = "TURNKEEP_DATABASE_URL"
+STORE_FILE_NAME = "turnkeep.db"
 
 _warned: set[str] = set()
 
@@ -38,6 +54,46 @@ def home() -> Path | None:
     """`TURNKEEP_HOME`, when set."""
     value = os.environ.get("TURNKEEP_HOME")
     return Path(value).expanduser() if value else None
+
+
+def store_path() -> Path:
+    """The default store file: `$TURNKEEP_HOME/turnkeep.db`, else `turnkeep.db` in the user data directory
+    (`platformdirs.user_data_dir("turnkeep")`, e.g. `~/.local/share/turnkeep` on Linux; without the `cli` extra's
+    `platformdirs`, `$XDG_DATA_HOME` or `~/.local/share`)."""
+    if (base := home()) is not None:
+        return base / STORE_FILE_NAME
+    try:
+        import platformdirs
+    except ImportError:
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(data) / "turnkeep" / STORE_FILE_NAME
+    return Path(platformdirs.user_data_dir("turnkeep", appauthor=False)) / STORE_FILE_NAME
+
+
+def database_url(explicit: str | None = None) -> str | None:
+    """The PostgreSQL URL of the store: the argument, else `$TURNKEEP_DATABASE_URL` when set (it must be a URL: a
+    file path there is a mistake worth naming), else None."""
+    from turnkeep.store.postgres import is_url, redact
+
+    if explicit is not None:
+        return explicit
+    url = os.environ.get(DATABASE_URL_VARIABLE, "").strip()
+    if not url:
+        return None
+    if not is_url(url):
+        raise ConfigError(
+            f"${DATABASE_URL_VARIABLE} must be a postgresql:// URL, not {redact(url)!r} "
+            "(for a SQLite file, set TURNKEEP_HOME or pass the path)"
+        )
+    return url
+
+
+def store_location(explicit: str | os.PathLike[str] | None = None) -> str | Path:
+    """Where the conversations are, for `turnkeep.store.open_store`: the argument (a file path or a
+    `postgresql://` URL), else `$TURNKEEP_DATABASE_URL`, else `store_path()`."""
+    if explicit is not None:
+        return explicit if isinstance(explicit, str) else Path(explicit)
+    return database_url() or store_path()
 
 
 def load_catalog(user_file: str | os.PathLike[str] | None = None) -> Catalog:

@@ -14,6 +14,7 @@ from fake_api import FakeAPI
 from test_async_parity import run_async, run_sync, script, shape
 
 from turnkeep import AsyncConversation, Budget, Conversation
+from turnkeep.config import database_url
 from turnkeep.errors import ConfigError, ConflictError, PrefillNotSupported, TransportError, UsageError
 from turnkeep.store import AsyncPostgresStore, AsyncStore, MemoryStore, PostgresStore, open_async_store
 from turnkeep.store.pgserver import TemporaryServer
@@ -161,10 +162,29 @@ async def test_open_async_store_opens_a_url_and_refuses_a_file(postgres_server: 
         AsyncConversation.open("x", store=store)  # type: ignore[arg-type]
 
 
-async def test_open_async_store_without_a_url_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TURNKEEP_DATABASE_URL", raising=False)
-    with pytest.raises(ConfigError, match="TURNKEEP_DATABASE_URL"):
-        await open_async_store()
+async def test_the_database_url_of_the_environment_opens_the_async_store(
+    postgres_server: TemporaryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TURNKEEP_DATABASE_URL", postgres_server.url)
+    url = database_url()
+    assert url is not None
+    async with await open_async_store(url) as store:
+        assert isinstance(store, AsyncPostgresStore)
+    monkeypatch.delenv("TURNKEEP_DATABASE_URL")
+    assert database_url() is None
+    monkeypatch.setenv("TURNKEEP_DATABASE_URL", "chats.db")
+    with pytest.raises(ConfigError, match="TURNKEEP_DATABASE_URL must be a postgresql:// URL"):
+        database_url()
+
+
+async def test_a_sync_conversation_refuses_an_async_store_before_anything_is_written(
+    async_store: AsyncPostgresStore,
+) -> None:
+    with pytest.raises(UsageError, match="AsyncPostgresStore is an AsyncStore: use it with AsyncConversation"):
+        Conversation("claude-sonnet-4-6", store=async_store)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"AsyncStore: use `await AsyncConversation\.load"):
+        Conversation.open("x", store=async_store)  # type: ignore[arg-type]
+    assert await async_store.count_conversations() == 0
 
 
 async def test_load_takes_a_sync_store_too(api: FakeAPI) -> None:
@@ -189,3 +209,47 @@ async def test_entering_a_stream_stores_its_user_message_before_anything_is_sent
             pass
     path = await async_store.path(chat.id, (await async_store.branches(chat.id))["main"])
     assert [(node.message["role"], node.status) for node in path] == [("user", "ok"), ("assistant", "ok")]
+
+
+async def send_or_stream(chat: AsyncConversation, how: str, text: str) -> str:
+    """One turn, sent or streamed to its end; the reply's text."""
+    if how == "send":
+        return (await chat.send(text)).text
+    async with chat.stream(text) as stream:
+        streamed = "".join([piece async for piece in stream])
+    assert stream.reply is not None
+    assert stream.reply.text == streamed
+    return streamed
+
+
+@pytest.mark.parametrize("how", ["send", "stream"])
+async def test_a_pending_turn_another_writer_answered_since_is_read_again_before_a_new_turn(
+    async_store: AsyncPostgresStore, api: FakeAPI, how: str
+) -> None:
+    first = AsyncConversation("claude-sonnet-4-6", client=api.async_client(), store=async_store)
+    api.reply("First answer.").reply("Second answer.")
+    in_flight = first.stream("first writer")
+    await in_flight.store_pending()
+    second = await AsyncConversation.load(first.id, store=async_store, client=api.async_client())
+    assert second.pending  # it read the branch while the first writer's turn waited for its reply
+    async with in_flight:
+        assert "".join([piece async for piece in in_flight]) == "First answer."
+    assert await send_or_stream(second, how, "second writer") == "Second answer."
+    reopened = await AsyncConversation.load(first.id, store=async_store)
+    assert [(n.message["role"], n.status) for n in reopened.transcript] == [("user", "ok"), ("assistant", "ok")] * 2
+    assert [n.message["content"] for n in reopened.transcript][0::2] == ["first writer", "second writer"]
+
+
+@pytest.mark.parametrize("how", ["send", "stream"])
+async def test_a_pending_turn_of_another_writer_still_in_flight_is_refused_and_nothing_changes(
+    async_store: AsyncPostgresStore, api: FakeAPI, how: str
+) -> None:
+    first = AsyncConversation("claude-sonnet-4-6", client=api.async_client(), store=async_store)
+    in_flight = first.stream("first writer")
+    await in_flight.store_pending()
+    second = await AsyncConversation.load(first.id, store=async_store, client=api.async_client())
+    before = await stored(async_store, first.id)
+    with pytest.raises(UsageError, match="the last turn has no reply yet"):
+        await send_or_stream(second, how, "second writer")
+    assert await stored(async_store, first.id) == before
+    assert api.requests == []

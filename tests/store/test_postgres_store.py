@@ -20,6 +20,7 @@ from test_store_resume import compact, recording_client
 
 from turnkeep import Conversation
 from turnkeep.cli import main
+from turnkeep.config import store_location
 from turnkeep.emulator import EmulatorServer
 from turnkeep.errors import ConfigError, ConflictError, StorageError, UsageError
 from turnkeep.export import export_json
@@ -148,7 +149,7 @@ def test_open_store_takes_a_postgresql_url_and_never_makes_a_file_of_it(
         assert isinstance(store, PostgresStore)
         store.create("c1", SETTINGS)
     monkeypatch.setenv("TURNKEEP_DATABASE_URL", postgres_url)
-    with open_store() as store:
+    with open_store(store_location()) as store:
         assert isinstance(store, PostgresStore)
         assert store.count_conversations() == 1
     assert list(tmp_path.iterdir()) == []
@@ -162,7 +163,7 @@ def test_a_url_of_another_kind_is_refused_rather_than_taken_for_a_file(
         open_store("mysql://ada:hunter2@db/chats")
     monkeypatch.setenv("TURNKEEP_DATABASE_URL", "chats.db")
     with pytest.raises(ConfigError, match="TURNKEEP_DATABASE_URL must be a postgresql:// URL"):
-        open_store()
+        open_store(store_location())
     assert list(tmp_path.iterdir()) == []
 
 

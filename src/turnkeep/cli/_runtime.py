@@ -63,9 +63,10 @@ class Runtime:
         `$TURNKEEP_HOME/turnkeep.db`, else the user data directory."""
         if self._store is None:
             self.check_db()
+            from turnkeep.config import store_location
             from turnkeep.store.paths import open_store
 
-            store = open_store(self.db)
+            store = open_store(store_location(self.db))
             self.stack.callback(store.close)
             self._store = store
         return self._store

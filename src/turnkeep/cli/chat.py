@@ -129,7 +129,8 @@ def chat(
         printf 'My name is Ada.\\nWhat is my name?\\n/cost\\n' | turnkeep chat
     """
     from turnkeep.cli.repl import Repl, prompt_toolkit_reader, stdin_reader
-    from turnkeep.store import SQLiteStore, default_path
+    from turnkeep.config import store_path
+    from turnkeep.store import SQLiteStore
 
     conversation = _open(
         runtime, cid=cid, continue_latest=continue_latest, branch=branch, model=model, system=system, policy=policy
@@ -137,7 +138,7 @@ def chat(
     console = make_console()
     store = runtime.store()
     if stdin_is_terminal():
-        home = store.file.parent if isinstance(store, SQLiteStore) else default_path().parent
+        home = store.file.parent if isinstance(store, SQLiteStore) else store_path().parent
         reader = prompt_toolkit_reader(home / "chat_history")
         Repl(conversation, store, console, reader, live=console.is_terminal).run()
     else:

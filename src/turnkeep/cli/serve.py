@@ -14,24 +14,15 @@ __all__ = ["keys", "serve"]
 def _database(database: str | None) -> str | Path:
     """Where conversations and tenants are: `--database`/`--db` of the command, else `turnkeep --db`, else
     `$TURNKEEP_DATABASE_URL`, else the default SQLite file (as every other command finds its store)."""
-    import os
-
-    from turnkeep.errors import ConfigError
-    from turnkeep.store.paths import DATABASE_URL_VARIABLE, default_path
-    from turnkeep.store.postgres import is_url, redact
+    from turnkeep.config import store_location
+    from turnkeep.store.postgres import is_url
 
     if database is None:
         context = click.get_current_context(silent=True)
         root = context.find_root().obj if context is not None else None
         database = getattr(root, "db", None)
-    if database is None:
-        url = os.environ.get(DATABASE_URL_VARIABLE, "").strip()
-        if url and not is_url(url):
-            raise ConfigError(f"${DATABASE_URL_VARIABLE} must be a postgresql:// URL, not {redact(url)!r}")
-        database = url or None
-    if database is None:
-        return default_path()
-    return str(database) if is_url(str(database)) else Path(database).expanduser()
+    location = store_location(database)
+    return str(location) if is_url(str(location)) else Path(location).expanduser()
 
 
 _DATABASE = click.option(

@@ -6,9 +6,9 @@ with named branches whose heads point into the tree, a request ledger, settings 
 Every write that changes a head names the head it expects (optimistic concurrency): a writer that lost a race
 gets `ConflictError` and nothing is written. Multi-row writes are atomic.
 
-`open_store()` opens a `postgresql://` URL or a SQLite file (`await open_async_store(url)`: the `AsyncStore` on
-PostgreSQL, for `AsyncConversation`); with no argument `$TURNKEEP_DATABASE_URL`, else the
-default SQLite file (`$TURNKEEP_HOME/turnkeep.db`, else the user data directory);
+`open_store(location)` opens a `postgresql://` URL or a SQLite file (`await open_async_store(url)`: the
+`AsyncStore` on PostgreSQL, for `AsyncConversation`); the default location (`$TURNKEEP_DATABASE_URL`, else
+`$TURNKEEP_HOME/turnkeep.db`, else the user data directory) is configuration: `turnkeep.config.store_location()`;
 `turnkeep.export` (above the store: it reads policies and the catalog) turns a conversation into versioned JSON
 or Markdown and back.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from turnkeep.store.aio import AsyncStore
 from turnkeep.store.base import ConversationInfo, LedgerEntry, Node, NodeStatus, SearchHit, Store
 from turnkeep.store.memory import MemoryStore
-from turnkeep.store.paths import default_path, open_async_store, open_store
+from turnkeep.store.paths import open_async_store, open_store
 from turnkeep.store.postgres import AsyncPostgresStore, PostgresStore
 from turnkeep.store.sqlite import SQLiteStore
 
@@ -36,7 +36,6 @@ __all__ = [
     "SQLiteStore",
     "SearchHit",
     "Store",
-    "default_path",
     "open_async_store",
     "open_store",
 ]
