@@ -245,7 +245,8 @@ def _messages_for(
     """
     memo = view.memo
     verified = memo.count - 1 if memo.count - 1 >= start and memo.count > memo.offset else start
-    messages: list[Any] = list(transcript[start:verified])  # one copy of a long history, not two
+    head = transcript[start:verified]
+    messages: list[Any] = head if isinstance(head, list) else list(head)  # one copy of a long history, not two
     tail_source = transcript[verified:]
     tail = normalize(cast("Sequence[MessageParam]", tail_source))
     same = 0
