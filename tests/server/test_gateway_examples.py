@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from turnkeep.server import GatewayServer
 
 ROOT = Path(__file__).resolve().parents[2]
 TYPESCRIPT = ROOT / "examples" / "typescript"
+# One worker runs the module: one gateway (a module fixture) under `make test`'s parallel run.
+pytestmark = pytest.mark.xdist_group("gateway_examples")
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +67,25 @@ def node_packages() -> Path:
     cache = Path(os.environ.get("TURNKEEP_NPM_CACHE", Path.home() / ".cache" / "turnkeep-npm"))
     target = cache / hashlib.sha256(manifest).hexdigest()[:16]
     if problem is None and not (target / "node_modules" / "@anthropic-ai" / "sdk").is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "package.json").write_bytes(manifest)
+        # Installed into a directory of its own, then renamed into place: test runs in parallel (several
+        # checkouts on one machine) never see, or write into, a half-installed cache.
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=cache))
+        (staging / "package.json").write_bytes(manifest)
         assert npm is not None
         done = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund"], cwd=target, capture_output=True, text=True, timeout=300
+            [npm, "install", "--no-audit", "--no-fund"], cwd=staging, capture_output=True, text=True, timeout=300
         )
         if done.returncode != 0:
             problem = f"npm install failed: {done.stderr.strip()[-500:]}"
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            try:
+                staging.rename(target)  # atomic: another run sees no install or a whole one
+            except OSError:  # the name is taken: by another run's whole install, or a broken leftover
+                if not (target / "node_modules" / "@anthropic-ai" / "sdk").is_dir():
+                    return staging
+                shutil.rmtree(staging, ignore_errors=True)
     if problem is not None:
         if os.environ.get("CI"):
             pytest.fail(problem)
