@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Reinstall only when the dependency list changes.
 STAMP := $(VENV)/.installed
+# pytest in one process per CPU; tests that share state in order (a document's blocks, a module's servers) are
+# marked `xdist_group` and run in one process, the rest one by one wherever a process is free.
+PARALLEL := -n logical --dist loadgroup
 
 .PHONY: demo test test-thorough bench lint format clean
 
@@ -22,12 +25,12 @@ test: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 # The random-history guarantees at full strength: Hypothesis's `thorough` profile (2,000 random examples per
 # property; 20,000 policy cases in tests/core/test_policy_invariants.py), no per-test time limit. Minutes.
 test-thorough: $(STAMP)
-	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest --timeout=0 -p no:cacheprovider tests/core tests/client tests/emulator tests/sim tests/robust
+	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest $(PARALLEL) --timeout=0 -p no:cacheprovider tests/core tests/client tests/emulator tests/sim tests/robust
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

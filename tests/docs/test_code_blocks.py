@@ -131,7 +131,11 @@ def served() -> Iterator[list[subprocess.Popen[str]]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2 * TIMEOUT)  # a block of several commands takes up to ~20 s idle; 10x that and more
-@pytest.mark.parametrize("block", blocks(), ids=lambda block: block.id)
+@pytest.mark.parametrize(
+    "block",
+    # The blocks of a document run in order in one process (`make test` runs tests in parallel processes).
+    [pytest.param(block, id=block.id, marks=pytest.mark.xdist_group(block.document.name)) for block in blocks()],
+)
 def test_the_block_runs_as_written(
     block: Block,
     homes: dict[str, Path],

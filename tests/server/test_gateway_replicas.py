@@ -35,7 +35,8 @@ from turnkeep.store.pgserver import TemporaryServer
 UPSTREAM_KEY = "replica-upstream"
 
 
-pytestmark = pytest.mark.slow
+# One worker runs the module, so its replicas (module fixtures) start once under `make test`'s parallel run.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gateway_replicas")]
 
 
 def new_postgres_database(server: TemporaryServer) -> str:

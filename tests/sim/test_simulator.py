@@ -31,6 +31,8 @@ from turnkeep.sim import (
 )
 
 MODEL = "claude-sonnet-4-6"
+# One worker runs the module: the shared simulation (a module fixture) runs once under `make test`'s parallel run.
+pytestmark = pytest.mark.xdist_group("simulator")
 
 
 @pytest.fixture(scope="module")
