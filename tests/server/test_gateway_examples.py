@@ -93,6 +93,7 @@ def node_packages() -> Path:
     return target
 
 
+@pytest.mark.timeout(600)  # the first run installs the npm packages (up to 300 s), then compiles and runs
 def test_the_typescript_example_remembers_through_the_gateway(server: GatewayServer, tmp_path: Path) -> None:
     packages = node_packages()
     work = tmp_path / "typescript"
@@ -108,6 +109,7 @@ def test_the_typescript_example_remembers_through_the_gateway(server: GatewaySer
     assert lines[-1] == "Your name is Ada."
 
 
+@pytest.mark.timeout(300)  # several Python processes: 12-17 s on two busy CPUs (load 5)
 def test_the_python_example_in_the_gateway_guide_runs_as_written(tmp_path: Path) -> None:
     guide = (ROOT / "docs" / "gateway.md").read_text()
     blocks = [block.split("```", 1)[0] for block in guide.split("```python\n")[1:]]

@@ -36,7 +36,8 @@ UPSTREAM_KEY = "replica-upstream"
 
 
 # One worker runs the module, so its replicas (module fixtures) start once under `make test`'s parallel run.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gateway_replicas")]
+# A test with its replicas' start took up to 38 s on two busy CPUs (load 5): the default 120 s limit is too tight.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gateway_replicas"), pytest.mark.timeout(300)]
 
 
 def new_postgres_database(server: TemporaryServer) -> str:

@@ -247,6 +247,7 @@ def sqlite_machine() -> StoreMatchesModel:
     return StoreMatchesModel(store, cleanup)
 
 
+@pytest.mark.timeout(300)  # 12-25 s on PostgreSQL on two busy CPUs (load 5)
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
 def test_the_store_matches_a_dict_model(kind: str, request: pytest.FixtureRequest) -> None:
     if kind == "memory":
