@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from turnkeep.core.catalog import ModelInfo, default_catalog
 from turnkeep.emulator.errors import ApiError
+from turnkeep.emulator.history import analyse
 from turnkeep.emulator.signatures import sign_thinking
 from turnkeep.emulator.validation import CHECKS, MAX_REQUEST_BYTES, validate_request
 
@@ -575,8 +576,9 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("remembered", [False, True], ids=["read in full", "from remembered facts"])
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_rule(case: Case) -> None:
+def test_rule(case: Case, remembered: bool) -> None:
     model = CATALOG.get(case.request["model"])
     run: Callable[[], None] = lambda: validate_request(  # noqa: E731
         case.request,
@@ -584,6 +586,7 @@ def test_rule(case: Case) -> None:
         api_version=case.api_version,
         betas=case.betas,
         endpoint=case.endpoint,  # type: ignore[arg-type]
+        history=analyse(case.request) if remembered else None,
     )
     if case.status == 200:
         run()

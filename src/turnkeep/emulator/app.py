@@ -47,7 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from turnkeep.core import values
 from turnkeep.core.catalog import THINKING_TYPES, Catalog, ModelInfo, default_catalog
-from turnkeep.emulator import compaction, responders, tokenizer, validation
+from turnkeep.emulator import compaction, history, responders, tokenizer, validation
 from turnkeep.emulator.billing import Bill
 from turnkeep.emulator.cache import Diagnostics, PromptCache
 from turnkeep.emulator.clock import Clock
@@ -76,6 +76,7 @@ class Emulator:
         catalog: Catalog | None = None,
         fault_rate: float = 0.0,
         seed: int | None = None,
+        memo: bool = True,
     ) -> None:
         if responder not in responders.MODES:
             raise InvalidValue(f"unknown responder {responder!r}; expected one of {', '.join(responders.MODES)}")
@@ -83,7 +84,10 @@ class Emulator:
         self.start = self.clock.now()
         self.catalog = catalog if catalog is not None else default_catalog()
         self.responder = responder
-        self.cache = PromptCache(self.clock)
+        # Work out only what is new in each request's history (`turnkeep.emulator.history`); False reads every
+        # request in full, the reference the memo is tested against. The answers are the same either way.
+        self.memo = memo
+        self.cache = PromptCache(self.clock, memo=memo)
         self.diagnostics = Diagnostics(self.clock)
         self.bill = Bill(self.catalog)
         self.threads = ThreadStore(self.clock)
@@ -92,6 +96,9 @@ class Emulator:
         self.scripts: dict[str, deque[dict[str, Any]]] = {}
         self.faults: dict[str, deque[Fault]] = {}
         self.in_flight = 0  # `POST /v1/messages` handlers running (a `slow` reply counts until its delay is over)
+        #: Called with (API key, request body as sent) for every Messages request answered, after its bill: a
+        #: tool that studies the requests (the simulator's bounds) reads them here rather than parsing them again.
+        self.on_answer: Callable[[str, Mapping[str, Any]], None] | None = None
         self._salt = secrets.token_hex(4)
         self._counter = itertools.count(1)
 
@@ -172,6 +179,19 @@ class Emulator:
 
     # --- the pipeline ---
 
+    def analyse(self, body: Mapping[str, Any]) -> history.Analysis | None:
+        """The remembered facts of a request body's messages (`turnkeep.emulator.history`), or None without memo."""
+        return history.analyse(body) if self.memo and type(body) is dict else None
+
+    def check_depth(self, body: Any) -> history.Analysis | None:
+        """Refuse a request body nested beyond the limit (see `_check_depth`), its messages judged by their
+        remembered heights; returns the body's analysis (`analyse`) for the rest of the request."""
+        analysis = self.analyse(body)
+        limit = values.MAX_DEPTH + values.ENVELOPE_DEPTH
+        if analysis is None or analysis.nests_deeper_than(limit, _nests_deeper_than):
+            _check_depth(body, "")
+        return analysis
+
     def model_for(self, body: Mapping[str, Any]) -> ModelInfo:
         """The catalog entry for the request's `model`; 400 when missing, 404 when unknown."""
         model_id = body.get("model")
@@ -186,7 +206,13 @@ class Emulator:
         return model
 
     def count_tokens(
-        self, scope: str, body: Mapping[str, Any], *, api_version: str, betas: frozenset[str]
+        self,
+        scope: str,
+        body: Mapping[str, Any],
+        *,
+        api_version: str,
+        betas: frozenset[str],
+        analysis: history.Analysis | None = None,
     ) -> dict[str, Any]:
         """`POST /v1/messages/count_tokens`: the input tokens of `body` (no cache, no bill).
 
@@ -195,10 +221,15 @@ class Emulator:
         """
         del scope  # counting is free and not scoped
         model = self.model_for(body)
-        validation.validate_request(body, model=model, api_version=api_version, betas=betas, endpoint="count_tokens")
+        analysis = analysis if analysis is not None and analysis.body is body else self.analyse(body)
+        validation.validate_request(
+            body, model=model, api_version=api_version, betas=betas, endpoint="count_tokens", history=analysis
+        )
         seen: Mapping[str, Any] = body
-        if body.get("context_management") is not None or _has_compaction_block(body):
+        if body.get("context_management") is not None or _has_compaction(body, analysis):
             seen = compaction.apply_context_management(body, generation=model.tokenizer).body
+        if analysis is not None and seen is body:
+            return {"input_tokens": analysis.input_tokens(model.tokenizer)}
         return {"input_tokens": tokenizer.input_tokens(seen, model.tokenizer)}
 
     def create_message(
@@ -211,14 +242,17 @@ class Emulator:
         mode: str,
         script_header: str | None = None,
         bill: bool = True,
+        analysis: history.Analysis | None = None,
     ) -> dict[str, Any]:
         """`POST /v1/messages` after auth, parsing and faults: the reply message as JSON (raises `ApiError`).
         `bill=False` leaves billing to the caller (a stream bills what it sent, see `_stream_response`).
 
         A scripted reply (`script_header`, else the key's queue) is taken only once the request is valid, so a
-        rejected request does not use up the reply queued for the next one.
+        rejected request does not use up the reply queued for the next one. `analysis`: `analyse(body)` when the
+        caller has it already.
         """
         model = self.model_for(body)
+        sent = body
         turn: ThreadTurn | None = None
         if body.get("thread") is not None:
             # The rest of the pipeline sees the rebuilt body, without `thread`: check its beta header here.
@@ -233,10 +267,18 @@ class Emulator:
                 )
             turn = self.threads.begin(scope, body)
             body = turn.body
+            analysis = None
         try:
             credit = self.credits.redeem(scope, body, betas)
             message, segments = self._answer(
-                scope, body, model, api_version=api_version, betas=betas, mode=mode, script_header=script_header
+                scope,
+                body,
+                model,
+                api_version=api_version,
+                betas=betas,
+                mode=mode,
+                script_header=script_header,
+                analysis=analysis,
             )
             if credit is not None:
                 message["usage"]["fallback_credit"] = credit
@@ -251,6 +293,8 @@ class Emulator:
                 self.threads.abort(scope, turn)
             raise
         self.diagnostics.record(message["id"], scope=scope, model=model.id, segments=segments)
+        if self.on_answer is not None:
+            self.on_answer(scope, sent)
         return message
 
     def _issue_credit(self, scope: str, body: Mapping[str, Any], message: dict[str, Any]) -> None:
@@ -275,8 +319,13 @@ class Emulator:
         betas: frozenset[str],
         mode: str,
         script_header: str | None,
+        analysis: history.Analysis | None,
     ) -> tuple[dict[str, Any], list[tokenizer.Segment]]:
-        validation.validate_request(body, model=model, api_version=api_version, betas=betas, endpoint="messages")
+        if analysis is None or analysis.body is not body:
+            analysis = self.analyse(body)
+        validation.validate_request(
+            body, model=model, api_version=api_version, betas=betas, endpoint="messages", history=analysis
+        )
         generation = model.tokenizer
         seen: Mapping[str, Any] = body
         context_management: dict[str, Any] | None = None
@@ -289,7 +338,7 @@ class Emulator:
             block = compaction.explicit_compaction(body, generation=generation)
             reply = responders.Reply([block], "compaction")
             usage = compaction.explicit_compaction_usage(body, block, generation=generation)
-        elif body.get("context_management") is not None or _has_compaction_block(body):
+        elif body.get("context_management") is not None or _has_compaction(body, analysis):
             outcome = compaction.apply_context_management(body, generation=generation)
             seen = outcome.body
             iterations = list(outcome.iterations)
@@ -301,7 +350,10 @@ class Emulator:
                     # Paused right after compacting: no sampling happened, so the top level is the compaction call.
                     reply = responders.Reply(lead, "compaction")
                     usage = {**{k: v for k, v in iterations[0].items() if k != "type"}, "iterations": iterations}
-        segments = tokenizer.request_segments(seen, generation)
+        if analysis is not None and seen is body:
+            segments = analysis.segments(generation)
+        else:
+            segments = tokenizer.request_segments(seen, generation)
         if reply is None:
             # The reply first, then the cache: a request rejected for a bad script writes no cache entry.
             reply = self._sample(scope, seen, model, body=body, lead=lead, mode=mode, script_header=script_header)
@@ -362,6 +414,10 @@ class Emulator:
             )
         except ValueError as err:
             raise invalid_request(f"emulator script: {err}") from err
+
+
+def _has_compaction(body: Mapping[str, Any], analysis: history.Analysis | None) -> bool:
+    return analysis.compaction if analysis is not None else _has_compaction_block(body)
 
 
 def _has_compaction_block(body: Mapping[str, Any]) -> bool:
@@ -537,7 +593,9 @@ def _optional_key(request: Request) -> str | None:
         return None
 
 
-async def _json_body(request: Request, *, limit: int | None = None) -> Any:
+async def _json_body(
+    request: Request, *, limit: int | None = None, check_depth: Callable[[Any], None] | None = None
+) -> Any:
     declared = request.headers.get("content-length")
     if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit}).")
@@ -552,7 +610,10 @@ async def _json_body(request: Request, *, limit: int | None = None) -> Any:
         raise invalid_request(f"The request body is not valid JSON: {err}") from err
     except RecursionError as err:  # the json module gives up near 1,000 levels
         raise invalid_request(f"The request body nests more than {values.MAX_DEPTH} levels deep") from err
-    _check_depth(body, "")
+    if check_depth is not None:
+        check_depth(body)
+    else:
+        _check_depth(body, "")
     return body
 
 
@@ -794,13 +855,16 @@ def create_app(
     catalog: Catalog | None = None,
     fault_rate: float = 0.0,
     seed: int | None = None,
+    memo: bool = True,
 ) -> Starlette:
     """A new emulator app with its own state (`app.state.emulator`).
 
     `clock`: a `Clock`, `"real"` (default) or `"virtual"`; `responder`: the default reply mode; `catalog`: the
-    models served (default: the shipped catalog); `fault_rate`/`seed`: seeded random faults for soak tests.
+    models served (default: the shipped catalog); `fault_rate`/`seed`: seeded random faults for soak tests;
+    `memo`: work out only what is new in each request's history (False: read every request in full; the
+    answers are the same).
     """
-    emulator = Emulator(clock=clock, responder=responder, catalog=catalog, fault_rate=fault_rate, seed=seed)
+    emulator = Emulator(clock=clock, responder=responder, catalog=catalog, fault_rate=fault_rate, seed=seed, memo=memo)
 
     async def messages(request: Request) -> Response:
         emulator.in_flight += 1
@@ -815,7 +879,13 @@ def create_app(
     async def answer(request: Request) -> Response:
         try:
             scope = _api_key(request)
-            body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES))
+            analysis: history.Analysis | None = None
+
+            def check_depth(value: Any) -> None:
+                nonlocal analysis
+                analysis = emulator.check_depth(value)
+
+            body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES, check_depth=check_depth))
             fault = emulator.take_fault(scope, request.headers.get("x-emulator-fault"))
             if fault is not None and fault.kind == "status":
                 raise ApiError(
@@ -834,6 +904,7 @@ def create_app(
                 mode=mode,
                 script_header=request.headers.get("x-emulator-script"),
                 bill=not stream or slow,  # a stream bills what it sent, unless the client gave up waiting
+                analysis=analysis,
             )
         except ApiError as err:
             return _error_response(err, request)
@@ -859,9 +930,17 @@ def create_app(
     async def count_tokens(request: Request) -> Response:
         try:
             scope = _api_key(request)
-            body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES))
+            analysis: history.Analysis | None = None
+
+            def check_depth(value: Any) -> None:
+                nonlocal analysis
+                analysis = emulator.check_depth(value)
+
+            body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES, check_depth=check_depth))
             _advance(emulator, request)
-            counted = emulator.count_tokens(scope, body, api_version=_api_version(request), betas=_betas(request))
+            counted = emulator.count_tokens(
+                scope, body, api_version=_api_version(request), betas=_betas(request), analysis=analysis
+            )
         except ApiError as err:
             return _error_response(err, request)
         except Exception as err:

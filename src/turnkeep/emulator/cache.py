@@ -52,6 +52,8 @@ LOOKBACK_BLOCKS: Final = 20
 
 _DIGEST_SIZE = 16
 _EMPTY = b""
+# API keys whose last request's prefix digests are kept (the most recently used ones).
+_KNOWN_SCOPES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +96,22 @@ def ttl_seconds(ttl: str) -> float:
         raise InvalidValue(f"unknown cache TTL {ttl!r}; expected one of {sorted(TTL_SECONDS)}") from None
 
 
-def _prefix_digests(segments: Sequence[Segment], count: int) -> list[bytes]:
-    """Chained digests of the first `count` prefixes: digest `i` identifies segments `0..i` exactly."""
-    digests: list[bytes] = []
-    previous = _EMPTY
-    for segment in segments[:count]:
+def _prefix_digests(
+    segments: Sequence[Segment], count: int, known: tuple[Sequence[Segment], Sequence[bytes]] = ((), ())
+) -> list[bytes]:
+    """Chained digests of the first `count` prefixes: digest `i` identifies segments `0..i` exactly.
+
+    `known` is an earlier request's segments and their digests: as far as its segments are this request's (same
+    section and fingerprint, position by position), its digests are taken as they are."""
+    known_segments, known_digests = known
+    shared = 0
+    for old, new in zip(known_segments[: min(count, len(known_digests))], segments, strict=False):
+        if old is not new and (old.fingerprint != new.fingerprint or old.section != new.section):
+            break
+        shared += 1
+    digests: list[bytes] = list(known_digests[:shared])
+    previous = digests[-1] if digests else _EMPTY
+    for segment in segments[shared:count]:
         hasher = hashlib.blake2b(previous, digest_size=_DIGEST_SIZE)
         hasher.update(segment.section.encode())
         hasher.update(b"\x00")
@@ -162,11 +175,15 @@ class PromptCache:
     Thread-safe: requests served concurrently share one instance.
     """
 
-    def __init__(self, clock: Clock, *, lookback: int = LOOKBACK_BLOCKS) -> None:
+    def __init__(self, clock: Clock, *, lookback: int = LOOKBACK_BLOCKS, memo: bool = True) -> None:
         self._clock = clock
         self._lookback = lookback
         self._lock = threading.Lock()
         self._store: _ExpiringStore[_Key, _Entry] = _ExpiringStore(lambda entry: entry.expires_at)
+        # Per API key, the last request's segments and prefix digests: the next request of a conversation shares
+        # most of its prefix, whose digests need not be hashed again (`memo=False`: always hash them all).
+        self._memo = memo
+        self._known: dict[str, tuple[Sequence[Segment], Sequence[bytes]]] = {}
 
     def process(
         self,
@@ -192,7 +209,16 @@ class PromptCache:
             with self._lock:
                 self._store.purge(self._clock.now())
             return CacheUsage(total, 0, 0, 0)
-        digests = _prefix_digests(segments, qualifying[-1][0] + 1)
+        count = qualifying[-1][0] + 1
+        if self._memo:
+            digests = _prefix_digests(segments, count, self._known.get(scope, ((), ())))
+            with self._lock:
+                self._known.pop(scope, None)
+                self._known[scope] = (segments[:count], digests)
+                while len(self._known) > _KNOWN_SCOPES:
+                    del self._known[next(iter(self._known))]
+        else:
+            digests = _prefix_digests(segments, count)
         entries = self._store.items
         with self._lock:
             now = self._clock.now()
@@ -230,6 +256,7 @@ class PromptCache:
         """Forget every entry."""
         with self._lock:
             self._store.clear()
+            self._known.clear()
 
 
 def _breakpoints(segments: Sequence[Segment], automatic_ttl: str | None) -> list[tuple[int, str]]:

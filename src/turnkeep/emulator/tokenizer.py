@@ -72,7 +72,9 @@ __all__ = [
     "canonical_json",
     "content_blocks",
     "fingerprint",
+    "head_segments",
     "input_tokens",
+    "message_segments",
     "output_tokens",
     "request_segments",
     "text_tokens",
@@ -351,7 +353,8 @@ def _ttl(block: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _segments(body: Mapping[str, Any], generation: int) -> Iterator[Segment]:
+def head_segments(body: Mapping[str, Any], generation: int) -> Iterator[Segment]:
+    """The segments of a request's `tools` and `system`, in prefix order (what comes before its messages)."""
     tools = body.get("tools")
     if isinstance(tools, list):
         for index, tool in enumerate(tools):
@@ -378,28 +381,37 @@ def _segments(body: Mapping[str, Any], generation: int) -> Iterator[Segment]:
             cacheable=True,
             fingerprint=fingerprint("system", index == 0, block),
         )
+
+
+def message_segments(message_index: int, message: Any, generation: int) -> Iterator[Segment]:
+    """The segments of `messages[message_index]`: they depend on that message alone (and its position)."""
+    if not isinstance(message, Mapping):
+        return
+    role = _str(message.get("role"))
+    first = True
+    for block_index, block in enumerate(content_blocks(message.get("content"))):
+        if not isinstance(block, Mapping):
+            continue
+        tokens = block_tokens(block, generation) + (MESSAGE_OVERHEAD if first else 0)
+        yield Segment(
+            location=f"messages[{message_index}].content[{block_index}]",
+            section="messages",
+            message_index=message_index,
+            tokens=tokens,
+            cache_ttl=_ttl(block),
+            cacheable=block.get("type") not in ("thinking", "redacted_thinking"),
+            fingerprint=fingerprint(role, block_index == 0, block),
+        )
+        first = False
+
+
+def _segments(body: Mapping[str, Any], generation: int) -> Iterator[Segment]:
+    yield from head_segments(body, generation)
     messages = body.get("messages")
     if not isinstance(messages, list):
         return
     for message_index, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            continue
-        role = _str(message.get("role"))
-        first = True
-        for block_index, block in enumerate(content_blocks(message.get("content"))):
-            if not isinstance(block, Mapping):
-                continue
-            tokens = block_tokens(block, generation) + (MESSAGE_OVERHEAD if first else 0)
-            yield Segment(
-                location=f"messages[{message_index}].content[{block_index}]",
-                section="messages",
-                message_index=message_index,
-                tokens=tokens,
-                cache_ttl=_ttl(block),
-                cacheable=block.get("type") not in ("thinking", "redacted_thinking"),
-                fingerprint=fingerprint(role, block_index == 0, block),
-            )
-            first = False
+        yield from message_segments(message_index, message, generation)
 
 
 def request_segments(body: Mapping[str, Any], generation: int) -> list[Segment]:

@@ -24,12 +24,15 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from turnkeep.core.catalog import THINKING_TYPES, ModelInfo
 from turnkeep.emulator.errors import invalid_request
 from turnkeep.emulator.signatures import prefix_digests, status_with_digest
 from turnkeep.emulator.tokenizer import content_blocks, input_tokens
+
+if TYPE_CHECKING:
+    from turnkeep.emulator.history import Analysis
 
 __all__ = [
     "CHECKS",
@@ -168,13 +171,19 @@ _PREFILL_MESSAGE = (
 
 @dataclass(frozen=True)
 class Request:
-    """What every check sees: the parsed JSON body and the request's model, API version, betas and endpoint."""
+    """What every check sees: the parsed JSON body and the request's model, API version, betas and endpoint.
+
+    `history` is `turnkeep.emulator.history.analyse(body)`, or None. When it finds every message simple (each
+    passes every per-message rule wherever it stands), the checks that walk the messages look only at what spans
+    them, from the remembered facts; otherwise they walk every message. Either way the same rules answer.
+    """
 
     body: Mapping[str, Any]
     model: ModelInfo
     api_version: str
     betas: frozenset[str]
     endpoint: Literal["messages", "count_tokens"]
+    history: Analysis | None = None
 
     @cached_property
     def messages(self) -> list[Mapping[str, Any]]:
@@ -183,8 +192,13 @@ class Request:
         return messages if isinstance(messages, list) else []
 
     @cached_property
-    def _blocks(self) -> list[list[Mapping[str, Any]]]:
-        return [content_blocks(message.get("content")) for message in self.messages]
+    def simple(self) -> bool:
+        """Every message is known to pass every per-message rule (see `history`)."""
+        return self.history is not None and self.history.simple
+
+    @cached_property
+    def _blocks(self) -> dict[int, list[Mapping[str, Any]]]:
+        return {}
 
     def has(self, name: str) -> bool:
         """True when the body sets `name` to something other than null."""
@@ -203,7 +217,10 @@ class Request:
 
     def blocks(self, index: int) -> list[Mapping[str, Any]]:
         """Content blocks of `messages[index]` (string content as one text block); valid after `check_shape`."""
-        return self._blocks[index]
+        blocks = self._blocks.get(index)
+        if blocks is None:
+            blocks = self._blocks[index] = content_blocks(self.messages[index].get("content"))
+        return blocks
 
 
 def _at(message_index: int, *path: object) -> str:
@@ -250,8 +267,9 @@ def check_shape(request: Request) -> None:
         raise invalid_request("messages: at least one message is required")
     if len(messages) > MAX_MESSAGES:
         raise invalid_request(f"messages: too many messages: {len(messages)} > {MAX_MESSAGES}, the maximum allowed")
-    for index, message in enumerate(messages):
-        _check_message_shape(index, message)
+    if not request.simple:
+        for index, message in enumerate(messages):
+            _check_message_shape(index, message)
     system = body.get("system")
     if system is not None and not isinstance(system, str):
         if not isinstance(system, list):
@@ -575,7 +593,7 @@ def check_compaction_blocks(request: Request) -> None:
     non-empty string. An explicit compaction request cannot end on an unfinished assistant turn
     (`compaction_incomplete_turn`)."""
     with_content: tuple[int, int] | None = None
-    for message_index, message in enumerate(request.messages):
+    for message_index, message in enumerate(() if request.simple else request.messages):
         for block_index, block in enumerate(request.blocks(message_index)):
             if block.get("type") != "compaction":
                 continue
@@ -628,6 +646,8 @@ def _check_finished_turn(request: Request) -> None:
 def check_system_messages(request: Request) -> None:
     """`role: "system"` messages: only on models that support them; not first; after a user message; followed by
     an assistant message or last; text content only, non-empty."""
+    if request.simple:
+        return
     messages = request.messages
     for index, message in enumerate(messages):
         if message.get("role") != "system":
@@ -717,6 +737,8 @@ def check_message_content(request: Request) -> None:
     whitespace; assistant messages are non-empty (only the final one may be empty) and their text blocks are
     non-empty; thinking, tool_use and server-tool blocks only in assistant messages, tool_result only in
     user messages; tool_use blocks have a valid, unique `id`, a `name` and an object `input`."""
+    if request.simple and _unique_tool_ids(request):  # each message is valid on its own: what spans them?
+        return
     messages = request.messages
     last = len(messages) - 1
     tool_ids: set[str] = set()
@@ -750,6 +772,21 @@ def check_message_content(request: Request) -> None:
                 )
             if block["type"] not in ("tool_result", "compaction"):
                 other_content = True
+
+
+def _unique_tool_ids(request: Request) -> bool:
+    """No `tool_use` id repeats across the messages of a simple request (each message alone is known valid)."""
+    assert request.history is not None
+    if not request.history.tools:
+        return True
+    seen: set[str] = set()
+    for facts in request.history.messages:
+        assert facts.content is not None
+        for tool_id in facts.content.tool_uses:
+            if tool_id in seen:
+                return False
+            seen.add(tool_id)
+    return True
 
 
 def _check_block(index: int, block_index: int, role: Any, block: Mapping[str, Any], tool_ids: set[str]) -> None:
@@ -828,7 +865,7 @@ def _check_source(
 def check_versioned_content(request: Request) -> None:
     """From API version 2026-10-21: no `document` block in an assistant message, no user text block with
     non-empty `citations`."""
-    if request.api_version < STRICT_CONTENT_VERSION:
+    if request.api_version < STRICT_CONTENT_VERSION or request.simple:
         return
     for index, message in enumerate(request.messages):
         role = message.get("role")
@@ -864,6 +901,8 @@ def check_tool_pairing(request: Request) -> None:
     """Every `tool_use` is answered by a `tool_result` with its id in the next turn, and every `tool_result`
     answers a `tool_use` of the previous assistant turn. A `tool_use` in the final turn is still open (no error);
     in a thread continue the first turn's results answer the server-held reply."""
+    if request.simple and _pairs_every_tool_call(request):
+        return
     turns = list(_turns(request))
     open_ids: dict[str, int] = {}  # tool_use id -> message index, from the previous assistant turn
     for turn_index, (role, blocks) in enumerate(turns):
@@ -885,6 +924,34 @@ def check_tool_pairing(request: Request) -> None:
         elif role == "assistant":
             _raise_unanswered(open_ids, set())
             open_ids = {block["id"]: index for index, _, block in blocks if block["type"] == "tool_use"}
+
+
+def _pairs_every_tool_call(request: Request) -> bool:
+    """`check_tool_pairing` passes: the same turns and the same rule, over the remembered tool ids."""
+    assert request.history is not None
+    if not request.history.tools:
+        return True  # no tool_use and no tool_result: nothing to pair
+    turns: list[tuple[str, list[str], list[str]]] = []  # (role, tool_use ids, tool_result ids), merged by role
+    for facts in request.history.messages:
+        assert facts.content is not None
+        role = str(facts.role)
+        if not turns or turns[-1][0] != role:
+            turns.append((role, [], []))
+        turns[-1][1].extend(facts.content.tool_uses)
+        turns[-1][2].extend(facts.content.tool_results)
+    open_ids: set[str] = set()
+    for turn_index, (role, uses, results) in enumerate(turns):
+        if role == "user":
+            if not (turn_index == 0 and request.thread_continue) and any(r not in open_ids for r in results):
+                return False
+            if any(tool_id not in results for tool_id in open_ids):
+                return False
+            open_ids = set()
+        elif role == "assistant":
+            if open_ids:
+                return False
+            open_ids = set(uses)
+    return True
 
 
 def _raise_unanswered(open_ids: Mapping[str, int], answered: set[str]) -> None:
@@ -920,6 +987,11 @@ def check_final_assistant_turn(request: Request) -> None:
 
 def _cache_points(request: Request) -> Iterator[tuple[str, str | None, Any]]:
     """(location, block type, cache_control) of every block carrying `cache_control`, in prefix order."""
+    yield from _head_cache_points(request)
+    yield from _message_cache_points(request)
+
+
+def _head_cache_points(request: Request) -> Iterator[tuple[str, str | None, Any]]:
     for index, tool in enumerate(request.body.get("tools") or []):
         if "cache_control" in tool and tool["cache_control"] is not None:
             yield f"tools.{index}", None, tool["cache_control"]
@@ -928,6 +1000,9 @@ def _cache_points(request: Request) -> Iterator[tuple[str, str | None, Any]]:
         for index, block in enumerate(system):
             if block.get("cache_control") is not None:
                 yield f"system.{index}", "text", block["cache_control"]
+
+
+def _message_cache_points(request: Request) -> Iterator[tuple[str, str | None, Any]]:
     for message_index in range(len(request.messages)):
         for block_index, block in enumerate(request.blocks(message_index)):
             nested = block.get("content")
@@ -946,25 +1021,41 @@ def check_cache_control(request: Request) -> None:
     messages) a 1h breakpoint may not follow a 5m one."""
     ttls: list[str] = []
     top_level = request.body.get("cache_control")
-    points = list(_cache_points(request))
-    if top_level is not None:
-        points.append(("cache_control", None, top_level))
-    for where, kind, control in points:
-        if kind in ("thinking", "redacted_thinking"):
-            raise invalid_request(f"{where}.{kind}.cache_control: cache_control cannot be set on {kind} blocks")
-        if not isinstance(control, Mapping) or control.get("type") != "ephemeral":
-            raise invalid_request(f"{where}.cache_control.type: Input should be 'ephemeral'")
-        ttl = control.get("ttl", "5m")
-        if ttl not in ("5m", "1h"):
-            raise invalid_request(f"{where}.cache_control.ttl: Input should be '5m' or '1h'")
-        ttls.append(ttl)
-    if len(points) > 4:
-        raise invalid_request(f"A maximum of 4 blocks with cache_control may be provided. Found {len(points)}.")
+    more = 0  # breakpoints of messages beyond the TTLs remembered (the count alone refuses those requests)
+    if request.simple:
+        # The messages' breakpoints are known to be valid: only their count and TTLs matter here, in order.
+        assert request.history is not None
+        head = list(_head_cache_points(request))
+        last = request.history.messages[-1]
+        remembered = list(last.ttls_so_far)
+        more = last.breakpoints_so_far - len(remembered)
+    else:
+        head, remembered = list(_cache_points(request)), []
+    tail = [("cache_control", None, top_level)] if top_level is not None else []
+    for where, kind, control in head:
+        ttls.append(_breakpoint_ttl(where, kind, control))
+    ttls += remembered
+    for where, kind, control in tail:
+        ttls.append(_breakpoint_ttl(where, kind, control))
+    if len(ttls) + more > 4:
+        raise invalid_request(f"A maximum of 4 blocks with cache_control may be provided. Found {len(ttls) + more}.")
     if "1h" in ttls and "5m" in ttls and ttls.index("5m") < len(ttls) - 1 - ttls[::-1].index("1h"):
         raise invalid_request(
             "a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block. Note that "
             "blocks are processed in the following order: `tools`, `system`, `messages`."
         )
+
+
+def _breakpoint_ttl(where: str, kind: str | None, control: Any) -> str:
+    """The TTL of a breakpoint, or the error that refuses it."""
+    if kind in ("thinking", "redacted_thinking"):
+        raise invalid_request(f"{where}.{kind}.cache_control: cache_control cannot be set on {kind} blocks")
+    if not isinstance(control, Mapping) or control.get("type") != "ephemeral":
+        raise invalid_request(f"{where}.cache_control.type: Input should be 'ephemeral'")
+    ttl = control.get("ttl", "5m")
+    if ttl not in ("5m", "1h"):
+        raise invalid_request(f"{where}.cache_control.ttl: Input should be '5m' or '1h'")
+    return str(ttl)
 
 
 def _drop_allowed(request: Request) -> bool:
@@ -984,7 +1075,7 @@ def check_thinking_signatures(request: Request) -> None:
     the server drops the block. A block written by a model whose thinking this one may not read (see
     `ModelInfo.thinking_readers`) fails the same way, and is dropped the same way. Thread continue requests are
     skipped: earlier turns are the server's own."""
-    if request.thread_continue:
+    if request.thread_continue or request.simple:  # a simple message holds no thinking block
         return
     positions = [
         (index, block_index)
@@ -1020,15 +1111,21 @@ def _effective_body(body: Mapping[str, Any], messages: Sequence[Mapping[str, Any
     return body
 
 
-def check_context_window(body: Mapping[str, Any], model: ModelInfo, betas: frozenset[str] = frozenset()) -> None:
+def check_context_window(
+    body: Mapping[str, Any], model: ModelInfo, betas: frozenset[str] = frozenset(), history: Analysis | None = None
+) -> None:
     """The prompt fits the model's context window (after dropping what a compaction block replaces); the beta
-    `context-1m-2025-08-07` raises Sonnet 4.5's window to 1M tokens."""
+    `context-1m-2025-08-07` raises Sonnet 4.5's window to 1M tokens. `history`: `analyse(body)`, whose
+    remembered token counts then serve (when no message holds a compaction block)."""
     window = model.context_window
     if CONTEXT_1M_BETA in betas and model.id.startswith("claude-sonnet-4-5"):
         window = max(window, 1_000_000)
-    messages = body.get("messages")
-    effective = _effective_body(body, messages) if isinstance(messages, list) else body
-    tokens = input_tokens(effective, model.tokenizer)
+    if history is not None and not history.compaction:
+        tokens = history.input_tokens(model.tokenizer)
+    else:
+        messages = body.get("messages")
+        effective = _effective_body(body, messages) if isinstance(messages, list) else body
+        tokens = input_tokens(effective, model.tokenizer)
     if tokens > window:
         raise invalid_request(f"prompt is too long: {tokens} tokens > {window} maximum")
 
@@ -1039,7 +1136,7 @@ def check_prompt_length(request: Request) -> None:
     management = request.body.get("context_management")
     if isinstance(management, Mapping) and management.get("edits"):
         return
-    check_context_window(request.body, request.model, request.betas)
+    check_context_window(request.body, request.model, request.betas, request.history)
 
 
 Check = Callable[[Request], None]
@@ -1077,12 +1174,14 @@ def validate_request(
     api_version: str,
     betas: frozenset[str],
     endpoint: Literal["messages", "count_tokens"] = "messages",
+    history: Analysis | None = None,
 ) -> None:
     """Raise the `ApiError` the Messages API would answer `body` with, or return when the request is valid.
 
     `endpoint="count_tokens"` applies the same rules except those about `max_tokens` (not required there) and
-    the explicit `compaction` parameter (accepted and ignored there).
+    the explicit `compaction` parameter (accepted and ignored there). `history`: `analyse(body)`, to check only
+    what is new in a conversation (see `Request`); the answer is the same without it.
     """
-    request = Request(body=body, model=model, api_version=api_version, betas=betas, endpoint=endpoint)
+    request = Request(body=body, model=model, api_version=api_version, betas=betas, endpoint=endpoint, history=history)
     for check in CHECKS:
         check(request)

@@ -51,7 +51,6 @@ __all__ = ["PrefixTracker", "UsePrices"]
 TTL_5M = 300.0
 TTL_1H = 3600.0
 _INF = float("inf")
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +84,6 @@ class PrefixTracker:
         self._tokens: list[int] = []
         self._uses: list[list[int]] = []
         self._requests: list[UsePrices] = []
-        self._cut: dict[tuple[int, object], list[tuple[str, int]]] = {}
         self.peak_input = 0
 
     @property
@@ -94,23 +92,13 @@ class PrefixTracker:
 
     def add_body(self, at: float, model: ModelInfo, body: bytes | str | Mapping[str, Any]) -> None:
         """Record a `/v1/messages` request body (JSON bytes or the parsed object) sent at `at` to `model`."""
-        from turnkeep.emulator.tokenizer import request_segments
+        from turnkeep.emulator.history import analyse
 
         parsed: Mapping[str, Any] = json.loads(body) if isinstance(body, bytes | str) else body
-        generation = model.tokenizer
-        # A message's segments depend on the message alone, and most messages recur in every later request:
-        # cut each distinct message (and the tools + system prefix) once.
-        parts: list[Mapping[str, Any]] = [{"tools": parsed.get("tools"), "system": parsed.get("system")}]
-        messages = parsed.get("messages")
-        parts += [{"messages": [message]} for message in messages] if isinstance(messages, list) else []
-        segments: list[tuple[str, int]] = []
-        for part in parts:
-            key = (generation, _plain_key(part) or _ENCODER.encode(part))
-            cut = self._cut.get(key)
-            if cut is None:
-                cut = self._cut[key] = [(s.fingerprint, s.tokens) for s in request_segments(part, generation)]
-            segments += cut
-        self.add(at, model, segments)
+        # Most messages recur in every later request: the emulator's memo cuts each into segments once (and has
+        # usually just cut this very body while answering it).
+        segments = analyse(parsed).segments(model.tokenizer)
+        self.add(at, model, [(segment.fingerprint, segment.tokens) for segment in segments])
 
     def add(self, at: float, model: ModelInfo, segments: list[tuple[str, int]]) -> None:
         """Record a request as its (fingerprint, tokens) segments in prefix order."""
@@ -149,34 +137,6 @@ class PrefixTracker:
             if tokens and uses:
                 total += tokens * _cheapest(uses, requests, ttl_5m, allow_1h)
         return total / 1_000_000
-
-
-def _plain_key(part: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """A cheap identity for a message of plain text blocks (what chats resend every turn), else None.
-
-    Segments ignore `cache_control`, so two messages with the same role and texts cut alike, breakpoints or not
-    (and a string content cuts as one text block).
-    """
-    messages = part.get("messages")
-    if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
-        return None
-    message = messages[0]
-    role, content = message.get("role"), message.get("content")
-    if len(message) != 2 or not isinstance(role, str):
-        return None
-    if isinstance(content, str):
-        return (role, content)
-    if not isinstance(content, list):
-        return None
-    texts: list[str] = []
-    for block in content:
-        if not isinstance(block, dict) or block.get("type") != "text" or len(block) - ("cache_control" in block) != 2:
-            return None
-        text = block.get("text")
-        if not isinstance(text, str):
-            return None
-        texts.append(text)
-    return (role, *texts)
 
 
 def _cheapest(uses: list[int], requests: list[UsePrices], ttl_5m: float, allow_1h: bool) -> float:

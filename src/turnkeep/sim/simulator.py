@@ -398,17 +398,15 @@ class _Run:
 
         self.clock: Clock = Clock("virtual")
         self.app = create_app(clock=self.clock, catalog=catalog)
+        self.app.state.emulator.on_answer = self._record
         self.catalog = catalog
         self.workload, self.policy, self.model, self.key = workload, policy, model, key
         self.tracker = PrefixTracker()
         self.label = f"{strategy_label(policy)} on {model.id}"
 
-    def _record(self, response: httpx2.Response) -> None:
-        """Response hook of the run's HTTP client: remember every answered `/v1/messages` request."""
-        request = response.request
-        if response.status_code != 200 or request.method != "POST" or not request.url.path.endswith("/v1/messages"):
-            return
-        body = json.loads(request.content)
+    def _record(self, scope: str, body: Mapping[str, Any]) -> None:
+        """The emulator's `on_answer`: remember every answered `/v1/messages` request, as the emulator read it."""
+        del scope  # the run's own key: the app serves this run alone
         self.tracker.add_body(self.clock.now(), self.catalog.get(str(body.get("model"))), body)
 
     def _turn(self, conversation: Conversation, index: int) -> Reply:
@@ -441,7 +439,7 @@ class _Run:
 
         started = time.perf_counter()
         transport = _AppTransport(self.app)
-        http = httpx2.Client(transport=transport, event_hooks={"response": [self._record]}, timeout=120.0)
+        http = httpx2.Client(transport=transport, timeout=120.0)
         client = anthropic.Anthropic(api_key=self.key, base_url=_BASE_URL, max_retries=0, http_client=http)
         # Room for the longest scripted reply, also on generation-2 tokenizers (~30% more tokens).
         reply_room = math.ceil(self.workload.max_reply_tokens() * 1.3) + 64
