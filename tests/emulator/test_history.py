@@ -239,3 +239,24 @@ def test_an_emulator_with_memory_answers_and_bills_exactly_as_one_reading_every_
     assert (
         sum(isinstance(answer, tuple) for answer in answers[True]) == 2
     )  # the two refused requests, alike  # some requests were refused, alike
+
+
+@given(conversations())
+def test_the_prompt_cache_and_its_diagnostics_reuse_only_what_two_requests_share(
+    requests: list[dict[str, Any]],
+) -> None:
+    from turnkeep.emulator.cache import _prefix_digests, _units
+
+    known_units = None
+    known_digests: tuple[Any, Any] = ((), ())
+    for body in requests:
+        for extra_tool in (False, True):
+            if extra_tool:
+                body = {**body, "tools": [*(body.get("tools") or []), {"name": "more", "input_schema": {}}]}
+            segments = request_segments(body, 1)
+            units, ends = _units(segments, known_units)
+            assert (units, ends) == _units(segments)
+            known_units = (segments, units, ends)
+            digests = _prefix_digests(segments, len(segments), known_digests)
+            assert digests == _prefix_digests(segments, len(segments))
+            known_digests = (segments, digests)

@@ -88,7 +88,7 @@ class Emulator:
         # request in full, the reference the memo is tested against. The answers are the same either way.
         self.memo = memo
         self.cache = PromptCache(self.clock, memo=memo)
-        self.diagnostics = Diagnostics(self.clock)
+        self.diagnostics = Diagnostics(self.clock, memo=memo)
         self.bill = Bill(self.catalog)
         self.threads = ThreadStore(self.clock)
         self.credits = Credits(self.clock)

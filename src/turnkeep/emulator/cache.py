@@ -312,15 +312,26 @@ class Diagnostics:
     `previous_message_not_found`), so memory stays flat. Fingerprints are scoped by API key. Thread-safe.
     """
 
-    def __init__(self, clock: Clock | None = None, *, retention: float = 3600.0) -> None:
+    def __init__(self, clock: Clock | None = None, *, retention: float = 3600.0, memo: bool = True) -> None:
         self._clock = clock if clock is not None else Clock("real")
         self._retention = retention
         self._lock = threading.Lock()
         self._store: _ExpiringStore[str, _Fingerprint] = _ExpiringStore(lambda fingerprint: fingerprint.expires_at)
+        # The last request's segments and units: the next request of a conversation shares most of them.
+        self._memo = memo
+        self._known: _KnownUnits | None = None
+
+    def _units(self, segments: Sequence[Segment]) -> _Units:
+        if not self._memo:
+            return _units(segments)[0]
+        known = self._known
+        units, ends = _units(segments, known)
+        self._known = (segments, units, ends)
+        return units
 
     def record(self, message_id: str, *, scope: str, model: str, segments: Sequence[Segment]) -> None:
         """Remember the fingerprint of the request that produced reply `message_id`."""
-        tools, system, messages = _units(segments)
+        tools, system, messages = self._units(segments)
         with self._lock:
             now = self._clock.now()
             self._store.purge(now)
@@ -350,7 +361,7 @@ class Diagnostics:
             return {"cache_miss_reason": {"type": "previous_message_not_found"}}
         if model != previous.model:
             return _changed("model_changed", previous.total_tokens)
-        tools, system, messages = _units(segments)
+        tools, system, messages = self._units(segments)
         sections = (
             ("tools_changed", previous.tools, tools),
             ("system_changed", previous.system, system),
@@ -392,15 +403,43 @@ def _first_difference(old: Sequence[_Unit], new: Sequence[_Unit], *, allow_growt
     return min(len(old), len(new))
 
 
-def _units(segments: Sequence[Segment]) -> tuple[tuple[_Unit, ...], tuple[_Unit, ...], tuple[_Unit, ...]]:
-    """Per-tool, per-system-block and per-message digests with their token counts."""
+_Units = tuple[tuple[_Unit, ...], tuple[_Unit, ...], tuple[_Unit, ...]]
+_KnownUnits = tuple[Sequence[Segment], _Units, tuple[int, ...]]
+
+
+def _units(segments: Sequence[Segment], known: _KnownUnits | None = None) -> tuple[_Units, tuple[int, ...]]:
+    """Per-tool, per-system-block and per-message digests with their token counts, and where each message's
+    segments end. `known` is an earlier call's segments and answer: the units of the messages that lie wholly
+    in the segments the two share (position by position) are taken from it."""
     tools: list[_Unit] = []
     system: list[_Unit] = []
     messages: list[_Unit] = []
+    ends: list[int] = []
+    start = 0
+    if known is not None:
+        old, (old_tools, old_system, old_messages), old_ends = known
+        shared = 0
+        for before, after in zip(old, segments, strict=False):
+            if before is not after and before != after:
+                break
+            shared += 1
+        reusable = 0
+        for end in old_ends:
+            # A message whose segments end inside the shared part; at its very end, the next segment must start
+            # another message here too.
+            if end > shared or (end == shared < len(segments) and _continues(segments, end)):
+                break
+            reusable += 1
+        heads = len(old_tools) + len(old_system)
+        if heads <= shared and (not old_messages or reusable):
+            tools, system = list(old_tools), list(old_system)
+            messages, ends = list(old_messages[:reusable]), list(old_ends[:reusable])
+            start = ends[-1] if ends else heads
     current_index: int | None = None
     hasher: Any = None
     tokens = 0
-    for segment in segments:
+    for position in range(start, len(segments)):
+        segment = segments[position]
         if segment.section != "messages":
             unit = (_digest(segment.fingerprint), segment.tokens)
             (tools if segment.section == "tools" else system).append(unit)
@@ -408,13 +447,25 @@ def _units(segments: Sequence[Segment]) -> tuple[tuple[_Unit, ...], tuple[_Unit,
         if hasher is None or segment.message_index is None or segment.message_index != current_index:
             if hasher is not None:
                 messages.append((hasher.digest(), tokens))
+                ends.append(position)
             hasher, tokens, current_index = hashlib.blake2b(digest_size=_DIGEST_SIZE), 0, segment.message_index
         hasher.update(segment.fingerprint.encode())
         hasher.update(b"\x00")
         tokens += segment.tokens
     if hasher is not None:
         messages.append((hasher.digest(), tokens))
-    return tuple(tools), tuple(system), tuple(messages)
+        ends.append(len(segments))
+    return (tuple(tools), tuple(system), tuple(messages)), tuple(ends)
+
+
+def _continues(segments: Sequence[Segment], position: int) -> bool:
+    """Whether the segment at `position` belongs to the same message as the one before it."""
+    before, segment = segments[position - 1], segments[position]
+    return (
+        segment.section == "messages"
+        and segment.message_index is not None
+        and segment.message_index == before.message_index
+    )
 
 
 def _digest(text: str) -> bytes:

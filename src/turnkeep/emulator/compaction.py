@@ -67,6 +67,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 from turnkeep.emulator.errors import ApiError, invalid_request
@@ -214,22 +215,29 @@ def _texts(content: Any) -> list[tuple[str, bool]]:
 
 
 def _score(sentence: _Sentence, focus_words: set[str]) -> int:
-    text = sentence.text
+    score, words = _text_score(sentence.text)
+    if sentence.role == "user":
+        score += 1
+    if sentence.from_summary:
+        score += 3
+    return score + 2 * len(focus_words & words) if focus_words else score
+
+
+@lru_cache(maxsize=16_384)
+def _text_score(text: str) -> tuple[int, frozenset[str]]:
+    """The part of a sentence's score that depends on its text alone, and its words in lower case (a history is
+    summarised again and again as it grows: each sentence is scored once)."""
     score = 0
     if any(pattern.search(text) for pattern in _FACT_PATTERNS):
         score += 3
     if any(char.isdigit() for char in text):
         score += 2
-    inner_capitals = sum(1 for word in _WORD.findall(text)[1:] if word[0].isupper() and word != "I")
+    words = _WORD.findall(text)
+    inner_capitals = sum(1 for word in words[1:] if word[0].isupper() and word != "I")
     score += min(inner_capitals, 3)
-    if sentence.role == "user":
-        score += 1
-    if sentence.from_summary:
-        score += 3
     if text.rstrip().endswith("?"):
         score -= 3
-    score += 2 * len(focus_words & {word.lower() for word in _WORD.findall(text)})
-    return score
+    return score, frozenset(word.lower() for word in words)
 
 
 # --------------------------------------------------------------------------------------------------- blocks

@@ -195,6 +195,7 @@ class MessageFacts:
     role: Any
     content: _Content | None
     compaction: bool
+    plain_so_far: bool
     simple_so_far: bool
     compaction_so_far: bool
     height_so_far: int
@@ -215,7 +216,7 @@ class MessageFacts:
         if previous is None:
             return cls(
                 index, snapshot, plain, height, role, content, compaction,
-                content is not None, compaction, height, tools, ttls[:_TTLS_KEPT], len(ttls),
+                plain, content is not None, compaction, height, tools, ttls[:_TTLS_KEPT], len(ttls),
             )  # fmt: skip
         kept = previous.ttls_so_far
         return cls(
@@ -226,6 +227,7 @@ class MessageFacts:
             role,
             content,
             compaction,
+            previous.plain_so_far and plain,
             previous.simple_so_far and content is not None,
             previous.compaction_so_far or compaction,
             max(previous.height_so_far, height),
@@ -291,6 +293,7 @@ class Analysis:
     head: _Head
     messages: tuple[MessageFacts, ...]
     messages_is_list: bool
+    snapshots: list[Any]  # each message's snapshot, to compare a whole run of them at once
     _segments: dict[int, tuple[Segment, ...]] = field(default_factory=dict)
 
     @property
@@ -360,9 +363,17 @@ def forget() -> None:
         _recent.clear()
 
 
-def _common_prefix(old: tuple[MessageFacts, ...], new: list[Any]) -> int:
-    count = 0
-    for facts, message in zip(old, new, strict=False):
+def _common_prefix(candidate: Analysis, new: list[Any]) -> int:
+    """How many messages `new` starts with that are `candidate`'s."""
+    old = candidate.messages
+    end = min(len(old), len(new))
+    # All but the last few in one comparison (in C): a conversation resends its history whole, and its tail
+    # changes as breakpoints move. Sound where every earlier message is plain (`MessageFacts.matches`).
+    start = end - _TAIL
+    if not (start > 0 and old[start - 1].plain_so_far and candidate.snapshots[:start] == new[:start]):
+        start = 0
+    count = start
+    for facts, message in zip(old[start:end], new[start:end], strict=True):
         if not facts.matches(message):
             break
         count += 1
@@ -382,16 +393,18 @@ def analyse(body: Mapping[str, Any]) -> Analysis:
     for candidate in recent:
         if not (candidate.messages and new and candidate.messages[0].matches(new[0])):
             continue
-        count = _common_prefix(candidate.messages, new)
+        count = _common_prefix(candidate, new)
         if count > shared:
             best, shared = candidate, count
         if count + _TAIL >= min(len(candidate.messages), len(new)):
             break  # this request continues that one: another could share a few messages more at best
     facts = list(best.messages[:shared]) if best is not None else []
+    snapshots = best.snapshots[:shared] if best is not None else []
     for index in range(shared, len(new)):
         facts.append(MessageFacts.of(index, new[index], facts[-1] if facts else None))
+        snapshots.append(facts[-1].snapshot)
     head = next((c.head for c in recent if c.head.matches(body)), None) or _Head.of(body)
-    analysis = Analysis(body, head, tuple(facts), listed)
+    analysis = Analysis(body, head, tuple(facts), listed, snapshots)
     with _lock:
         if best is not None and shared + _TAIL >= len(best.messages) and best in _recent:
             _recent.remove(best)  # this request continues that one: keep the newer only
