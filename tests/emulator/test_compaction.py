@@ -415,3 +415,17 @@ def test_summarize_is_deterministic_and_fits_its_word_budget(texts: list[str], m
     assert summary == summarize(copy.deepcopy(messages), max_words=max_words)
     lines = summary.splitlines()[1:]
     assert sum(len(line.split(": ", 1)[1].split()) for line in lines) <= max_words
+
+
+@given(st.lists(st.sampled_from([*"ab Ma9²٣ .?'-", "My name is", "remember", "I live"]), max_size=30).map("".join))
+def test_a_sentence_scores_as_the_rule_says(text: str) -> None:
+    from turnkeep.emulator.compaction import _FACT_PATTERNS, _WORD, _text_score
+
+    words = _WORD.findall(text)
+    expected = (
+        3 * any(pattern.search(text) for pattern in _FACT_PATTERNS)
+        + 2 * any(char.isdigit() for char in text)
+        + min(sum(1 for word in words[1:] if word[0].isupper() and word != "I"), 3)
+        - 3 * text.rstrip().endswith("?")
+    )
+    assert _text_score(text) == (expected, frozenset(word.lower() for word in words))

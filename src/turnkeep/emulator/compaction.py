@@ -129,7 +129,10 @@ _FACT_PATTERNS: Final = tuple(
         r"\b(remember|note that|important|always|never|deadline|password|code is|called|named)\b",
     )
 )
+# Any of them, in one pass (for scoring, where only whether one matches counts).
+_ANY_FACT: Final = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in _FACT_PATTERNS), re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][\w'-]*")
+_ASCII_DIGIT = re.compile(r"[0-9]")  # the only ASCII characters `str.isdigit` accepts
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,9 +231,9 @@ def _text_score(text: str) -> tuple[int, frozenset[str]]:
     """The part of a sentence's score that depends on its text alone, and its words in lower case (a history is
     summarised again and again as it grows: each sentence is scored once)."""
     score = 0
-    if any(pattern.search(text) for pattern in _FACT_PATTERNS):
+    if _ANY_FACT.search(text):
         score += 3
-    if any(char.isdigit() for char in text):
+    if _ASCII_DIGIT.search(text) if text.isascii() else any(map(str.isdigit, text)):
         score += 2
     words = _WORD.findall(text)
     inner_capitals = sum(1 for word in words[1:] if word[0].isupper() and word != "I")
