@@ -96,9 +96,10 @@ class Emulator:
         self.scripts: dict[str, deque[dict[str, Any]]] = {}
         self.faults: dict[str, deque[Fault]] = {}
         self.in_flight = 0  # `POST /v1/messages` handlers running (a `slow` reply counts until its delay is over)
-        #: Called with (API key, request body as sent) for every Messages request answered, after its bill: a
-        #: tool that studies the requests (the simulator's bounds) reads them here rather than parsing them again.
-        self.on_answer: Callable[[str, Mapping[str, Any]], None] | None = None
+        #: Called with (API key, request body as sent, its segments) for every Messages request answered, after
+        #: its bill: a tool that studies the requests (the simulator's bounds) reads them here rather than parsing
+        #: and cutting them again.
+        self.on_answer: Callable[[str, Mapping[str, Any], list[tokenizer.Segment]], None] | None = None
         self._salt = secrets.token_hex(4)
         self._counter = itertools.count(1)
 
@@ -294,7 +295,11 @@ class Emulator:
             raise
         self.diagnostics.record(message["id"], scope=scope, model=model.id, segments=segments)
         if self.on_answer is not None:
-            self.on_answer(scope, sent)
+            if analysis is not None and analysis.body is sent:
+                cut = analysis.segments(model.tokenizer)
+            else:
+                cut = tokenizer.request_segments(sent, model.tokenizer)
+            self.on_answer(scope, sent, cut)
         return message
 
     def _issue_credit(self, scope: str, body: Mapping[str, Any], message: dict[str, Any]) -> None:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from turnkeep.client import Conversation, Reply
     from turnkeep.emulator.clock import Clock
+    from turnkeep.emulator.tokenizer import Segment
 
 __all__ = [
     "BillMismatch",
@@ -404,10 +405,11 @@ class _Run:
         self.tracker = PrefixTracker()
         self.label = f"{strategy_label(policy)} on {model.id}"
 
-    def _record(self, scope: str, body: Mapping[str, Any]) -> None:
-        """The emulator's `on_answer`: remember every answered `/v1/messages` request, as the emulator read it."""
+    def _record(self, scope: str, body: Mapping[str, Any], segments: list[Segment]) -> None:
+        """The emulator's `on_answer`: remember every answered `/v1/messages` request, as the emulator cut it."""
         del scope  # the run's own key: the app serves this run alone
-        self.tracker.add_body(self.clock.now(), self.catalog.get(str(body.get("model"))), body)
+        model = self.catalog.get(str(body.get("model")))
+        self.tracker.add(self.clock.now(), model, [(segment.fingerprint, segment.tokens) for segment in segments])
 
     def _turn(self, conversation: Conversation, index: int) -> Reply:
         """Send turn `index` (and its tool loop) and return the final reply."""
