@@ -7,18 +7,21 @@ previous request too. What the emulator finds out about a message depends on tha
 alone, so `analyse(body)` takes the facts of the messages it shares with a recent request (the longest common
 prefix among the last `RECENT` requests analysed) and works out only what is new.
 
-Reuse is sound by construction. A message takes the facts of the message at the same position of an earlier
-request only when it is that very object, or when the earlier one is *plain* (objects, lists, strings and nulls
-only) and the two are equal: then they are the same JSON. Numbers and booleans are left out because Python calls
-`1`, `1.0` and `true` equal although they count and fingerprint differently; a message holding any is worked out
-anew each time (tool inputs with numbers are rare and short). Facts are immutable once made, except the segments
-of a generation, which are computed on first use and are the same whoever computes them.
+Reuse is sound by construction. Each fact is worked out from the message once, and a private copy of it (its
+snapshot) is kept beside the facts, so nothing a caller later does to its own objects can make them stale. A
+message takes the facts of the message at the same position of an earlier request only when that one is *plain*
+(objects, lists, strings and nulls only) and equal to its snapshot: then they are the same JSON. Numbers and
+booleans are left out because Python calls `1`, `1.0` and `true` equal although they count and fingerprint
+differently; a message holding any is worked out anew each time (tool inputs with numbers are rare and short).
+Facts are only ever reused with the same facts before them, so they also carry running totals over the messages up
+to theirs (all simple so far, deepest nesting, breakpoint TTLs, input tokens per tokenizer generation).
 
 The facts serve every per-request pass that used to walk the whole history: the depth limit (`nests_deeper_than`),
 validation (`MessageFacts.simple` says a message passes every per-message rule wherever it stands, so
 `turnkeep.emulator.validation` only checks what spans messages), compaction detection and the segments the
 prompt cache and the bill are computed from (`Analysis.segments`, the same `Segment` objects as long as a message
-recurs). `tests/emulator/test_history.py` checks each against the pass it replaces.
+recurs, so the cache's prefix digests and diagnostics are not recomputed either). `tests/emulator/test_history.py`
+checks each against the pass it replaces.
 """
 
 from __future__ import annotations
