@@ -113,7 +113,7 @@ def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo)
     tail = normalize([*sent[-1:], reply, _NEXT_USER])
     # (Unless the reply left nothing and the user messages merged: then without it.)
     tail = tail[:-1] if tail and tail[-1] == _NEXT_USER else normalize([*sent[-1:], reply])
-    messages = tuple(itertools.chain(itertools.islice(sent, len(sent) - 1), tail))  # one copy of a long history
+    messages = (*sent[:-1], *tail)
     counts = context_counts(usage_of(message))  # a compaction's reading left out
     # Earlier thinking is not counted as input when sent back (reference §5), though it was billed as output.
     thinking = sum(
@@ -127,11 +127,13 @@ def _same_prefix(messages: Sequence[Any], anchored: tuple[Any, ...]) -> bool:
     """Whether `messages` starts with `anchored` as the API reads it (see `_canonical`)."""
     if len(messages) < len(anchored):
         return False
-    # Find the messages that are other objects (one pass, in C, without a copy: most are the very same) and
-    # compare only those, first as they are, then as the API reads them.
-    differing = itertools.compress(range(len(anchored)), map(operator.is_not, messages, anchored))
+    prefix = tuple(messages[: len(anchored)])
+    if prefix == anchored:  # in C: identical or equal messages (the common case)
+        return True
+    # Else find the messages that are other objects and compare only those as the API reads them.
+    differing = itertools.compress(range(len(anchored)), map(operator.is_not, prefix, anchored))
     return all(
-        messages[index] == anchored[index] or message_digest(messages[index]) == message_digest(anchored[index])
+        prefix[index] == anchored[index] or message_digest(prefix[index]) == message_digest(anchored[index])
         for index in differing
     )
 
