@@ -295,7 +295,7 @@ def main() -> None:
             for what in ("many", "load", "concurrent"):
                 connection.execute(f"CREATE DATABASE {what}")
             row = connection.execute("SHOW server_version").fetchone()
-        postgres = f"PostgreSQL {row[0] if row else '?'} ({server.bindir})"
+        postgres = f"PostgreSQL {row[0] if row else '?'}"  # the version, not where its programs lie on this disk
         print(f"{postgres}:", flush=True)
         results["postgres"] = measure(server.url_for)
     section = report(results, postgres)
