@@ -138,7 +138,7 @@ def _same_prefix(messages: Sequence[Any], anchored: tuple[Any, ...]) -> bool:
     )
 
 
-_last_extends: list[tuple[object, object, bool]] = []
+_extends = LastByIdentity[bool]()
 
 
 def extends(request: Mapping[str, Any], anchor: Anchor | None, *, same_model: bool = True) -> bool:
@@ -147,17 +147,16 @@ def extends(request: Mapping[str, Any], anchor: Anchor | None, *, same_model: bo
     if anchor is None or (same_model and anchor.model != request.get("model")):
         return False
     # Asked twice about the request a turn sent (to forecast it, then to learn from it): answered once.
-    last = _last_extends[0] if _last_extends else None  # one read: another thread may replace it meanwhile
-    if last is not None and last[0] is request and last[1] is anchor:
-        return last[2]
+    known = _extends.get(request, anchor)
+    if known is not None:
+        return known
     messages: Sequence[MessageParam] = request["messages"]
     answer = (
         len(messages) > anchor.count
         and anchor.fixed == fixed_digest(request)
         and _same_prefix(messages, anchor.messages)
     )
-    _last_extends[:] = [(request, anchor, answer)]
-    return answer
+    return _extends.put(answer, request, anchor)
 
 
 @dataclass

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 _MILLION = Decimal(1_000_000)
-_last_usage: list[tuple[object, int, dict[str, Any]]] = []
+_usages = LastByIdentity[tuple[int, dict[str, Any]]]()
 _ZERO = Decimal(0)
 
 
@@ -101,12 +101,12 @@ def usage_of(message: Message) -> dict[str, Any]:
     ledger entry, the calibration, the anchor, the totals): the dict for the last message asked about is kept by
     the message's identity (and its output count, which a stream's snapshot grows in place) and shared, so
     callers read it and never change it."""
-    last = _last_usage[0] if _last_usage else None  # one read: another thread may replace it meanwhile
     output = message.usage.output_tokens
-    if last is not None and last[0] is message and last[1] == output:
-        return last[2]
+    known = _usages.get(message)
+    if known is not None and known[0] == output:
+        return known[1]
     usage = message.usage.model_dump(exclude_none=True)
-    _last_usage[:] = [(message, output, usage)]
+    _usages.put((output, usage), message)
     return usage
 
 
