@@ -362,11 +362,14 @@ class SQLiteStore:
                 db.execute("COMMIT")
 
     @staticmethod
-    def _touch(db: sqlite3.Connection, conversation_id: str, at: float | None = None) -> None:
+    def _touch(
+        db: sqlite3.Connection, conversation_id: str, at: float | None = None, *, cost: str | None = None
+    ) -> None:
+        """Mark the conversation updated (most recently touched); `cost`: its new total, set in the same statement."""
         db.execute(
-            "UPDATE conversations SET updated_at = ?, "
+            f"UPDATE conversations SET {'cost_usd = ?, ' if cost is not None else ''}updated_at = ?, "
             "touched = (SELECT coalesce(max(touched), 0) + 1 FROM conversations) WHERE id = ?",
-            (time.time() if at is None else at, conversation_id),
+            (*((cost,) if cost is not None else ()), time.time() if at is None else at, conversation_id),
         )
 
     @staticmethod
@@ -418,30 +421,17 @@ class SQLiteStore:
             (conversation_id, settings, created_at, updated_at),
         )
 
-    @classmethod
-    def _insert_ledger(
-        cls, db: sqlite3.Connection, conversation_id: str, ledger: Sequence[LedgerEntry], *, touch: bool = False
-    ) -> None:
-        """Insert the entries and add their cost to the conversation's; `touch`: mark it updated in the same
-        statement."""
+    @staticmethod
+    def _insert_ledger(db: sqlite3.Connection, conversation_id: str, ledger: Sequence[LedgerEntry]) -> str | None:
+        """Insert the entries; returns the conversation's new total cost for the caller to store (None: no entry)."""
         if not ledger:
-            if touch:
-                cls._touch(db, conversation_id)
-            return
+            return None
         db.executemany(
             f"INSERT INTO ledger (conversation_id, {_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 15)})",
             [ledger_row(conversation_id, e) for e in ledger],
         )
         (cost,) = db.execute("SELECT cost_usd FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
-        total = str(Decimal(cost) + sum((Decimal(e.cost_usd) for e in ledger), Decimal(0)))
-        if touch:
-            db.execute(
-                "UPDATE conversations SET cost_usd = ?, updated_at = ?, "
-                "touched = (SELECT coalesce(max(touched), 0) + 1 FROM conversations) WHERE id = ?",
-                (total, time.time(), conversation_id),
-            )
-        else:
-            db.execute("UPDATE conversations SET cost_usd = ? WHERE id = ?", (total, conversation_id))
+        return str(Decimal(cost) + sum((Decimal(e.cost_usd) for e in ledger), Decimal(0)))
 
     # -- the Store protocol ---------------------------------------------------------------------------------------
 
@@ -533,7 +523,7 @@ class SQLiteStore:
                     "ON CONFLICT (conversation_id, branch) DO UPDATE SET state = excluded.state",
                     (conversation_id, branch, state),
                 )
-            self._insert_ledger(db, conversation_id, ledger, touch=True)
+            self._touch(db, conversation_id, cost=self._insert_ledger(db, conversation_id, ledger))
 
     def move_head(self, conversation_id: str, branch: str, *, expected_head: str | None, new_head: str | None) -> None:
         if not isinstance(branch, str) or not branch:
@@ -596,7 +586,7 @@ class SQLiteStore:
     def record(self, conversation_id: str, ledger: Sequence[LedgerEntry]) -> None:
         with self._transaction() as db:
             self._require(db, conversation_id)
-            self._insert_ledger(db, conversation_id, ledger, touch=True)
+            self._touch(db, conversation_id, cost=self._insert_ledger(db, conversation_id, ledger))
 
     def ledger(self, conversation_id: str) -> list[LedgerEntry]:
         rows = self._read_existing(
@@ -709,12 +699,13 @@ class SQLiteStore:
                 db, conversation_id, encoded, created, updated_at if updated_at is not None else now
             )
             title = self._insert_nodes(db, conversation_id, nodes)
-            db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+            cost = self._insert_ledger(db, conversation_id, ledger) or "0"
+            # The restored times are kept as given (no touch): title and cost in one statement.
+            db.execute("UPDATE conversations SET title = ?, cost_usd = ? WHERE id = ?", (title, cost, conversation_id))
             db.executemany(
                 "INSERT INTO branches (conversation_id, name, head) VALUES (?, ?, ?)",
                 [(conversation_id, name, head) for name, head in branches.items()],
             )
-            self._insert_ledger(db, conversation_id, ledger)
             db.executemany(
                 "INSERT INTO branch_policy_state (conversation_id, branch, state) VALUES (?, ?, ?)",
                 [(conversation_id, name, state) for name, state in states],
