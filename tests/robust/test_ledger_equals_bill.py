@@ -127,7 +127,7 @@ def test_the_sdks_own_retries_are_each_in_the_ledger(turnkeep_emulator: Emulator
 def test_a_timed_out_attempt_the_sdk_retried_is_priced_from_its_answered_twin(
     turnkeep_emulator: EmulatorServer,
 ) -> None:
-    # The retry has a whole second to answer: only the slow first attempt times out, on a busy machine too.
+    # The retry has three seconds to answer: only the slow first attempt times out, on a busy machine too.
     client = turnkeep_emulator.client(api_key="slow", max_retries=1, timeout=CLIENT_TIMEOUT)
     chat = Conversation(MODEL, client=client, max_tokens=MAX_TOKENS)
     turnkeep_emulator.fault(f"slow:{SLOW_SECONDS}", api_key="slow")
