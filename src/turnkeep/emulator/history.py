@@ -26,7 +26,6 @@ checks each against the pass it replaces.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 from turnkeep.emulator import tokenizer
 from turnkeep.emulator.tokenizer import Segment
+from turnkeep.emulator.validation import TOOL_ID
 
 __all__ = ["RECENT", "Analysis", "MessageFacts", "analyse", "forget"]
 
@@ -42,7 +42,6 @@ RECENT = 8
 
 _LEAVES = frozenset({str, int, float, bool, type(None)})
 _PLAIN_LEAVES = frozenset({str, type(None)})
-_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")  # the pattern `validation` checks tool_use ids against
 _THINKING = ("thinking", "redacted_thinking")
 # A request that shares all but this many of another's messages continues it: the last few messages of a
 # conversation change from one request to the next as its cache breakpoints move on.
@@ -143,7 +142,7 @@ def _simple_content(message: Any) -> _Content | None:
             other_content = True
         elif kind == "tool_use":
             tool_id, name = block.get("id"), block.get("name")
-            if role != "assistant" or not isinstance(tool_id, str) or not _TOOL_ID.match(tool_id):
+            if role != "assistant" or not isinstance(tool_id, str) or not TOOL_ID.match(tool_id):
                 return None
             if not isinstance(name, str) or not name or not isinstance(block.get("input"), Mapping):
                 return None

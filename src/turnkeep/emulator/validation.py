@@ -151,7 +151,7 @@ _IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _IMAGE_SOURCES = ("base64", "url", "file")
 _DOCUMENT_SOURCES = ("base64", "text", "content", "url", "file")
 _TOOL_CHOICE_TYPES = ("any", "auto", "none", "tool")
-_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")  # what the API accepts as a tool_use id (emulator.history checks it too)
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 
 _BINDING_MESSAGE = (
@@ -806,8 +806,8 @@ def _check_block(index: int, block_index: int, role: Any, block: Mapping[str, An
             raise invalid_request(f"{where}.text: {problem}")
     elif kind == "tool_use":
         tool_id = block.get("id")
-        if not isinstance(tool_id, str) or not _TOOL_ID.match(tool_id):
-            raise invalid_request(f"{where}.tool_use.id: String should match pattern '{_TOOL_ID.pattern}'")
+        if not isinstance(tool_id, str) or not TOOL_ID.match(tool_id):
+            raise invalid_request(f"{where}.tool_use.id: String should match pattern '{TOOL_ID.pattern}'")
         if tool_id in tool_ids:
             raise invalid_request(f"{where}.tool_use.id: `tool_use` ids must be unique; {tool_id} is repeated")
         tool_ids.add(tool_id)
