@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Reinstall only when the dependency list changes.
 STAMP := $(VENV)/.installed
-# pytest in one process per CPU; tests that share state in order (a document's blocks, a module's servers) are
-# marked `xdist_group` and run in one process, the rest one by one wherever a process is free.
-PARALLEL := -n logical --dist loadgroup
+# pytest in one process per CPU, each test file whole in one process (`loadfile`): the blocks of a document
+# share state in order, as do the modules whose module fixtures start servers or a simulation.
+PARALLEL := -n logical --dist loadfile
 
 .PHONY: demo test test-thorough bench lint format clean
 
