@@ -16,7 +16,6 @@ Everything that must hold across replicas is one statement on the shared rows:
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,16 +23,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from turnkeep.errors import StorageError, UsageError
-from turnkeep.server.tenancy import (
-    KEY_PREFIX,
-    KeyInfo,
-    Limits,
-    Tenant,
-    ThreadRow,
-    UsageTotals,
-    day_of,
-    hash_key,
-)
+from turnkeep.server.tenancy import Dialect, SQLTenancy, Statements
 from turnkeep.store.postgres import _SCHEMA_NAME, _driver, _reason, _server, redact
 
 if TYPE_CHECKING:
@@ -92,9 +82,11 @@ GATEWAY_MIGRATIONS: tuple[str, ...] = (
 )
 
 
-class PostgresTenancy:
+class PostgresTenancy(SQLTenancy):
     """`TenancyStore` in PostgreSQL: `PostgresTenancy("postgresql://user@host/db")`. Thread-safe (a pool of
     connections); any number of processes and hosts may share the database."""
+
+    dialect = Dialect(prefix="gateway_", placeholder="%s", json_in="::json", as_text="::text")
 
     def __init__(
         self, conninfo: str, *, schema: str = "turnkeep", max_connections: int = 10, timeout: float = 10.0
@@ -184,199 +176,45 @@ class PostgresTenancy:
     def _pool_timeout() -> type[Exception]:
         return _driver()[1].PoolTimeout  # type: ignore[no-any-return]
 
-    def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._cursor() as cursor:
-            cursor.execute(sql, args)
-            return list(cursor.fetchall())
+    @contextmanager
+    def _transaction(self, *, read_only: bool = False) -> Iterator[Statements]:  # noqa: ARG002 (one kind here)
+        with self._cursor(transaction=True) as cursor:
+            yield _PostgresStatements(cursor)
 
-    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._cursor() as cursor:
-            cursor.execute(sql, args)
-            return int(cursor.rowcount)
+            return _PostgresStatements(cursor).rows(sql, args)
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        with self._cursor() as cursor:  # one statement commits on its own (autocommit)
+            return _PostgresStatements(cursor).run(sql, args)
+
+    def _add_to_day(self, tx: Statements, tenant: str, day: str, model: str, usage: tuple[int, int, Decimal]) -> None:
+        # Added in place in `numeric`: replicas adding at once never overwrite each other's money.
+        input_tokens, output_tokens, usd = usage
+        tx.run(
+            self.sql(
+                "INSERT INTO {usage} AS u (tenant, day, model, requests, input_tokens, output_tokens, usd) "
+                "VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (tenant, day, model) DO UPDATE SET "
+                "requests = u.requests + 1, input_tokens = u.input_tokens + excluded.input_tokens, "
+                "output_tokens = u.output_tokens + excluded.output_tokens, usd = u.usd + excluded.usd"
+            ),
+            (tenant, day, model, input_tokens, output_tokens, usd),
+        )
 
     def close(self) -> None:
         with self._lock:
             self._pool.close()
 
-    # -- tenants and keys -----------------------------------------------------------------------------------
 
-    def put_tenant(self, tenant: Tenant) -> None:
-        if not tenant.name or not tenant.name.strip():
-            raise UsageError("a tenant needs a non-empty name")
-        self._write(
-            "INSERT INTO gateway_tenants (name, limits, policy) VALUES (%s, %s::json, %s) "
-            "ON CONFLICT (name) DO UPDATE SET limits = excluded.limits, policy = excluded.policy",
-            (tenant.name, json.dumps(tenant.limits.to_json()), tenant.policy),
-        )
+class _PostgresStatements:
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self._cursor = cursor
 
-    def tenant(self, name: str) -> Tenant | None:
-        rows = self._all("SELECT name, limits::text, policy FROM gateway_tenants WHERE name = %s", (name,))
-        if not rows:
-            return None
-        found, limits, policy = rows[0]
-        return Tenant(found, Limits.from_json(json.loads(limits)), policy)
+    def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        self._cursor.execute(sql, args)
+        return list(self._cursor.fetchall())
 
-    def add_key(self, tenant: str, key: str, *, now: float) -> KeyInfo:
-        if self.tenant(tenant) is None:
-            raise UsageError(f"no tenant named {tenant!r}")
-        prefix = key[: len(KEY_PREFIX) + 8]
-        self._write(
-            "INSERT INTO gateway_keys (digest, prefix, tenant, created_at) VALUES (%s, %s, %s, %s)",
-            (hash_key(key), prefix, tenant, now),
-        )
-        return KeyInfo(prefix, tenant, now, revoked=False)
-
-    def tenant_for_key(self, key: str) -> Tenant | None:
-        rows = self._all(
-            "SELECT t.name, t.limits::text, t.policy FROM gateway_keys AS k JOIN gateway_tenants AS t "
-            "ON t.name = k.tenant WHERE k.digest = %s AND k.revoked_at IS NULL",
-            (hash_key(key),),
-        )
-        if not rows:
-            return None
-        name, limits, policy = rows[0]
-        return Tenant(name, Limits.from_json(json.loads(limits)), policy)
-
-    def keys(self, tenant: str | None = None) -> list[KeyInfo]:
-        sql = "SELECT prefix, tenant, created_at, revoked_at FROM gateway_keys"
-        rows = (
-            self._all(sql + " WHERE tenant = %s ORDER BY created_at", (tenant,))
-            if tenant
-            else self._all(sql + " ORDER BY tenant, created_at")
-        )
-        return [KeyInfo(prefix, owner, created, revoked is not None) for prefix, owner, created, revoked in rows]
-
-    def revoke_key(self, prefix: str, *, now: float) -> int:
-        if len(prefix) < len(KEY_PREFIX) + 4:
-            raise UsageError(f"name a key by at least {len(KEY_PREFIX) + 4} characters of its prefix")
-        return self._write(
-            "UPDATE gateway_keys SET revoked_at = %s WHERE left(prefix, length(%s)) = %s AND revoked_at IS NULL",
-            (now, prefix, prefix),
-        )
-
-    # -- ownership, threads, leases -------------------------------------------------------------------------
-
-    def claim_conversation(self, tenant: str, conversation_id: str, *, now: float) -> None:
-        self._write(
-            "INSERT INTO gateway_conversations (conversation_id, tenant, created_at) VALUES (%s, %s, %s)",
-            (conversation_id, tenant, now),
-        )
-
-    def owns(self, tenant: str, conversation_id: str) -> bool:
-        return bool(
-            self._all(
-                "SELECT 1 FROM gateway_conversations WHERE conversation_id = %s AND tenant = %s",
-                (conversation_id, tenant),
-            )
-        )
-
-    def conversations(self, tenant: str, limit: int, offset: int) -> tuple[list[str], int]:
-        with self._cursor(transaction=True) as cursor:
-            cursor.execute(
-                "SELECT conversation_id FROM gateway_conversations WHERE tenant = %s "
-                "ORDER BY created_at DESC, conversation_id LIMIT %s OFFSET %s",
-                (tenant, limit, offset),
-            )
-            ids = [row[0] for row in cursor.fetchall()]
-            cursor.execute("SELECT count(*) FROM gateway_conversations WHERE tenant = %s", (tenant,))
-            row = cursor.fetchone()
-        return ids, int(row[0]) if row else 0
-
-    def forget_conversation(self, tenant: str, conversation_id: str) -> None:
-        with self._cursor(transaction=True) as cursor:
-            cursor.execute(
-                "DELETE FROM gateway_threads WHERE tenant = %s AND conversation_id = %s", (tenant, conversation_id)
-            )
-            cursor.execute(
-                "DELETE FROM gateway_conversations WHERE tenant = %s AND conversation_id = %s",
-                (tenant, conversation_id),
-            )
-
-    def record_thread(self, tenant: str, row: ThreadRow, *, now: float) -> None:
-        self._write(
-            "INSERT INTO gateway_threads (tenant, reply_id, conversation_id, node_id, fingerprint, created_at) "
-            "VALUES (%s, %s, %s, %s, %s::json, %s)",
-            (tenant, row.reply_id, row.conversation_id, row.node_id, json.dumps(dict(row.fingerprint)), now),
-        )
-
-    def thread(self, tenant: str, reply_id: str) -> ThreadRow | None:
-        rows = self._all(
-            "SELECT conversation_id, node_id, fingerprint::text FROM gateway_threads "
-            "WHERE tenant = %s AND reply_id = %s",
-            (tenant, reply_id),
-        )
-        if not rows:
-            return None
-        conversation_id, node_id, fingerprint = rows[0]
-        return ThreadRow(reply_id, conversation_id, node_id, json.loads(fingerprint))
-
-    def acquire_lease(self, tenant: str, conversation_id: str, token: str, *, now: float, seconds: float) -> bool:
-        return (
-            self._write(
-                "UPDATE gateway_conversations SET lease_token = %s, lease_until = %s WHERE conversation_id = %s "
-                "AND tenant = %s AND (lease_until IS NULL OR lease_until <= %s)",
-                (token, now + seconds, conversation_id, tenant, now),
-            )
-            == 1
-        )
-
-    def renew_lease(self, conversation_id: str, token: str, *, now: float, seconds: float) -> bool:
-        return (
-            self._write(
-                "UPDATE gateway_conversations SET lease_until = %s WHERE conversation_id = %s AND lease_token = %s",
-                (now + seconds, conversation_id, token),
-            )
-            == 1
-        )
-
-    def release_lease(self, conversation_id: str, token: str) -> None:
-        self._write(
-            "UPDATE gateway_conversations SET lease_token = NULL, lease_until = NULL "
-            "WHERE conversation_id = %s AND lease_token = %s",
-            (conversation_id, token),
-        )
-
-    # -- usage and limits -----------------------------------------------------------------------------------
-
-    def admit(self, tenant: str, limits: Limits, *, now: float) -> str | None:
-        if limits.requests_per_minute is None and limits.tokens_per_minute is None:
-            return None
-        rows = self._all(
-            "SELECT requests, tokens FROM gateway_minutes WHERE tenant = %s AND minute = %s", (tenant, int(now // 60))
-        )
-        requests, tokens = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
-        if limits.requests_per_minute is not None and requests >= limits.requests_per_minute:
-            return "requests"
-        if limits.tokens_per_minute is not None and tokens >= limits.tokens_per_minute:
-            return "tokens"
-        return None
-
-    def record_usage(
-        self, tenant: str, model: str, *, input_tokens: int, output_tokens: int, usd: Decimal, now: float
-    ) -> None:
-        day, minute = day_of(now), int(now // 60)
-        with self._cursor(transaction=True) as cursor:
-            cursor.execute(
-                "INSERT INTO gateway_usage AS u (tenant, day, model, requests, input_tokens, output_tokens, usd) "
-                "VALUES (%s, %s, %s, 1, %s, %s, %s) ON CONFLICT (tenant, day, model) DO UPDATE SET "
-                "requests = u.requests + 1, input_tokens = u.input_tokens + excluded.input_tokens, "
-                "output_tokens = u.output_tokens + excluded.output_tokens, usd = u.usd + excluded.usd",
-                (tenant, day, model, input_tokens, output_tokens, usd),
-            )
-            cursor.execute(
-                "INSERT INTO gateway_minutes AS m (tenant, minute, requests, tokens) VALUES (%s, %s, 1, %s) "
-                "ON CONFLICT (tenant, minute) DO UPDATE SET requests = m.requests + 1, "
-                "tokens = m.tokens + excluded.tokens",
-                (tenant, minute, input_tokens + output_tokens),
-            )
-            # Older minutes are of no further use; keep the table small.
-            cursor.execute("DELETE FROM gateway_minutes WHERE tenant = %s AND minute < %s", (tenant, minute - 1))
-
-    def usage(self, tenant: str, *, since: float, until: float) -> UsageTotals:
-        rows = self._all(
-            "SELECT coalesce(sum(requests), 0), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
-            "coalesce(sum(usd), 0) FROM gateway_usage WHERE tenant = %s AND day >= %s AND day <= %s",
-            (tenant, day_of(since), day_of(until)),
-        )
-        requests, input_tokens, output_tokens, usd = rows[0]
-        return UsageTotals(int(requests), int(input_tokens), int(output_tokens), Decimal(usd))
+    def run(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        self._cursor.execute(sql, args)
+        return int(self._cursor.rowcount)

@@ -19,6 +19,8 @@ expires.
 
 from __future__ import annotations
 
+import abc
+import functools
 import hashlib
 import json
 import secrets
@@ -26,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -36,9 +38,12 @@ from turnkeep.errors import StorageError, UsageError
 
 __all__ = [
     "KEY_PREFIX",
+    "Dialect",
     "KeyInfo",
     "Limits",
+    "SQLTenancy",
     "SQLiteTenancy",
+    "Statements",
     "TenancyStore",
     "Tenant",
     "ThreadRow",
@@ -229,8 +234,283 @@ def day_of(now: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now))
 
 
-class SQLiteTenancy:
+class Statements(Protocol):
+    """What one transaction of a tenancy backend runs: SQL in the backend's own dialect (see `SQLTenancy.sql`)."""
+
+    def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows a query returns."""
+        ...
+
+    def run(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """Run a statement; how many rows it changed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """Where SQLite and PostgreSQL differ in the statements `SQLTenancy` writes once: the tables' prefix, the
+    placeholder, and the casts PostgreSQL's `json` and `numeric` columns need (SQLite keeps both as text)."""
+
+    prefix: str
+    placeholder: str
+    json_in: str = ""
+    """Appended to a placeholder whose text goes into a JSON column."""
+    as_text: str = ""
+    """Appended to a JSON or numeric column read back as text (exact, and parsed by us)."""
+
+
+class SQLTenancy(abc.ABC):
+    """The tenancy logic, written once for both SQL backends: each says how a transaction runs (`_transaction`),
+    how a lone query runs (`_rows`), how it adds money to a day's usage (`_add_to_day`) and how it closes.
+
+    Statements are written with `?` placeholders and `{tenants}`-style table names (`sql`)."""
+
+    dialect: Dialect
+
+    def sql(self, text: str) -> str:
+        """`text` in this backend's dialect."""
+        return _render(self.dialect, text)
+
+    @abc.abstractmethod
+    def _transaction(self, *, read_only: bool = False) -> AbstractContextManager[Statements]:
+        """One transaction: all its statements take effect, or none."""
+
+    @abc.abstractmethod
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one query."""
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """Run one statement on its own; how many rows it changed."""
+        with self._transaction() as tx:
+            return tx.run(sql, args)
+
+    @abc.abstractmethod
+    def _add_to_day(self, tx: Statements, tenant: str, day: str, model: str, usage: tuple[int, int, Decimal]) -> None:
+        """Add one request's (input tokens, output tokens, USD) to the tenant's day for `model`."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection(s)."""
+
+    # -- tenants and keys -----------------------------------------------------------------------------------
+
+    def put_tenant(self, tenant: Tenant) -> None:
+        if not tenant.name or not tenant.name.strip():
+            raise UsageError("a tenant needs a non-empty name")
+        self._run(
+            self.sql(
+                "INSERT INTO {tenants} (name, limits, policy) VALUES (?, ?{json_in}, ?) "
+                "ON CONFLICT (name) DO UPDATE SET limits = excluded.limits, policy = excluded.policy"
+            ),
+            (tenant.name, json.dumps(tenant.limits.to_json()), tenant.policy),
+        )
+
+    def tenant(self, name: str) -> Tenant | None:
+        rows = self._rows(self.sql("SELECT name, limits{as_text}, policy FROM {tenants} WHERE name = ?"), (name,))
+        return _tenant(rows[0]) if rows else None
+
+    def add_key(self, tenant: str, key: str, *, now: float) -> KeyInfo:
+        if self.tenant(tenant) is None:
+            raise UsageError(f"no tenant named {tenant!r}")
+        prefix = key[: len(KEY_PREFIX) + 8]
+        self._run(
+            self.sql("INSERT INTO {keys} (digest, prefix, tenant, created_at) VALUES (?, ?, ?, ?)"),
+            (hash_key(key), prefix, tenant, now),
+        )
+        return KeyInfo(prefix, tenant, now, revoked=False)
+
+    def tenant_for_key(self, key: str) -> Tenant | None:
+        rows = self._rows(
+            self.sql(
+                "SELECT t.name, t.limits{as_text}, t.policy FROM {keys} AS k JOIN {tenants} AS t "
+                "ON t.name = k.tenant WHERE k.digest = ? AND k.revoked_at IS NULL"
+            ),
+            (hash_key(key),),
+        )
+        return _tenant(rows[0]) if rows else None
+
+    def keys(self, tenant: str | None = None) -> list[KeyInfo]:
+        sql = "SELECT prefix, tenant, created_at, revoked_at FROM {keys}"
+        rows = (
+            self._rows(self.sql(sql + " WHERE tenant = ? ORDER BY created_at"), (tenant,))
+            if tenant
+            else self._rows(self.sql(sql + " ORDER BY tenant, created_at"))
+        )
+        return [KeyInfo(prefix, owner, created, revoked is not None) for prefix, owner, created, revoked in rows]
+
+    def revoke_key(self, prefix: str, *, now: float) -> int:
+        if len(prefix) < len(KEY_PREFIX) + 4:
+            raise UsageError(f"name a key by at least {len(KEY_PREFIX) + 4} characters of its prefix")
+        return self._run(
+            # A literal prefix: `LIKE` would read `%` and `_` in it as wildcards and revoke other keys.
+            self.sql("UPDATE {keys} SET revoked_at = ? WHERE substr(prefix, 1, length(?)) = ? AND revoked_at IS NULL"),
+            (now, prefix, prefix),
+        )
+
+    # -- ownership, threads, leases -------------------------------------------------------------------------
+
+    def claim_conversation(self, tenant: str, conversation_id: str, *, now: float) -> None:
+        self._run(
+            self.sql("INSERT INTO {conversations} (conversation_id, tenant, created_at) VALUES (?, ?, ?)"),
+            (conversation_id, tenant, now),
+        )
+
+    def owns(self, tenant: str, conversation_id: str) -> bool:
+        return bool(
+            self._rows(
+                self.sql("SELECT 1 FROM {conversations} WHERE conversation_id = ? AND tenant = ?"),
+                (conversation_id, tenant),
+            )
+        )
+
+    def conversations(self, tenant: str, limit: int, offset: int) -> tuple[list[str], int]:
+        with self._transaction(read_only=True) as tx:  # the page and the count from one snapshot
+            rows = tx.rows(
+                self.sql(
+                    "SELECT conversation_id FROM {conversations} WHERE tenant = ? "
+                    "ORDER BY created_at DESC, conversation_id LIMIT ? OFFSET ?"
+                ),
+                (tenant, limit, offset),
+            )
+            total = tx.rows(self.sql("SELECT count(*) FROM {conversations} WHERE tenant = ?"), (tenant,))
+        return [row[0] for row in rows], int(total[0][0])
+
+    def forget_conversation(self, tenant: str, conversation_id: str) -> None:
+        with self._transaction() as tx:
+            tx.run(
+                self.sql("DELETE FROM {threads} WHERE tenant = ? AND conversation_id = ?"), (tenant, conversation_id)
+            )
+            tx.run(
+                self.sql("DELETE FROM {conversations} WHERE tenant = ? AND conversation_id = ?"),
+                (tenant, conversation_id),
+            )
+
+    def record_thread(self, tenant: str, row: ThreadRow, *, now: float) -> None:
+        self._run(
+            self.sql(
+                "INSERT INTO {threads} (tenant, reply_id, conversation_id, node_id, fingerprint, created_at) "
+                "VALUES (?, ?, ?, ?, ?{json_in}, ?)"
+            ),
+            (tenant, row.reply_id, row.conversation_id, row.node_id, json.dumps(dict(row.fingerprint)), now),
+        )
+
+    def thread(self, tenant: str, reply_id: str) -> ThreadRow | None:
+        rows = self._rows(
+            self.sql(
+                "SELECT conversation_id, node_id, fingerprint{as_text} FROM {threads} WHERE tenant = ? AND reply_id = ?"
+            ),
+            (tenant, reply_id),
+        )
+        if not rows:
+            return None
+        conversation_id, node_id, fingerprint = rows[0]
+        return ThreadRow(reply_id, conversation_id, node_id, json.loads(fingerprint))
+
+    def acquire_lease(self, tenant: str, conversation_id: str, token: str, *, now: float, seconds: float) -> bool:
+        # One statement: of two replicas racing, the second finds the condition false once the first committed.
+        changed = self._run(
+            self.sql(
+                "UPDATE {conversations} SET lease_token = ?, lease_until = ? WHERE conversation_id = ? "
+                "AND tenant = ? AND (lease_until IS NULL OR lease_until <= ?)"
+            ),
+            (token, now + seconds, conversation_id, tenant, now),
+        )
+        return changed == 1
+
+    def renew_lease(self, conversation_id: str, token: str, *, now: float, seconds: float) -> bool:
+        changed = self._run(
+            self.sql("UPDATE {conversations} SET lease_until = ? WHERE conversation_id = ? AND lease_token = ?"),
+            (now + seconds, conversation_id, token),
+        )
+        return changed == 1
+
+    def release_lease(self, conversation_id: str, token: str) -> None:
+        self._run(
+            self.sql(
+                "UPDATE {conversations} SET lease_token = NULL, lease_until = NULL "
+                "WHERE conversation_id = ? AND lease_token = ?"
+            ),
+            (conversation_id, token),
+        )
+
+    # -- usage and limits -----------------------------------------------------------------------------------
+
+    def admit(self, tenant: str, limits: Limits, *, now: float) -> str | None:
+        if limits.requests_per_minute is None and limits.tokens_per_minute is None:
+            return None
+        rows = self._rows(
+            self.sql("SELECT requests, tokens FROM {minutes} WHERE tenant = ? AND minute = ?"), (tenant, int(now // 60))
+        )
+        requests, tokens = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+        if limits.requests_per_minute is not None and requests >= limits.requests_per_minute:
+            return "requests"
+        if limits.tokens_per_minute is not None and tokens >= limits.tokens_per_minute:
+            return "tokens"
+        return None
+
+    def record_usage(
+        self, tenant: str, model: str, *, input_tokens: int, output_tokens: int, usd: Decimal, now: float
+    ) -> None:
+        day, minute = day_of(now), int(now // 60)
+        with self._transaction() as tx:
+            self._add_to_day(tx, tenant, day, model, (input_tokens, output_tokens, usd))
+            # Incremented in place, so concurrent writers (replicas) never overwrite each other's counts.
+            tx.run(
+                self.sql(
+                    "INSERT INTO {minutes} AS m (tenant, minute, requests, tokens) VALUES (?, ?, 1, ?) "
+                    "ON CONFLICT (tenant, minute) DO UPDATE SET requests = m.requests + 1, "
+                    "tokens = m.tokens + excluded.tokens"
+                ),
+                (tenant, minute, input_tokens + output_tokens),
+            )
+            # Older minutes are of no further use; keep the table small.
+            tx.run(self.sql("DELETE FROM {minutes} WHERE tenant = ? AND minute < ?"), (tenant, minute - 1))
+
+    def usage(self, tenant: str, *, since: float, until: float) -> UsageTotals:
+        rows = self._rows(
+            self.sql(
+                "SELECT requests, input_tokens, output_tokens, usd{as_text} FROM {usage} "
+                "WHERE tenant = ? AND day >= ? AND day <= ?"
+            ),
+            (tenant, day_of(since), day_of(until)),
+        )
+        return UsageTotals(
+            sum(int(row[0]) for row in rows),
+            sum(int(row[1]) for row in rows),
+            sum(int(row[2]) for row in rows),
+            sum((Decimal(str(row[3])) for row in rows), Decimal(0)),  # exact: text in SQLite, numeric in PostgreSQL
+        )
+
+
+_TABLES = ("tenants", "keys", "conversations", "threads", "usage", "minutes")
+
+
+@functools.lru_cache(maxsize=256)
+def _render(dialect: Dialect, text: str) -> str:
+    names = {name: dialect.prefix + name for name in _TABLES}
+    return text.format(as_text=dialect.as_text, json_in=dialect.json_in, **names).replace("?", dialect.placeholder)
+
+
+def _tenant(row: tuple[Any, ...]) -> Tenant:
+    name, limits, policy = row
+    return Tenant(name, Limits.from_json(json.loads(limits)), policy)
+
+
+class _SQLiteStatements:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return list(self._db.execute(sql, args))
+
+    def run(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        return self._db.execute(sql, args).rowcount
+
+
+class SQLiteTenancy(SQLTenancy):
     """`TenancyStore` in a SQLite file (WAL; several processes may share it). Thread-safe."""
+
+    dialect = Dialect(prefix="tk_", placeholder="?")
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.file = Path(path)
@@ -243,20 +523,22 @@ class SQLiteTenancy:
             self._db.execute("PRAGMA busy_timeout = 10000")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-            with self._transaction() as db:
+            with self._transaction() as tx:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
-                        db.execute(statement)
+                        tx.run(statement)
         except sqlite3.Error as err:
             raise StorageError(f"cannot open the gateway tables in {str(path)!r}: {err}") from err
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, read_only: bool = False) -> Iterator[Statements]:
+        # A write takes the file's write lock at once (IMMEDIATE), so a read-modify-write cannot interleave with
+        # another process's; a read only needs one snapshot.
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
                 try:
-                    yield self._db
+                    yield _SQLiteStatements(self._db)
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
@@ -264,197 +546,34 @@ class SQLiteTenancy:
             except sqlite3.Error as err:
                 raise StorageError(f"gateway tables in {str(self.file)!r}: {err}") from err
 
-    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return list(self._db.execute(sql, args))
             except sqlite3.Error as err:
                 raise StorageError(f"gateway tables in {str(self.file)!r}: {err}") from err
 
+    def _add_to_day(self, tx: Statements, tenant: str, day: str, model: str, usage: tuple[int, int, Decimal]) -> None:
+        # USD is kept as exact decimal text (SQLite has no exact numeric type): read, add and write back, under
+        # the write lock the transaction holds.
+        input_tokens, output_tokens, usd = usage
+        rows = tx.rows(
+            self.sql("SELECT usd FROM {usage} WHERE tenant = ? AND day = ? AND model = ?"), (tenant, day, model)
+        )
+        total = str((Decimal(rows[0][0]) if rows else Decimal(0)) + usd)
+        tx.run(
+            self.sql(
+                "INSERT INTO {usage} AS u (tenant, day, model, requests, input_tokens, output_tokens, usd) "
+                "VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (tenant, day, model) DO UPDATE SET "
+                "requests = u.requests + 1, input_tokens = u.input_tokens + excluded.input_tokens, "
+                "output_tokens = u.output_tokens + excluded.output_tokens, usd = excluded.usd"
+            ),
+            (tenant, day, model, input_tokens, output_tokens, total),
+        )
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    # -- tenants and keys -----------------------------------------------------------------------------------
-
-    def put_tenant(self, tenant: Tenant) -> None:
-        if not tenant.name or not tenant.name.strip():
-            raise UsageError("a tenant needs a non-empty name")
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO tk_tenants(name, limits, policy) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET limits = excluded.limits, policy = excluded.policy",
-                (tenant.name, json.dumps(tenant.limits.to_json()), tenant.policy),
-            )
-
-    def tenant(self, name: str) -> Tenant | None:
-        rows = self._read("SELECT name, limits, policy FROM tk_tenants WHERE name = ?", (name,))
-        if not rows:
-            return None
-        name, limits, policy = rows[0]
-        return Tenant(name, Limits.from_json(json.loads(limits)), policy)
-
-    def add_key(self, tenant: str, key: str, *, now: float) -> KeyInfo:
-        if self.tenant(tenant) is None:
-            raise UsageError(f"no tenant named {tenant!r}")
-        prefix = key[: len(KEY_PREFIX) + 8]
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO tk_keys(digest, prefix, tenant, created_at) VALUES (?, ?, ?, ?)",
-                (hash_key(key), prefix, tenant, now),
-            )
-        return KeyInfo(prefix, tenant, now, revoked=False)
-
-    def tenant_for_key(self, key: str) -> Tenant | None:
-        rows = self._read("SELECT tenant FROM tk_keys WHERE digest = ? AND revoked_at IS NULL", (hash_key(key),))
-        return self.tenant(rows[0][0]) if rows else None
-
-    def keys(self, tenant: str | None = None) -> list[KeyInfo]:
-        sql = "SELECT prefix, tenant, created_at, revoked_at FROM tk_keys"
-        rows = (
-            self._read(sql + " WHERE tenant = ? ORDER BY created_at", (tenant,))
-            if tenant
-            else self._read(sql + " ORDER BY tenant, created_at")
-        )
-        return [KeyInfo(prefix, owner, created, revoked is not None) for prefix, owner, created, revoked in rows]
-
-    def revoke_key(self, prefix: str, *, now: float) -> int:
-        if len(prefix) < len(KEY_PREFIX) + 4:
-            raise UsageError(f"name a key by at least {len(KEY_PREFIX) + 4} characters of its prefix")
-        with self._transaction() as db:
-            cursor = db.execute(
-                # A literal prefix: `LIKE` would read `%` and `_` in it as wildcards and revoke other keys.
-                "UPDATE tk_keys SET revoked_at = ? WHERE substr(prefix, 1, length(?)) = ? AND revoked_at IS NULL",
-                (now, prefix, prefix),
-            )
-            return cursor.rowcount
-
-    # -- ownership, threads, leases -------------------------------------------------------------------------
-
-    def claim_conversation(self, tenant: str, conversation_id: str, *, now: float) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO tk_conversations(conversation_id, tenant, created_at) VALUES (?, ?, ?)",
-                (conversation_id, tenant, now),
-            )
-
-    def owns(self, tenant: str, conversation_id: str) -> bool:
-        return bool(
-            self._read(
-                "SELECT 1 FROM tk_conversations WHERE conversation_id = ? AND tenant = ?", (conversation_id, tenant)
-            )
-        )
-
-    def conversations(self, tenant: str, limit: int, offset: int) -> tuple[list[str], int]:
-        rows = self._read(
-            "SELECT conversation_id FROM tk_conversations WHERE tenant = ? "
-            "ORDER BY created_at DESC, conversation_id LIMIT ? OFFSET ?",
-            (tenant, limit, offset),
-        )
-        total = self._read("SELECT COUNT(*) FROM tk_conversations WHERE tenant = ?", (tenant,))[0][0]
-        return [row[0] for row in rows], int(total)
-
-    def forget_conversation(self, tenant: str, conversation_id: str) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM tk_threads WHERE tenant = ? AND conversation_id = ?", (tenant, conversation_id))
-            db.execute(
-                "DELETE FROM tk_conversations WHERE tenant = ? AND conversation_id = ?", (tenant, conversation_id)
-            )
-
-    def record_thread(self, tenant: str, row: ThreadRow, *, now: float) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO tk_threads(tenant, reply_id, conversation_id, node_id, fingerprint, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (tenant, row.reply_id, row.conversation_id, row.node_id, json.dumps(dict(row.fingerprint)), now),
-            )
-
-    def thread(self, tenant: str, reply_id: str) -> ThreadRow | None:
-        rows = self._read(
-            "SELECT conversation_id, node_id, fingerprint FROM tk_threads WHERE tenant = ? AND reply_id = ?",
-            (tenant, reply_id),
-        )
-        if not rows:
-            return None
-        conversation_id, node_id, fingerprint = rows[0]
-        return ThreadRow(reply_id, conversation_id, node_id, json.loads(fingerprint))
-
-    def acquire_lease(self, tenant: str, conversation_id: str, token: str, *, now: float, seconds: float) -> bool:
-        with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE tk_conversations SET lease_token = ?, lease_until = ? WHERE conversation_id = ? "
-                "AND tenant = ? AND (lease_until IS NULL OR lease_until <= ?)",
-                (token, now + seconds, conversation_id, tenant, now),
-            )
-            return cursor.rowcount == 1
-
-    def renew_lease(self, conversation_id: str, token: str, *, now: float, seconds: float) -> bool:
-        with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE tk_conversations SET lease_until = ? WHERE conversation_id = ? AND lease_token = ?",
-                (now + seconds, conversation_id, token),
-            )
-            return cursor.rowcount == 1
-
-    def release_lease(self, conversation_id: str, token: str) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE tk_conversations SET lease_token = NULL, lease_until = NULL "
-                "WHERE conversation_id = ? AND lease_token = ?",
-                (conversation_id, token),
-            )
-
-    # -- usage and limits -----------------------------------------------------------------------------------
-
-    def admit(self, tenant: str, limits: Limits, *, now: float) -> str | None:
-        minute = int(now // 60)
-        rows = self._read("SELECT requests, tokens FROM tk_minutes WHERE tenant = ? AND minute = ?", (tenant, minute))
-        requests, tokens = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
-        if limits.requests_per_minute is not None and requests >= limits.requests_per_minute:
-            return "requests"
-        if limits.tokens_per_minute is not None and tokens >= limits.tokens_per_minute:
-            return "tokens"
-        return None
-
-    def record_usage(
-        self, tenant: str, model: str, *, input_tokens: int, output_tokens: int, usd: Decimal, now: float
-    ) -> None:
-        day, minute = day_of(now), int(now // 60)
-        with self._transaction() as db:
-            rows = list(
-                db.execute("SELECT usd FROM tk_usage WHERE tenant = ? AND day = ? AND model = ?", (tenant, day, model))
-            )
-            total = (Decimal(rows[0][0]) if rows else Decimal(0)) + usd
-            db.execute(
-                "INSERT INTO tk_usage(tenant, day, model, requests, input_tokens, output_tokens, usd) "
-                "VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT(tenant, day, model) DO UPDATE SET "
-                "requests = requests + 1, input_tokens = input_tokens + excluded.input_tokens, "
-                "output_tokens = output_tokens + excluded.output_tokens, usd = ?",
-                (tenant, day, model, input_tokens, output_tokens, str(total), str(total)),
-            )
-            db.execute(
-                "INSERT INTO tk_minutes(tenant, minute, requests, tokens) VALUES (?, ?, 1, ?) "
-                "ON CONFLICT(tenant, minute) DO UPDATE SET requests = requests + 1, tokens = tokens + excluded.tokens",
-                (tenant, minute, input_tokens + output_tokens),
-            )
-            # Older minutes are of no further use; keep the table small.
-            db.execute("DELETE FROM tk_minutes WHERE tenant = ? AND minute < ?", (tenant, minute - 1))
-
-    def usage(self, tenant: str, *, since: float, until: float) -> UsageTotals:
-        rows = self._read(
-            "SELECT requests, input_tokens, output_tokens, usd FROM tk_usage "
-            "WHERE tenant = ? AND day >= ? AND day <= ?",
-            (tenant, day_of(since), day_of(until)),
-        )
-        totals = UsageTotals()
-        for requests, input_tokens, output_tokens, usd in rows:
-            totals = UsageTotals(
-                totals.requests + requests,
-                totals.input_tokens + input_tokens,
-                totals.output_tokens + output_tokens,
-                totals.usd + Decimal(usd),
-            )
-        return totals
 
 
 def open_tenancy(location: str | Path) -> TenancyStore:
