@@ -44,7 +44,7 @@ class Anchor:
     content. That makes a turn's comparison cost about what is new, not the whole history."""
 
     message_id: str
-    messages: tuple[Any, ...]
+    messages: Sequence[Any]  # never changed once built (a list: one copy of a long history, compared in C)
     model: str
     fixed: bytes
     tokenizer: int
@@ -113,7 +113,8 @@ def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo)
     tail = normalize([*sent[-1:], reply, _NEXT_USER])
     # (Unless the reply left nothing and the user messages merged: then without it.)
     tail = tail[:-1] if tail and tail[-1] == _NEXT_USER else normalize([*sent[-1:], reply])
-    messages = (*sent[:-1], *tail)
+    messages = list(sent)  # one copy of a long history, not three
+    messages[-1:] = tail
     counts = context_counts(usage_of(message))  # a compaction's reading left out
     # Earlier thinking is not counted as input when sent back (reference §5), though it was billed as output.
     thinking = sum(
@@ -123,11 +124,13 @@ def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo)
     return Anchor(message.id, messages, str(request["model"]), fixed_digest(request), model.tokenizer, size)
 
 
-def _same_prefix(messages: Sequence[Any], anchored: tuple[Any, ...]) -> bool:
+def _same_prefix(messages: Sequence[Any], anchored: Sequence[Any]) -> bool:
     """Whether `messages` starts with `anchored` as the API reads it (see `_canonical`)."""
     if len(messages) < len(anchored):
         return False
-    prefix = tuple(messages[: len(anchored)])
+    prefix = messages[: len(anchored)]
+    if type(prefix) is not type(anchored):
+        prefix, anchored = list(prefix), list(anchored)
     if prefix == anchored:  # in C: identical or equal messages (the common case)
         return True
     # Else find the messages that are other objects and compare only those as the API reads them.

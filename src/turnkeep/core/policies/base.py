@@ -59,15 +59,16 @@ class RequestSettings:
     calibration: float = 1.0
     """Observed over estimated tokens in this conversation so far: token estimates are multiplied by it."""
 
-    def base_request(self, messages: Sequence[MessageParam]) -> dict[str, Any]:
-        """`messages.create` kwargs for these settings and `messages` (nothing left out, nothing cached)."""
+    def base_request(self, messages: Sequence[MessageParam], *, owned: bool = False) -> dict[str, Any]:
+        """`messages.create` kwargs for these settings and `messages` (nothing left out, nothing cached).
+        `owned`: `messages` is a list made for this request, taken as it is (not copied)."""
         request: dict[str, Any] = {"model": self.model.id, "max_tokens": self.max_tokens}
         if self.system is not None:
             request["system"] = self.system
         if self.tools:
             request["tools"] = self.tools
         request.update(self.options)
-        request["messages"] = list(messages)
+        request["messages"] = messages if owned and isinstance(messages, list) else list(messages)
         return request
 
 

@@ -296,10 +296,12 @@ def place_breakpoints(
     Breakpoints get `ttl`, except where the caller's breakpoints force the order rule (a breakpoint before a
     caller's 1h one is 1h; one after a caller's 5m one is 5m). `clean_before`: messages before it are known to
     carry no breakpoint (skips scanning them). The input is not modified; the output is deterministic (a string
-    content that gets a breakpoint becomes one text block).
+    content that gets a breakpoint becomes one text block) and shares the input's message list when no message
+    gets a breakpoint (neither is changed afterwards: a request is built once).
     """
     out = dict(request)
-    messages: list[Any] = list(request.get("messages") or [])
+    given: Sequence[Any] = request.get("messages") or []
+    messages: Sequence[Any] = given  # copied only when a breakpoint goes on a message (the input is not modified)
     existing = _existing(request, messages, clean_before)
     slots = MAX_BREAKPOINTS - len(existing)
     occupied = {key for key, _ in existing}
@@ -334,7 +336,9 @@ def place_breakpoints(
         if section == 3:
             out["cache_control"] = _control(chosen)
         elif section == 2:
-            messages[index] = _mark_message(messages[index], block_index, chosen)
+            marked = messages if messages is not given and isinstance(messages, list) else list(given)
+            marked[index] = _mark_message(marked[index], block_index, chosen)
+            messages = marked
         elif section == 1:
             if isinstance(system, str):
                 out["system"] = [{"type": "text", "text": system, "cache_control": _control(chosen)}]
@@ -351,7 +355,7 @@ def place_breakpoints(
             item["message"] = index
         placed.append(item)
     if "messages" in request:
-        out["messages"] = messages
+        out["messages"] = messages if isinstance(messages, list) else list(messages)
     order = {"prefix": 0, "intermediate": 1, "moving": 2, "automatic": 3}
     placed.sort(key=lambda item: order[item["kind"]])
     return out, placed

@@ -255,8 +255,11 @@ def _messages_for(
             break
         same += 1
     messages.extend(tail)
-    estimates = view.estimates[start - view.offset : verified - view.offset]
-    estimates += [estimate_message(m, view.model) for m in tail]
+    if same == len(tail) == len(tail_source):  # nothing merged: the view's raw estimates are the request's
+        estimates = _span(view.estimates, start - view.offset, len(view.estimates))
+    else:
+        estimates = view.estimates[start - view.offset : verified - view.offset]
+        estimates += [estimate_message(m, view.model) for m in tail]
     # What is now known to be a fixed point of normalize, with its facts (drawn from the view, raw = normal there).
     new_count = verified + same
     if new_count > start:
@@ -264,9 +267,9 @@ def _messages_for(
             start,
             new_count,
             message_digest(transcript[new_count - 1]),
-            view.estimates[start - view.offset : new_count - view.offset],
-            view.starts[bisect.bisect_left(view.starts, start) : bisect.bisect_left(view.starts, new_count)],
-            view.marks[bisect.bisect_left(view.marks, start) : bisect.bisect_left(view.marks, new_count)],
+            _span(view.estimates, start - view.offset, new_count - view.offset),
+            _span(view.starts, bisect.bisect_left(view.starts, start), bisect.bisect_left(view.starts, new_count)),
+            _span(view.marks, bisect.bisect_left(view.marks, start), bisect.bisect_left(view.marks, new_count)),
         )
     else:
         new_memo = _Memo(offset=start, count=start)
@@ -293,6 +296,13 @@ def _messages_for(
             estimates = [estimate_message(m, view.model) for m in messages]
             clean_before = 0
     return messages, estimates, new_memo, clean_before
+
+
+def _span(values: list[int], start: int, stop: int) -> list[int]:
+    """`values[start:stop]`, without a copy when that is all of it: the view's lists are made for one plan and
+    never changed after it, so its request and its memo can share them (a long history's lists are not copied
+    twice more each turn)."""
+    return values if start == 0 and stop == len(values) else values[start:stop]
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +332,7 @@ def _finish(
     if model.thinking_binding and start > 0:
         strip = len(view.starts_from(thinking_from)) if thinking_from < n else 0
     messages, estimates, memo, clean_before = _messages_for(transcript, start, view, strip_before_turns=strip)
-    request = settings.base_request(messages)
+    request = settings.base_request(messages, owned=True)
     calibration = settings.calibration
     placed: list[dict[str, Any]] = []
     ttl = caching.ttl
