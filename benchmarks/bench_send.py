@@ -179,15 +179,25 @@ class InCall:
     """The CPU time spent inside the SDK's `messages.create` (sync or async), read per turn: subtracted from the
     same turn's whole send, it is turnkeep's overhead without the noise of comparing two separate runs.
 
-    turnkeep's own attempt observer runs inside that call (it wraps the SDK's transport to see every attempt:
-    `attempts._log_for`, `AttemptLog.begin`, `attempts._responded`, which reads the reply once more), so its time
-    is counted apart and is not the SDK's."""
+    A stream's SDK work is interleaved with turnkeep's (turnkeep folds each event as the SDK yields it): the time
+    inside `messages.stream(...)`, entering it, each step of its iteration and `get_final_message()` is the SDK's.
+
+    turnkeep's own attempt observer runs inside those calls (it wraps the SDK's transport to see every attempt:
+    `attempts._log_for`, `AttemptLog.begin`, `attempts._responded`, which reads the reply once more, and the
+    reader fed each chunk of a stream), so its time is counted apart and is not the SDK's."""
 
     def __init__(self) -> None:
         self.spent = 0.0
         self.observer = 0.0
         _OBSERVER_CLOCK[:] = [self]
-        for owner, name in ((attempts, "_log_for"), (attempts, "_responded"), (attempts.AttemptLog, "begin")):
+        hooks = (
+            (attempts, "_log_for"),
+            (attempts, "_responded"),
+            (attempts.AttemptLog, "begin"),
+            (attempts._Reader, "feed"),
+            (attempts._Reader, "close"),
+        )
+        for owner, name in hooks:
             original = getattr(owner, name)
             if not getattr(original, "_bench_timed", False):
                 setattr(owner, name, self._timed(original))
@@ -211,8 +221,23 @@ class InCall:
         timed._bench_timed = True  # type: ignore[attr-defined]
         return timed
 
+    def sdk_call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`function(*args, **kwargs)`, its CPU time counted as spent in the SDK."""
+        started = time.process_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            self.spent += time.process_time() - started
+
     def wrap(self, client: Any) -> Any:
         for resource in (client.messages, client.beta.messages):
+            if not isinstance(client, anthropic.AsyncAnthropic):
+                stream = resource.stream
+
+                def timed_stream(*args: Any, _stream: Any = stream, **kwargs: Any) -> Any:
+                    return _TimedStreamManager(self, self.sdk_call(_stream, *args, **kwargs))
+
+                resource.stream = timed_stream
             create = resource.create
             if isinstance(client, anthropic.AsyncAnthropic):
 
@@ -235,6 +260,40 @@ class InCall:
 
                 resource.create = timed
         return client
+
+
+class _TimedStreamManager:
+    """The SDK's stream manager, with the time spent in it (the request, each event, the final message) counted
+    as the SDK's."""
+
+    def __init__(self, in_call: InCall, manager: Any) -> None:
+        self._in_call, self._manager = in_call, manager
+
+    def __enter__(self) -> _TimedStream:
+        return _TimedStream(self._in_call, self._in_call.sdk_call(self._manager.__enter__))
+
+    def __exit__(self, *exc: object) -> Any:
+        return self._in_call.sdk_call(self._manager.__exit__, *exc)
+
+
+class _TimedStream:
+    def __init__(self, in_call: InCall, stream: Any) -> None:
+        self._in_call, self._stream = in_call, stream
+
+    def __iter__(self) -> Iterator[Any]:
+        events = iter(self._stream)
+        while True:
+            try:
+                event = self._in_call.sdk_call(next, events)
+            except StopIteration:
+                return
+            yield event
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._stream, name)
+        if not callable(value):
+            return value
+        return lambda *args, **kwargs: self._in_call.sdk_call(value, *args, **kwargs)
 
 
 # -- building a history directly in the store ----------------------------------------------------------------
@@ -368,8 +427,7 @@ def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Pa
                 summary_turns += 1
                 continue
             whole.append(spent)
-            if driver == "send":  # a stream's SDK work is interleaved with ours: only the unpaired figure
-                paired.append(spent - in_call.sdk * 1000)
+            paired.append(spent - in_call.sdk * 1000)
             normal_bodies.append(api.bodies[-1])
         if driver == "send":
             warm = _back_to_back(chat, api, in_call, clock, texts)
@@ -531,10 +589,10 @@ def report(rows: list[Row], memory_rows: list[tuple[str, int, int]]) -> str:
         "overhead (the difference). Summarize's turns with a summary call are counted apart, not timed. "
         "`before`: the same run on the code before the send path was made incremental. `overhead, paired`: per "
         "turn, the whole call minus the CPU the SDK's own `messages.create` spent inside that very call (median; "
-        "turnkeep's attempt observer, which runs inside that call, is counted as turnkeep's); "
-        "it is what the target is judged on where measured (`send` and async), because `whole - SDK alone` "
-        "compares two separate runs and moves by milliseconds with the machine's load; a stream's SDK work is "
-        "interleaved with turnkeep's, so streams are judged on the unpaired figure. A SQLite turn makes two "
+        "turnkeep's attempt observer, which runs inside that call, is counted as turnkeep's; for a stream, the SDK's "
+        "time is that spent opening it, in each step of its iteration and in `get_final_message()`, between which "
+        "turnkeep folds the events); it is what the target is judged on, because `whole - SDK alone` compares two "
+        "separate runs and moves by milliseconds with the machine's load. A SQLite turn makes two "
         "durable commits (the pending user message before the call, the reply after it): `sqlite` is the store's "
         "default, `synchronous=FULL`, which fsyncs each; `sqlite, NORMAL` is the same run with "
         '`synchronous="NORMAL"` (still safe when the process crashes), so the difference is what the fsyncs '
