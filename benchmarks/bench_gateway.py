@@ -282,14 +282,15 @@ PROFILED = """
 import cProfile, signal, sys, time
 import uvicorn
 from turnkeep.server import GatewayConfig, create_app
-from turnkeep.server.runner import bind, build_gateway
+from turnkeep.server.runner import build_gateway
+from turnkeep.serving import listening_socket
 database, upstream, port, out = sys.argv[1:5]
 gateway = build_gateway(database, GatewayConfig(upstream_url=upstream, upstream_key="bench-upstream"))
 server = uvicorn.Server(uvicorn.Config(create_app(gateway), log_level="warning", access_log=False, http="h11"))
 signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises the signal it handled: let the process go on
 profile = cProfile.Profile(time.process_time)  # CPU time: waiting for the network is not counted
 profile.enable()
-server.run(sockets=[bind("127.0.0.1", int(port))])
+server.run(sockets=[listening_socket("127.0.0.1", int(port))])
 profile.disable()
 profile.dump_stats(out)
 """

@@ -46,26 +46,20 @@ def emulate(host: str, port: int, clock: str, responder: str, fault_rate: float,
     answers "Your name is Ada." Usage and cost are billed like the real API: GET /_emulator/bill.
     See docs/emulator.md for every control endpoint and header.
     """
-    import socket
-
     import uvicorn
 
     from turnkeep.emulator.app import create_app, quiet_deliberate_drops
+    from turnkeep.serving import listening_socket, uvicorn_config
 
     app = create_app(clock=clock, responder=responder, fault_rate=fault_rate, seed=seed)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted connections inherit this: without it, small responses wait ~40 ms for a delayed ACK (Nagle).
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        sock.bind((host, port))
+        sock = listening_socket(host, port)
     except OSError as err:
-        sock.close()
         raise click.UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
     bound_port = sock.getsockname()[1]
     # Listen before saying so: a client that connects as soon as it reads the line must not be refused.
     sock.listen(2048)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", loop="asyncio", http="h11")
+    config = uvicorn_config(app, lifespan="off")
     quiet_deliberate_drops()
     try:
         # Inside the try: a Ctrl-C right after the banner, before uvicorn handles signals, stops just as cleanly.

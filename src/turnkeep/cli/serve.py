@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -112,12 +111,12 @@ def serve(
     from turnkeep.server.runner import (
         EMULATOR_UPSTREAM_KEY,
         WORKER_VARIABLE,
-        bind,
         build_gateway,
         close_stores,
         log_access,
         worker_spec,
     )
+    from turnkeep.serving import listening_socket, uvicorn_config
 
     emulator = None
     options = {
@@ -142,7 +141,7 @@ def serve(
         location = _database(database)
         gateway = build_gateway(location, config)  # opens (and migrates) the database, so its errors come first
         try:
-            sock = bind(host, port)
+            sock = listening_socket(host, port)
         except OSError as err:
             raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
         if access_log:
@@ -152,24 +151,25 @@ def serve(
             f"turnkeep gateway listening on http://{host}:{sock.getsockname()[1]} (upstream: {where}"
             + (f", {workers} workers)" if workers > 1 else ")")
         )
-        settings: dict[str, Any] = {
-            "log_level": "warning",
-            "access_log": False,
-            "lifespan": "on",
-            "loop": "asyncio",
-            "http": "h11",
-            "timeout_graceful_shutdown": shutdown_seconds,
-        }
         try:
             if workers == 1:
-                uvicorn.Server(uvicorn.Config(create_app(gateway), **settings)).run(sockets=[sock])
+                settings = uvicorn_config(
+                    create_app(gateway), lifespan="on", timeout_graceful_shutdown=shutdown_seconds
+                )
+                uvicorn.Server(settings).run(sockets=[sock])
             else:
                 from uvicorn.supervisors import Multiprocess
 
                 close_stores(gateway)  # each worker opens its own
                 os.environ[WORKER_VARIABLE] = worker_spec(location, config, access_log=access_log)
-                app = "turnkeep.server.runner:worker_app"
-                Multiprocess(uvicorn.Config(app, factory=True, workers=workers, **settings), sockets=[sock]).run()
+                settings = uvicorn_config(
+                    "turnkeep.server.runner:worker_app",
+                    lifespan="on",
+                    factory=True,
+                    workers=workers,
+                    timeout_graceful_shutdown=shutdown_seconds,
+                )
+                Multiprocess(settings, sockets=[sock]).run()
         finally:
             sock.close()
     finally:

@@ -15,20 +15,17 @@ with EmulatorServer(clock="virtual") as server:
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 import anthropic
 import httpx2
-import uvicorn
 
 from turnkeep.core import values
 from turnkeep.emulator.app import create_app, quiet_deliberate_drops
-from turnkeep.errors import InvalidValue, StartupError, UsageError
+from turnkeep.errors import InvalidValue, UsageError
+from turnkeep.serving import ServerThread, listening_socket, uvicorn_config
 
 __all__ = ["EmulatorServer"]
 
@@ -45,10 +42,8 @@ class EmulatorServer:
         self.app = create_app(**create_app_options)
         self._requested_port = port
         self.port = port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServerThread | None = None
         self._control: httpx2.Client | None = None
-        self._socket: socket.socket | None = None
         self._clients: list[anthropic.Anthropic] = []
 
     @property
@@ -58,29 +53,13 @@ class EmulatorServer:
 
     def start(self) -> EmulatorServer:
         """Start serving and wait until the port accepts requests."""
-        if self._thread is not None:
+        if self._serving is not None:
             return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted connections inherit this: without it, small responses wait ~40 ms for a delayed ACK (Nagle).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((self.host, self._requested_port))
+        sock = listening_socket(self.host, self._requested_port)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, lifespan="off", loop="asyncio", http="h11"
-        )
-        server = uvicorn.Server(config)
         quiet_deliberate_drops()
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="turnkeep-emulator", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10.0
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                server.should_exit = True
-                sock.close()
-                raise StartupError(f"the emulator did not start on {self.base_url}")
-            time.sleep(0.005)
-        self._server, self._thread, self._socket = server, thread, sock
+        config = uvicorn_config(self.app, lifespan="off")
+        self._serving = ServerThread(config, sock, name="turnkeep-emulator").start("the emulator")
         self._control = httpx2.Client(base_url=self.base_url, timeout=30.0)
         return self
 
@@ -90,12 +69,9 @@ class EmulatorServer:
         if self._control is not None:
             self._control.close()
             self._control = None
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10.0)
-        if self._socket is not None:
-            self._socket.close()
-        self._server, self._thread, self._socket = None, None, None
+        if self._serving is not None:
+            self._serving.stop(timeout=10.0)
+            self._serving = None
 
     def __enter__(self) -> EmulatorServer:
         return self.start()

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from turnkeep.errors import StartupError
 from turnkeep.server.app import Gateway, GatewayConfig, create_app
 from turnkeep.server.tenancy import Limits, SQLiteTenancy, Tenant, new_key
+from turnkeep.serving import ServerThread, listening_socket, uvicorn_config
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -37,7 +35,6 @@ __all__ = [
     "EMULATOR_UPSTREAM_KEY",
     "WORKER_VARIABLE",
     "GatewayServer",
-    "bind",
     "build_gateway",
     "close_stores",
     "log_access",
@@ -117,19 +114,6 @@ def worker_app() -> Starlette:
     return create_app(gateway)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on `host:port` (0: a free port), with Nagle off for small, latency-bound answers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 class GatewayServer:
     """The gateway on a loopback port in a background thread, for the life of a `with` block."""
 
@@ -153,17 +137,13 @@ class GatewayServer:
         self._emulator_options = emulator_options or {}
         self.emulator: Any = None  # the EmulatorServer when upstream == "emulator"
         self.gateway: Gateway | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+        self._serving: ServerThread | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> GatewayServer:
-        import uvicorn
-
         if self.upstream == "emulator":
             from turnkeep.emulator import EmulatorServer
 
@@ -172,22 +152,10 @@ class GatewayServer:
         else:
             config = replace(self._config, upstream_url=self.upstream, upstream_key=self._upstream_key or "")
         self.gateway = build_gateway(self.database, config)
-        sock = bind(self.host, self.port)
+        sock = listening_socket(self.host, self.port)
         self.port = sock.getsockname()[1]
-        server_config = uvicorn.Config(
-            create_app(self.gateway), log_level="warning", access_log=False, lifespan="on", loop="asyncio", http="h11"
-        )
-        server = uvicorn.Server(server_config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="turnkeep-gateway", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10.0
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                server.should_exit = True
-                sock.close()
-                raise StartupError(f"the gateway did not start on {self.base_url}")
-            time.sleep(0.005)
-        self._server, self._thread, self._socket = server, thread, sock
+        served = uvicorn_config(create_app(self.gateway), lifespan="on")
+        self._serving = ServerThread(served, sock, name="turnkeep-gateway").start("the gateway")
         return self
 
     def create_key(self, tenant: str, limits: Limits | None = None, policy: str | None = None) -> str:
@@ -202,18 +170,15 @@ class GatewayServer:
 
     def stop(self) -> None:
         """Stop serving (requests in flight finish first), then the emulator; close the stores."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=30.0)
-        if self._socket is not None:
-            self._socket.close()
+        if self._serving is not None:
+            self._serving.stop(timeout=30.0)
+            self._serving = None
         if self.gateway is not None:
             close_stores(self.gateway)
             self.gateway = None
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
-        self._server, self._thread, self._socket = None, None, None
 
     def __enter__(self) -> GatewayServer:
         return self.start()
