@@ -881,16 +881,21 @@ def create_app(
             if not isinstance(response, _MeteredStream):  # a stream is in flight until it has ended
                 emulator.in_flight -= 1
 
+    async def read_body(request: Request) -> tuple[dict[str, Any], history.Analysis | None]:
+        """The request's JSON object, and what the emulator worked out about it while checking its depth."""
+        analysis: history.Analysis | None = None
+
+        def check_depth(value: Any) -> None:
+            nonlocal analysis
+            analysis = emulator.check_depth(value)
+
+        body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES, check_depth=check_depth))
+        return body, analysis
+
     async def answer(request: Request) -> Response:
         try:
             scope = _api_key(request)
-            analysis: history.Analysis | None = None
-
-            def check_depth(value: Any) -> None:
-                nonlocal analysis
-                analysis = emulator.check_depth(value)
-
-            body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES, check_depth=check_depth))
+            body, analysis = await read_body(request)
             fault = emulator.take_fault(scope, request.headers.get("x-emulator-fault"))
             if fault is not None and fault.kind == "status":
                 raise ApiError(
@@ -935,13 +940,7 @@ def create_app(
     async def count_tokens(request: Request) -> Response:
         try:
             scope = _api_key(request)
-            analysis: history.Analysis | None = None
-
-            def check_depth(value: Any) -> None:
-                nonlocal analysis
-                analysis = emulator.check_depth(value)
-
-            body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES, check_depth=check_depth))
+            body, analysis = await read_body(request)
             _advance(emulator, request)
             counted = emulator.count_tokens(
                 scope, body, api_version=_api_version(request), betas=_betas(request), analysis=analysis
