@@ -37,6 +37,14 @@ _MAX_BODY = 64 * 1024 * 1024  # a JSON body longer than this is not kept for par
 # The request never reached the server whole: nothing was generated, nothing billed.
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.WriteError, httpx2.WriteTimeout)
 
+_DELTA_EVENT = b"event: content_block_delta\n"
+
+
+def _data(event: bytes) -> bytes:
+    """The data of one server-sent event (its `data:` lines, joined)."""
+    return b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+
+
 _logs: weakref.WeakValueDictionary[str, AttemptLog] = weakref.WeakValueDictionary()
 _logs_lock = threading.Lock()
 
@@ -60,11 +68,28 @@ class Attempt:
     stop_reason: str | None = None
     usage: dict[str, Any] | None = None
     """Exact when `finished`; else what `message_start` said (input side exact, output so far)."""
-    output_text: list[str] = field(default_factory=list)
-    """The text, thinking and tool input the deltas carried (as far as they were read)."""
+    deltas: list[bytes] = field(default_factory=list, repr=False)
+    """Each `content_block_delta` event read, as it came: decoded only if asked (`output_text`), which a stream
+    that ends whole never is."""
     finished: bool = False
     """The whole reply arrived: the JSON body parsed, or `message_stop` was read."""
     ended: float | None = None
+
+    @property
+    def output_text(self) -> list[str]:
+        """The text, thinking and tool input the deltas carried (as far as they were read)."""
+        texts: list[str] = []
+        for raw in self.deltas:
+            try:
+                event = json.loads(_data(raw))
+            except ValueError:
+                continue  # a delta cut off mid-way: what it said is unknown
+            delta = event.get("delta") if isinstance(event, dict) else None
+            if isinstance(delta, dict):
+                texts.extend(
+                    delta[key] for key in ("text", "thinking", "partial_json") if isinstance(delta.get(key), str)
+                )
+        return texts
 
     @property
     def answered_with_error(self) -> bool:
@@ -177,14 +202,18 @@ class _Reader:
                 self._body += chunk
             return
         self._buffer += chunk.replace(b"\r\n", b"\n")
-        while b"\n\n" in self._buffer:
-            raw, self._buffer = self._buffer.split(b"\n\n", 1)
-            self._event(raw)
+        if b"\n\n" in self._buffer:
+            *events, self._buffer = self._buffer.split(b"\n\n")  # one pass over a chunk of many events
+            for raw in events:
+                self._event(raw)
 
     def _event(self, raw: bytes) -> None:
-        data = [line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:")]
+        if raw.startswith(_DELTA_EVENT):  # the most frequent by far: kept as it came, decoded only if asked
+            self.attempt.deltas.append(raw)
+            return
+        data = _data(raw)
         try:
-            event = json.loads(b"\n".join(data)) if data else None
+            event = json.loads(data) if data else None
         except ValueError:
             return
         if not isinstance(event, dict):
@@ -194,11 +223,8 @@ class _Reader:
             message = event["message"]
             attempt.message_id, attempt.model = message.get("id"), message.get("model")
             attempt.usage = dict(message.get("usage") or {})
-        elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
-            delta = event["delta"]
-            for key in ("text", "thinking", "partial_json"):
-                if isinstance(delta.get(key), str):
-                    attempt.output_text.append(delta[key])
+        elif kind == "content_block_delta":
+            attempt.deltas.append(raw)  # a delta without its `event:` line
         elif kind == "message_delta":
             usage = event.get("usage")
             if isinstance(usage, dict) and attempt.usage is not None:

@@ -90,3 +90,74 @@ def test_a_client_that_cannot_be_observed_is_used_as_it_is() -> None:
 
     request = AttemptLog().tag(Elsewhere(), REQUEST)
     assert request == REQUEST
+
+
+def _sse(*events: tuple[str | None, dict[str, Any]]) -> bytes:
+    """SSE text for `(event name or None, data)` pairs (None: a data line without its `event:` line)."""
+    return b"".join(
+        ((f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n").encode() for name, data in events
+    )
+
+
+def _delta(text: str) -> dict[str, Any]:
+    return {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+
+
+BLOCK_START = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+START = {
+    "type": "message_start",
+    "message": {**REPLY, "content": [], "usage": {"input_tokens": 12, "output_tokens": 1}},
+}
+
+
+def test_a_stream_of_many_events_in_one_chunk_is_read_whole_and_its_deltas_when_asked() -> None:
+    words = [f"w{n} " for n in range(300)]
+    body = _sse(
+        ("message_start", START),
+        ("content_block_start", BLOCK_START),
+        *[("content_block_delta", _delta(word)) for word in words[:-1]],
+        (None, _delta(words[-1])),  # no `event:` line: told by its type
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 300}},
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    )
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        del request
+        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    client = client_over(handler)
+    log = AttemptLog()
+    with client.messages.stream(**log.tag(client, REQUEST)) as stream:
+        assert stream.get_final_message().usage.output_tokens == 300
+    [attempt] = log.take()
+    assert attempt.streamed
+    assert attempt.finished
+    assert attempt.stop_reason == "end_turn"
+    assert attempt.usage == {"input_tokens": 12, "output_tokens": 300}
+    assert attempt.output_text == words
+
+
+def test_the_deltas_of_a_stream_cut_mid_event_are_those_that_arrived_whole() -> None:
+    body = _sse(
+        ("message_start", START),
+        ("content_block_start", BLOCK_START),
+        ("content_block_delta", _delta("Hello")),
+        ("content_block_delta", _delta(" there")),
+    )
+    cut = body[: -len(b'there"}}\n\n')]  # the last delta's data is cut mid-way
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        del request
+        return httpx2.Response(200, content=cut, headers={"content-type": "text/event-stream"})
+
+    client = client_over(handler)
+    log = AttemptLog()
+    with client.messages.stream(**log.tag(client, REQUEST)) as stream:
+        stream.until_done()  # the SDK ends the stream where the bytes end
+    [attempt] = log.take()
+    assert not attempt.finished
+    assert attempt.output_text == ["Hello"]

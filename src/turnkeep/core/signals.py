@@ -23,6 +23,7 @@ __all__ = [
     "FALLBACK_CREDIT_BETA",
     "THINKING_DISPLAY_UPDATES_BETA",
     "RefusalFallback",
+    "asks_thinking_updates",
     "error_hint",
     "fallback_retry",
     "refusal_fallback",
@@ -159,11 +160,17 @@ def error_hint(body: object) -> str | None:
     return None
 
 
+def asks_thinking_updates(request: Mapping[str, Any]) -> bool:
+    """Whether `request` asks for `thinking.display: "updates"` (what the model writes between tool calls then
+    arrives as thinking)."""
+    thinking = _as_mapping(request.get("thinking"))
+    return thinking is not None and thinking.get("display") == "updates"
+
+
 def thinking_update_text(request: Mapping[str, Any], event: object) -> str | None:
     """The text of a stream event that is an update the model wrote between tool calls, sent as thinking because
     `request` asked for `thinking.display: "updates"`; None for any other event or display."""
-    thinking = _as_mapping(request.get("thinking"))
-    if thinking is None or thinking.get("display") != "updates":
+    if not asks_thinking_updates(request):
         return None
     view = _as_mapping(event)
     if view is None or view.get("type") != "content_block_delta":

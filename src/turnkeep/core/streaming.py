@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from turnkeep.core.signals import thinking_update_text
+from turnkeep.core.signals import asks_thinking_updates, thinking_update_text
 
 __all__ = ["PrefixAligner", "StreamFold"]
 
@@ -62,11 +62,13 @@ class StreamFold:
         """The usage reported so far by the current call's events."""
         self._request: Mapping[str, Any] = {}
         self._shows_text = True
+        self._updates = False  # the request asks for thinking updates: asked once per call, not per event
 
     def begin(self, request: Mapping[str, Any], *, shows_text: bool) -> None:
         """A new call of the turn starts streaming (`shows_text`: False for a summary call)."""
         self._request = request
         self._shows_text = shows_text
+        self._updates = asks_thinking_updates(request)
         self.usage = {}
 
     def feed(self, event: Any) -> str:
@@ -79,7 +81,7 @@ class StreamFold:
         if not self._shows_text:
             return ""
         # Asked for with thinking.display "updates": what the model writes between tool calls arrives as thinking.
-        update = thinking_update_text(self._request, event)
+        update = thinking_update_text(self._request, event) if self._updates else None
         if update:
             self.shown = True
             return update
