@@ -114,13 +114,13 @@ def machine() -> str:
 # -- the canned API ------------------------------------------------------------------------------------------
 
 
-def _message(body: dict[str, Any]) -> dict[str, Any]:
+def _message(body: dict[str, Any], text: str = REPLY_TEXT) -> dict[str, Any]:
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
         "model": body.get("model", MODEL),
-        "content": [{"type": "text", "text": REPLY_TEXT}],
+        "content": [{"type": "text", "text": text}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
         "usage": {"input_tokens": 900, "output_tokens": 24, "cache_read_input_tokens": 0},
@@ -136,7 +136,7 @@ def _sse(message: dict[str, Any]) -> bytes:
         event("message_start", {"message": start}),
         event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
     ]
-    for word in REPLY_TEXT.split(" "):
+    for word in message["content"][0]["text"].split(" "):
         parts.append(event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word + " "}}))
     parts += [
         event("content_block_stop", {"index": 0}),
@@ -152,11 +152,12 @@ class CannedAPI:
 
     bodies: list[bytes] = field(default_factory=list)  # as sent: decoded only to send them again
     keep: bool = True
+    reply_text: str = REPLY_TEXT  # streamed a word per event
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         if self.keep:
             self.bodies.append(request.content)
-        message = _message({})
+        message = _message({}, self.reply_text)
         if b'"stream":true' in request.content:
             return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(message))
         return httpx2.Response(200, json=message, headers={"request-id": "req_bench"})
@@ -382,7 +383,9 @@ def _user_texts(size: int) -> Iterator[str]:
         yield filler_text(15, rng)
 
 
-def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Path) -> Row:
+def measure(
+    driver: str, store_kind: str, policy: Policy, size: int, workdir: Path, *, reply_text: str = REPLY_TEXT
+) -> Row:
     clock = Clock(1_900_000_000.0)
     store: Store
     if store_kind == "memory":
@@ -391,7 +394,7 @@ def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Pa
         synchronous: Literal["FULL", "NORMAL"] = "NORMAL" if store_kind.endswith("NORMAL") else "FULL"
         store = SQLiteStore(workdir / f"{uuid.uuid4().hex}.db", synchronous=synchronous)
     conversation_id, _ = build(store, policy, size, clock)
-    api = CannedAPI()
+    api = CannedAPI(reply_text=reply_text)
     texts = _user_texts(size)
     whole: list[float] = []
     paired: list[float] = []
@@ -432,7 +435,7 @@ def measure(driver: str, store_kind: str, policy: Policy, size: int, workdir: Pa
         if driver == "send":
             warm = _back_to_back(chat, api, in_call, clock, texts)
     sent = len(json.loads(normal_bodies[-1])["messages"]) if normal_bodies else 0
-    sdk = sdk_cost(driver, normal_bodies)
+    sdk = sdk_cost(driver, normal_bodies, reply_text)
     if isinstance(store, SQLiteStore):
         store.close()
     return Row(
@@ -495,11 +498,11 @@ async def _measure_async(
     return whole, paired, summary_turns, bodies
 
 
-def sdk_cost(driver: str, bodies: list[bytes]) -> float:
+def sdk_cost(driver: str, bodies: list[bytes], reply_text: str = REPLY_TEXT) -> float:
     """Median CPU ms of the SDK alone sending `bodies` on the same canned transport."""
     if not bodies:
         return float("nan")
-    api = CannedAPI(keep=False)
+    api = CannedAPI(keep=False, reply_text=reply_text)
     timings: list[float] = []
     if driver == "async":
 
@@ -554,6 +557,17 @@ def memory(policy: Policy, size: int, workdir: Path) -> tuple[int, int]:
     return held, raw
 
 
+LONG_REPLY = " ".join(["Step"] * 400)
+
+
+def per_event(workdir: Path) -> tuple[Row, Row]:
+    """The same streamed turn (FullHistory, 100 turns, in memory) with the short canned reply and a 400-word one:
+    what each streamed event costs turnkeep and the SDK."""
+    short = measure("stream", "memory", FullHistory(), 100, workdir)
+    long = measure("stream", "memory", FullHistory(), 100, workdir, reply_text=LONG_REPLY)
+    return short, long
+
+
 def matrix() -> list[tuple[str, str, Policy, int]]:
     """(driver, store, policy, size): everything in the full run; by default every policy through `send` on
     both stores, and `stream` / async `send` for FullHistory on MemoryStore."""
@@ -577,7 +591,12 @@ def _before(row: Row) -> str:
     return f"{old[0]:.2f} / {old[1]:.2f} ms | {old[0] / row.whole_ms:.1f}x"
 
 
-def report(rows: list[Row], memory_rows: list[tuple[str, int, int]]) -> str:
+def _events(reply_text: str) -> int:
+    """SSE events of a canned stream: start, block start, a delta per word, block stop, message delta, stop."""
+    return len(reply_text.split(" ")) + 5
+
+
+def report(rows: list[Row], memory_rows: list[tuple[str, int, int]], streamed: tuple[Row, Row]) -> str:
     lines = [
         "## The whole send (`benchmarks/bench_send.py`)",
         "",
@@ -616,6 +635,23 @@ def report(rows: list[Row], memory_rows: list[tuple[str, int, int]]) -> str:
             f"| {'<= ' + format(target, 'g') + ' ms' if target else ''} | {verdict} "
             f"| {f'{row.warm_ms:.2f} ms' if row.warm_ms is not None else ''} | {_before(row)} |"
         )
+    short, long = streamed
+    added = _events(LONG_REPLY) - _events(REPLY_TEXT)
+    ours = (long.judged_ms - short.judged_ms) / added * 1000
+    sdks = (long.sdk_ms - short.sdk_ms) / added * 1000
+    lines += [
+        "",
+        "Per streamed event: the same `stream` turn (FullHistory, 100 turns, in memory) with the canned reply of "
+        f"{len(REPLY_TEXT.split(' '))} words and with one of {len(LONG_REPLY.split(' '))} words, a word per "
+        f"event. Each added event costs turnkeep {ours:.1f} µs and the SDK alone {sdks:.1f} µs.",
+        "",
+        "| reply | events | overhead, paired | SDK alone |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {len(text.split(' '))} words | {_events(text)} | {row.judged_ms:.2f} ms | {row.sdk_ms:.2f} ms |"
+            for row, text in ((short, REPLY_TEXT), (long, LONG_REPLY))
+        ),
+    ]
     lines += [
         "",
         "Memory held by a reopened conversation after 3 turns (SQLiteStore, Python heap by `tracemalloc`). Before "
@@ -661,7 +697,9 @@ def main() -> None:
             print(f"memory / {strategy_label(policy)} at {SIZES[-1]:,} turns ...", flush=True)
             held, raw = memory(policy, SIZES[-1], workdir)
             memory_rows.append((strategy_label(policy), held, raw))
-    section = report(rows, memory_rows)
+        print("stream / memory / full-history at 100 turns, short and long replies ...", flush=True)
+        streamed = per_event(workdir)
+    section = report(rows, memory_rows, streamed)
     print(section)
     write_section("send", section)
 
