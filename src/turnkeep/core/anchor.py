@@ -38,13 +38,16 @@ class Anchor:
     """The last answered request: its reply's id, its messages plus the reply (normalised, as the next request
     repeats them), and their exact size as input tokens (system and tools included).
 
-    `messages` holds the very message objects the request carried: a conversation never changes a message once
-    it is in its path (a change is a new object), so the next request is compared with it mostly by identity,
-    and only the few messages that are new objects (a moved breakpoint, the stored reply) are compared by
-    content. That makes a turn's comparison cost about what is new, not the whole history."""
+    The messages are the first `kept` of `sent`, the request's own message list (not copied: a request is never
+    changed once sent), followed by `tail`, its last message and the reply as the next request carries them.
+    They are the very message objects the request carried: a conversation never changes a message once it is in
+    its path (a change is a new object), so the next request is compared with them mostly by identity, and only
+    the few messages that are new objects (a moved breakpoint, the stored reply) are compared by content."""
 
     message_id: str
-    messages: Sequence[Any]  # never changed once built (a list: one copy of a long history, compared in C)
+    sent: Sequence[Any]
+    kept: int
+    tail: tuple[Any, ...]
     model: str
     fixed: bytes
     tokenizer: int
@@ -53,7 +56,7 @@ class Anchor:
     @property
     def count(self) -> int:
         """How many messages the anchored request and its reply hold."""
-        return len(self.messages)
+        return self.kept + len(self.tail)
 
 
 def _canonical(value: Any) -> Any:
@@ -113,30 +116,40 @@ def anchor_after(request: Mapping[str, Any], message: Message, model: ModelInfo)
     tail = normalize([*sent[-1:], reply, _NEXT_USER])
     # (Unless the reply left nothing and the user messages merged: then without it.)
     tail = tail[:-1] if tail and tail[-1] == _NEXT_USER else normalize([*sent[-1:], reply])
-    messages = list(sent)  # one copy of a long history, not three
-    messages[-1:] = tail
+    kept = len(sent) - 1 if sent else 0
+    if sent and tail and tail[0] is sent[-1]:  # the last message stays as it was sent (the usual case)
+        kept, tail = len(sent), tail[1:]
     counts = context_counts(usage_of(message))  # a compaction's reading left out
     # Earlier thinking is not counted as input when sent back (reference §5), though it was billed as output.
     thinking = sum(
         estimate_block(block, model) for block in as_blocks(message.content) if block["type"] in THINKING_TYPES
     )
     size = counts.total_input + max(counts.output - thinking, 0)
-    return Anchor(message.id, messages, str(request["model"]), fixed_digest(request), model.tokenizer, size)
+    return Anchor(
+        message.id, sent, kept, tuple(tail), str(request["model"]), fixed_digest(request), model.tokenizer, size
+    )
 
 
-def _same_prefix(messages: Sequence[Any], anchored: Sequence[Any]) -> bool:
-    """Whether `messages` starts with `anchored` as the API reads it (see `_canonical`)."""
-    if len(messages) < len(anchored):
+def _same_prefix(messages: Sequence[Any], anchor: Anchor) -> bool:
+    """Whether `messages` starts with the anchored messages as the API reads them (see `_canonical`)."""
+    if len(messages) < anchor.count:
         return False
-    prefix = messages[: len(anchored)]
-    if type(prefix) is not type(anchored):
-        prefix, anchored = list(prefix), list(anchored)
-    if prefix == anchored:  # in C: identical or equal messages (the common case)
+    kept = anchor.kept
+    return _same(messages[:kept], anchor.sent if len(anchor.sent) == kept else anchor.sent[:kept]) and _same(
+        messages[kept : anchor.count], anchor.tail
+    )
+
+
+def _same(messages: Sequence[Any], anchored: Sequence[Any]) -> bool:
+    """Whether two message sequences of one length are the same as the API reads them."""
+    if type(messages) is not type(anchored):
+        messages, anchored = list(messages), list(anchored)
+    if messages == anchored:  # in C: identical or equal messages (the common case)
         return True
     # Else find the messages that are other objects and compare only those as the API reads them.
-    differing = itertools.compress(range(len(anchored)), map(operator.is_not, prefix, anchored))
+    differing = itertools.compress(range(len(anchored)), map(operator.is_not, messages, anchored))
     return all(
-        prefix[index] == anchored[index] or message_digest(prefix[index]) == message_digest(anchored[index])
+        messages[index] == anchored[index] or message_digest(messages[index]) == message_digest(anchored[index])
         for index in differing
     )
 
@@ -154,11 +167,7 @@ def extends(request: Mapping[str, Any], anchor: Anchor | None, *, same_model: bo
     if known is not None:
         return known
     messages: Sequence[MessageParam] = request["messages"]
-    answer = (
-        len(messages) > anchor.count
-        and anchor.fixed == fixed_digest(request)
-        and _same_prefix(messages, anchor.messages)
-    )
+    answer = len(messages) > anchor.count and anchor.fixed == fixed_digest(request) and _same_prefix(messages, anchor)
     return _extends.put(answer, request, anchor)
 
 

@@ -19,7 +19,7 @@ by a short user message asking to continue; the stored result is still one merge
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -240,9 +240,9 @@ class Turn:
 
     def _adopt(self, plan: Plan) -> None:
         self.plan = plan
-        messages = list(plan.request["messages"])
+        messages: Sequence[MessageParam] = plan.request["messages"]  # read, never changed: not copied
         # The conversation the turn extends, without a native prefill (which becomes part of the reply).
-        self._base: list[MessageParam] = messages[:-1] if self.prefill_mode == "native" else messages
+        self._base: Sequence[MessageParam] = messages[:-1] if self.prefill_mode == "native" else messages
         self._content = as_blocks(messages[-1]["content"]) if self.prefill_mode == "native" else []
 
     def _after_summary(self, result: str | dict[str, Any] | None) -> Call:
