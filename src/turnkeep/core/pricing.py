@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 _MILLION = Decimal(1_000_000)
-_usages = LastByIdentity[tuple[int, dict[str, Any]]]()
+_usages = LastByIdentity[dict[str, Any]]()
 _ZERO = Decimal(0)
 
 
@@ -98,16 +98,15 @@ class Cost:
 
 def usage_of(message: Message) -> dict[str, Any]:
     """`message.usage` as its JSON dict (unset fields left out). A turn reads one reply's usage several times (its
-    ledger entry, the calibration, the anchor, the totals): the dict for the last message asked about is kept by
-    the message's identity (and its output count, which a stream's snapshot grows in place) and shared, so
-    callers read it and never change it."""
-    output = message.usage.output_tokens
+    ledger entry, the calibration, the anchor, the totals): the dict for the last finished message asked about is
+    kept by the message's identity and shared, so callers read it and never change it. A stream's snapshot is
+    read afresh until it has its stop reason: its usage grows in place until then, never after."""
+    if message.stop_reason is None:
+        return message.usage.model_dump(exclude_none=True)
     known = _usages.get(message)
-    if known is not None and known[0] == output:
-        return known[1]
-    usage = message.usage.model_dump(exclude_none=True)
-    _usages.put((output, usage), message)
-    return usage
+    if known is not None:
+        return known
+    return _usages.put(message.usage.model_dump(exclude_none=True), message)
 
 
 _costs = LastByIdentity[Cost]()
