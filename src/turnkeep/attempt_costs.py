@@ -130,7 +130,8 @@ def _estimate(
     """The usage of an attempt whose reply was lost or cut (see the module docstring)."""
     model = core._catalog.get(str(call.request["model"]))
     max_tokens = int(call.request.get("max_tokens") or 0)
-    seen = estimate_text("".join(attempt.output_text), model) if attempt.output_text else 0
+    texts = attempt.output_text  # decoded from the deltas on each read: read once
+    seen = estimate_text("".join(texts), model) if texts else 0
     twin_usage = twin.usage if twin is not None and twin.finished else None
     if attempt.streamed and attempt.status is not None:
         # The stream had begun: generation stops when it is cut, so its output is what its deltas carried.
