@@ -190,6 +190,7 @@ class InCall:
     def __init__(self) -> None:
         self.spent = 0.0
         self.observer = 0.0
+        self.observing = False  # inside a hook: a hook it calls is not counted twice
         _OBSERVER_CLOCK[:] = [self]
         hooks = (
             (attempts, "_log_for"),
@@ -213,11 +214,16 @@ class InCall:
 
     def _timed(self, function: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            clock = _OBSERVER_CLOCK[0]
+            if clock.observing:  # called by another hook (`_responded` reads a body with `feed` and `close`)
+                return function(*args, **kwargs)
+            clock.observing = True
             started = time.process_time()
             try:
                 return function(*args, **kwargs)
             finally:
-                _OBSERVER_CLOCK[0].observer += time.process_time() - started
+                clock.observer += time.process_time() - started
+                clock.observing = False
 
         timed._bench_timed = True  # type: ignore[attr-defined]
         return timed
