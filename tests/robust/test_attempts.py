@@ -9,8 +9,9 @@ from typing import Any
 
 import anthropic
 import httpx2
+from anthropic.types import Message
 
-from turnkeep.attempts import TAG_HEADER, AttemptLog, ObservingTransport
+from turnkeep.attempts import TAG_HEADER, Attempt, AttemptLog, ObservingTransport
 
 MODEL = "claude-sonnet-4-6"
 REPLY: dict[str, Any] = {
@@ -110,6 +111,21 @@ START = {
 }
 
 
+def streamed(body: bytes) -> tuple[Attempt, Message]:
+    """The attempt an observed stream answered with `body` made, and the message the SDK made of it."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        del request
+        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    client = client_over(handler)
+    log = AttemptLog()
+    with client.messages.stream(**log.tag(client, REQUEST)) as stream:
+        final = stream.get_final_message()
+    [attempt] = log.take()
+    return attempt, final
+
+
 def test_a_stream_of_many_events_in_one_chunk_is_read_whole_and_its_deltas_when_asked() -> None:
     words = [f"w{n} " for n in range(300)]
     body = _sse(
@@ -125,15 +141,8 @@ def test_a_stream_of_many_events_in_one_chunk_is_read_whole_and_its_deltas_when_
         ("message_stop", {"type": "message_stop"}),
     )
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        del request
-        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
-
-    client = client_over(handler)
-    log = AttemptLog()
-    with client.messages.stream(**log.tag(client, REQUEST)) as stream:
-        assert stream.get_final_message().usage.output_tokens == 300
-    [attempt] = log.take()
+    attempt, final = streamed(body)
+    assert final.usage.output_tokens == 300
     assert attempt.streamed
     assert attempt.finished
     assert attempt.stop_reason == "end_turn"
@@ -150,14 +159,6 @@ def test_the_deltas_of_a_stream_cut_mid_event_are_those_that_arrived_whole() -> 
     )
     cut = body[: -len(b'there"}}\n\n')]  # the last delta's data is cut mid-way
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        del request
-        return httpx2.Response(200, content=cut, headers={"content-type": "text/event-stream"})
-
-    client = client_over(handler)
-    log = AttemptLog()
-    with client.messages.stream(**log.tag(client, REQUEST)) as stream:
-        stream.until_done()  # the SDK ends the stream where the bytes end
-    [attempt] = log.take()
+    attempt, _ = streamed(cut)  # the SDK ends the stream where the bytes end
     assert not attempt.finished
     assert attempt.output_text == ["Hello"]
