@@ -19,7 +19,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from turnkeep.errors import StorageError, UsageError
@@ -86,7 +85,7 @@ class PostgresTenancy(SQLTenancy):
     """`TenancyStore` in PostgreSQL: `PostgresTenancy("postgresql://user@host/db")`. Thread-safe (a pool of
     connections); any number of processes and hosts may share the database."""
 
-    dialect = Dialect(prefix="gateway_", placeholder="%s", json_in="::json", as_text="::text")
+    dialect = Dialect(prefix="gateway_", placeholder="%s", json_in="::json", as_text="::text", numeric_money=True)
 
     def __init__(
         self, conninfo: str, *, schema: str = "turnkeep", max_connections: int = 10, timeout: float = 10.0
@@ -188,19 +187,6 @@ class PostgresTenancy(SQLTenancy):
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> int:
         with self._cursor() as cursor:  # one statement commits on its own (autocommit)
             return _PostgresStatements(cursor).run(sql, args)
-
-    def _add_to_day(self, tx: Statements, tenant: str, day: str, model: str, usage: tuple[int, int, Decimal]) -> None:
-        # Added in place in `numeric`: replicas adding at once never overwrite each other's money.
-        input_tokens, output_tokens, usd = usage
-        tx.run(
-            self.sql(
-                "INSERT INTO {usage} AS u (tenant, day, model, requests, input_tokens, output_tokens, usd) "
-                "VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (tenant, day, model) DO UPDATE SET "
-                "requests = u.requests + 1, input_tokens = u.input_tokens + excluded.input_tokens, "
-                "output_tokens = u.output_tokens + excluded.output_tokens, usd = u.usd + excluded.usd"
-            ),
-            (tenant, day, model, input_tokens, output_tokens, usd),
-        )
 
     def close(self) -> None:
         with self._lock:

@@ -257,11 +257,13 @@ class Dialect:
     """Appended to a placeholder whose text goes into a JSON column."""
     as_text: str = ""
     """Appended to a JSON or numeric column read back as text (exact, and parsed by us)."""
+    numeric_money: bool = False
+    """USD is an exact `numeric` column, added to in SQL; else decimal text, read and written back."""
 
 
 class SQLTenancy(abc.ABC):
     """The tenancy logic, written once for both SQL backends: each says how a transaction runs (`_transaction`),
-    how a lone query runs (`_rows`), how it adds money to a day's usage (`_add_to_day`) and how it closes.
+    how a lone query runs (`_rows`) and how it closes.
 
     Statements are written with `?` placeholders and `{tenants}`-style table names (`sql`)."""
 
@@ -284,9 +286,26 @@ class SQLTenancy(abc.ABC):
         with self._transaction() as tx:
             return tx.run(sql, args)
 
-    @abc.abstractmethod
     def _add_to_day(self, tx: Statements, tenant: str, day: str, model: str, usage: tuple[int, int, Decimal]) -> None:
         """Add one request's (input tokens, output tokens, USD) to the tenant's day for `model`."""
+        input_tokens, output_tokens, usd = usage
+        if self.dialect.numeric_money:  # added in place: replicas adding at once never overwrite each other
+            value: Decimal | str = usd
+            total = "u.usd + excluded.usd"
+        else:  # exact decimal text: read, added and written back under the write lock the transaction holds
+            rows = tx.rows(
+                self.sql("SELECT usd FROM {usage} WHERE tenant = ? AND day = ? AND model = ?"), (tenant, day, model)
+            )
+            value, total = str((Decimal(rows[0][0]) if rows else Decimal(0)) + usd), "excluded.usd"
+        tx.run(
+            self.sql(
+                "INSERT INTO {usage} AS u (tenant, day, model, requests, input_tokens, output_tokens, usd) "
+                "VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (tenant, day, model) DO UPDATE SET "
+                "requests = u.requests + 1, input_tokens = u.input_tokens + excluded.input_tokens, "
+                "output_tokens = u.output_tokens + excluded.output_tokens, usd = " + total
+            ),
+            (tenant, day, model, input_tokens, output_tokens, value),
+        )
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -552,24 +571,6 @@ class SQLiteTenancy(SQLTenancy):
                 return list(self._db.execute(sql, args))
             except sqlite3.Error as err:
                 raise StorageError(f"gateway tables in {str(self.file)!r}: {err}") from err
-
-    def _add_to_day(self, tx: Statements, tenant: str, day: str, model: str, usage: tuple[int, int, Decimal]) -> None:
-        # USD is kept as exact decimal text (SQLite has no exact numeric type): read, add and write back, under
-        # the write lock the transaction holds.
-        input_tokens, output_tokens, usd = usage
-        rows = tx.rows(
-            self.sql("SELECT usd FROM {usage} WHERE tenant = ? AND day = ? AND model = ?"), (tenant, day, model)
-        )
-        total = str((Decimal(rows[0][0]) if rows else Decimal(0)) + usd)
-        tx.run(
-            self.sql(
-                "INSERT INTO {usage} AS u (tenant, day, model, requests, input_tokens, output_tokens, usd) "
-                "VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (tenant, day, model) DO UPDATE SET "
-                "requests = u.requests + 1, input_tokens = u.input_tokens + excluded.input_tokens, "
-                "output_tokens = u.output_tokens + excluded.output_tokens, usd = excluded.usd"
-            ),
-            (tenant, day, model, input_tokens, output_tokens, total),
-        )
 
     def close(self) -> None:
         with self._lock:
