@@ -170,6 +170,28 @@ def test_a_number_is_never_taken_for_an_equal_one_of_another_type(value: Any) ->
     assert_same_as_read_in_full(body(value))
 
 
+def test_a_history_that_holds_numbers_and_booleans_is_still_worked_out_once_per_message() -> None:
+    forget()
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "Read line 10."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": {"line": 10}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "x", "is_error": True}]},
+    ]
+    previous = analyse({"model": "claude-haiku-4-5", "max_tokens": 10, "messages": copy.deepcopy(messages)})
+    for turn in range(5):
+        messages += [
+            {"role": "assistant", "content": [{"type": "text", "text": f"Answer {turn}."}]},
+            {"role": "user", "content": f"Question {turn}?"},
+        ]
+        body = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": copy.deepcopy(messages)}
+        analysis = analyse(body)  # every message a new object, as a request decoded from JSON
+        assert all(now is before for now, before in zip(analysis.messages, previous.messages, strict=False)), (
+            "the facts of the messages the last request sent are reused"
+        )
+        assert_same_as_read_in_full(body)
+        previous = analysis
+
+
 def test_changing_an_analysed_body_in_place_leaves_no_stale_fact() -> None:
     body: dict[str, Any] = {
         "model": "claude-haiku-4-5",

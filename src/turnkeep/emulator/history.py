@@ -184,15 +184,18 @@ class MessageFacts:
     """What one message of a request is, and what the messages up to it are, as every pass needs them.
 
     `snapshot` is a private copy of the message (None unless it holds only JSON types), so that no later change
-    to the caller's objects can make the facts stale; `height` is the depth of its deepest container (see
-    `_snapshot`); `content` is set when the message is simple (`_simple_content`); `compaction` when it holds a
-    compaction block; `tools` when it holds a tool_use or a tool_result. The `*_so_far` fields fold the facts of
-    every message up to this one: facts are only ever reused with the same messages before them.
+    to the caller's objects can make the facts stale; `key` its canonical JSON when it holds numbers or booleans
+    (which `==` would confuse: `1 == 1.0 == True`), so that it is still matched exactly; `height` is the depth
+    of its deepest container (see `_snapshot`); `content` is set when the message is simple (`_simple_content`);
+    `compaction` when it holds a compaction block; `tools` when it holds a tool_use or a tool_result. The
+    `*_so_far` fields fold the facts of every message up to this one: facts are only ever reused with the same
+    messages before them.
     """
 
     index: int
     snapshot: Any
     plain: bool
+    key: str | None
     height: int
     role: Any
     content: _Content | None
@@ -210,6 +213,7 @@ class MessageFacts:
     @classmethod
     def of(cls, index: int, message: Any, previous: MessageFacts | None) -> MessageFacts:
         snapshot, height, plain, _ = _snapshot(message)
+        key = None if plain or snapshot is None else tokenizer.canonical_json(snapshot)
         role = message.get("role") if isinstance(message, Mapping) else None
         content = _simple_content(message)
         compaction = _has_compaction(message)
@@ -217,7 +221,7 @@ class MessageFacts:
         ttls = content.cache_ttls if content is not None else ()
         if previous is None:
             return cls(
-                index, snapshot, plain, height, role, content, compaction,
+                index, snapshot, plain, key, height, role, content, compaction,
                 plain, content is not None, compaction, height, tools, ttls[:_TTLS_KEPT], len(ttls),
             )  # fmt: skip
         kept = previous.ttls_so_far
@@ -225,6 +229,7 @@ class MessageFacts:
             index,
             snapshot,
             plain,
+            key,
             height,
             role,
             content,
@@ -239,8 +244,16 @@ class MessageFacts:
         )
 
     def matches(self, message: Any) -> bool:
-        """Whether `message`, at this position, is the same JSON as the one these facts are about."""
-        return self.plain and self.snapshot == message
+        """Whether `message`, at this position, is the same JSON as the one these facts are about: compared as
+        objects when it holds no number or boolean (nothing `==` could confuse), else as canonical JSON."""
+        if self.plain:
+            return bool(self.snapshot == message)
+        if self.key is None:
+            return False
+        try:
+            return tokenizer.canonical_json(message) == self.key
+        except (TypeError, ValueError):  # not JSON (the facts' message was)
+            return False
 
     def segments(self, generation: int, message: Any) -> tuple[Segment, ...]:
         """`tokenizer.message_segments` of the message (`message`: the request's own, used only when it could not
