@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -14,6 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from turnkeep.errors import StartupError
+from turnkeep.server import GatewayServer
 from turnkeep.serving import ServerThread, listening_socket, uvicorn_config
 
 
@@ -58,3 +60,17 @@ def test_a_taken_port_is_an_os_error_and_leaves_no_socket_open() -> None:
             listening_socket("127.0.0.1", taken.getsockname()[1])
     finally:
         taken.close()
+
+
+def test_a_gateway_that_cannot_listen_closes_its_emulator_and_stores(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    gateway = GatewayServer(database=tmp_path / "gateway.db", port=taken.getsockname()[1])
+    try:
+        with pytest.raises(OSError):
+            gateway.start()
+    finally:
+        taken.close()
+    assert gateway.emulator is None
+    assert gateway.gateway is None

@@ -144,18 +144,24 @@ class GatewayServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> GatewayServer:
-        if self.upstream == "emulator":
-            from turnkeep.emulator import EmulatorServer
+        """Serve; a start that fails closes what it had opened (the emulator, the stores) before it raises."""
+        try:
+            if self.upstream == "emulator":
+                from turnkeep.emulator import EmulatorServer
 
-            self.emulator = EmulatorServer(**self._emulator_options).start()
-            config = replace(self._config, upstream_url=self.emulator.base_url, upstream_key=EMULATOR_UPSTREAM_KEY)
-        else:
-            config = replace(self._config, upstream_url=self.upstream, upstream_key=self._upstream_key or "")
-        self.gateway = build_gateway(self.database, config)
-        sock = listening_socket(self.host, self.port)
-        self.port = sock.getsockname()[1]
-        served = uvicorn_config(create_app(self.gateway), lifespan="on")
-        self._serving = ServerThread(served, sock, name="turnkeep-gateway").start("the gateway")
+                self.emulator = EmulatorServer(**self._emulator_options).start()
+                upstream = self.emulator.base_url
+                config = replace(self._config, upstream_url=upstream, upstream_key=EMULATOR_UPSTREAM_KEY)
+            else:
+                config = replace(self._config, upstream_url=self.upstream, upstream_key=self._upstream_key or "")
+            self.gateway = build_gateway(self.database, config)
+            sock = listening_socket(self.host, self.port)
+            self.port = sock.getsockname()[1]
+            served = uvicorn_config(create_app(self.gateway), lifespan="on")
+            self._serving = ServerThread(served, sock, name="turnkeep-gateway").start("the gateway")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def create_key(self, tenant: str, limits: Limits | None = None, policy: str | None = None) -> str:
