@@ -14,13 +14,15 @@ from hypothesis import strategies as st
 from turnkeep.core.catalog import default_catalog
 from turnkeep.emulator.app import _has_compaction_block, _nests_deeper_than
 from turnkeep.emulator.errors import ApiError
-from turnkeep.emulator.history import analyse, forget
+from turnkeep.emulator.history import History
 from turnkeep.emulator.server import EmulatorServer
 from turnkeep.emulator.tokenizer import input_tokens, request_segments
 from turnkeep.emulator.validation import validate_request
 
 CATALOG = default_catalog()
 MODELS = ("claude-haiku-4-5", "claude-opus-5-5")  # tokenizer generations 1 and 2; with and without prefill
+HISTORY = History()  # the memo of this module's requests, as one emulator holds it
+analyse, forget = HISTORY.analyse, HISTORY.forget
 
 
 def outcome(body: dict[str, Any], model_id: str, *, remembered: bool) -> str:

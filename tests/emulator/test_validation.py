@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 
 from turnkeep.core.catalog import ModelInfo, default_catalog
 from turnkeep.emulator.errors import ApiError
-from turnkeep.emulator.history import analyse
+from turnkeep.emulator.history import History
 from turnkeep.emulator.signatures import sign_thinking
 from turnkeep.emulator.validation import CHECKS, MAX_REQUEST_BYTES, validate_request
 
 CATALOG = default_catalog()
+analyse = History().analyse  # one memo for this module's requests, as one emulator holds it
 NEW_API = "2026-10-21"
 OLD_API = "2023-06-01"
 

@@ -87,6 +87,7 @@ class Emulator:
         # Work out only what is new in each request's history (`turnkeep.emulator.history`); False reads every
         # request in full, the reference the memo is tested against. The answers are the same either way.
         self.memo = memo
+        self.history = history.History()
         self.cache = PromptCache(self.clock, memo=memo)
         self.diagnostics = Diagnostics(self.clock, memo=memo)
         self.bill = Bill(self.catalog)
@@ -182,7 +183,7 @@ class Emulator:
 
     def analyse(self, body: Mapping[str, Any]) -> history.Analysis | None:
         """The remembered facts of a request body's messages (`turnkeep.emulator.history`), or None without memo."""
-        return history.analyse(body) if self.memo and type(body) is dict else None
+        return self.history.analyse(body) if self.memo and type(body) is dict else None
 
     def check_depth(self, body: Any) -> history.Analysis | None:
         """Refuse a request body nested beyond the limit (see `_check_depth`), its messages judged by their

@@ -35,7 +35,7 @@ from turnkeep.emulator import tokenizer
 from turnkeep.emulator.tokenizer import Segment
 from turnkeep.emulator.validation import TOOL_ID
 
-__all__ = ["RECENT", "Analysis", "MessageFacts", "analyse", "forget"]
+__all__ = ["RECENT", "Analysis", "History", "MessageFacts"]
 
 #: How many recent requests' analyses are kept to match new requests against.
 RECENT = 8
@@ -368,16 +368,6 @@ class Analysis:
         return limit < 1 or (deepest >= 0 and 2 + deepest > limit)
 
 
-_recent: list[Analysis] = []  # most recent first
-_lock = threading.Lock()
-
-
-def forget() -> None:
-    """Drop every remembered analysis (the next requests are worked out in full)."""
-    with _lock:
-        _recent.clear()
-
-
 def _common_prefix(candidate: Analysis, new: list[Any]) -> int:
     """How many messages `new` starts with that are `candidate`'s."""
     old = candidate.messages
@@ -395,34 +385,52 @@ def _common_prefix(candidate: Analysis, new: list[Any]) -> int:
     return count
 
 
-def analyse(body: Mapping[str, Any]) -> Analysis:
-    """The facts of `body` (a decoded JSON request object), reusing those of the recent request that shares the
-    longest prefix of messages with it, and remembered for the next requests."""
-    messages = body.get("messages")
-    listed = isinstance(messages, list)
-    new: list[Any] = messages if isinstance(messages, list) else []
-    with _lock:
-        recent = list(_recent)
-    best: Analysis | None = None
-    shared = 0
-    for candidate in recent:
-        if not (candidate.messages and new and candidate.messages[0].matches(new[0])):
-            continue
-        count = _common_prefix(candidate, new)
-        if count > shared:
-            best, shared = candidate, count
-        if count + _TAIL >= min(len(candidate.messages), len(new)):
-            break  # this request continues that one: another could share a few messages more at best
-    facts = list(best.messages[:shared]) if best is not None else []
-    snapshots = best.snapshots[:shared] if best is not None else []
-    for index in range(shared, len(new)):
-        facts.append(MessageFacts.of(index, new[index], facts[-1] if facts else None))
-        snapshots.append(facts[-1].snapshot)
-    head = next((c.head for c in recent if c.head.matches(body)), None) or _Head.of(body)
-    analysis = Analysis(body, head, tuple(facts), listed, snapshots)
-    with _lock:
-        if best is not None and shared + _TAIL >= len(best.messages) and best in _recent:
-            _recent.remove(best)  # this request continues that one: keep the newer only
-        _recent.insert(0, analysis)
-        del _recent[RECENT:]
-    return analysis
+class History:
+    """The analyses of the last `RECENT` requests one owner (an emulator, a bounds tracker) was sent, to match its
+    next requests against. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._recent: list[Analysis] = []  # most recent first, without their bodies
+        self._lock = threading.Lock()
+
+    def forget(self) -> None:
+        """Drop every remembered analysis (the next requests are worked out in full)."""
+        with self._lock:
+            self._recent.clear()
+
+    def analyse(self, body: Mapping[str, Any]) -> Analysis:
+        """The facts of `body` (a decoded JSON request object), reusing those of the recent request that shares
+        the longest prefix of messages with it, and remembered for the next requests."""
+        messages = body.get("messages")
+        listed = isinstance(messages, list)
+        new: list[Any] = messages if isinstance(messages, list) else []
+        with self._lock:
+            recent = list(self._recent)
+        best: Analysis | None = None
+        shared = 0
+        for candidate in recent:
+            if not (candidate.messages and new and candidate.messages[0].matches(new[0])):
+                continue
+            count = _common_prefix(candidate, new)
+            if count > shared:
+                best, shared = candidate, count
+            if count + _TAIL >= min(len(candidate.messages), len(new)):
+                break  # this request continues that one: another could share a few messages more at best
+        facts = list(best.messages[:shared]) if best is not None else []
+        snapshots = best.snapshots[:shared] if best is not None else []
+        for index in range(shared, len(new)):
+            facts.append(MessageFacts.of(index, new[index], facts[-1] if facts else None))
+            snapshots.append(facts[-1].snapshot)
+        head = next((c.head for c in recent if c.head.matches(body)), None) or _Head.of(body)
+        analysis = Analysis(body, head, tuple(facts), listed, snapshots)
+        # Later requests reuse the facts, never the body: it is not kept beyond this request.
+        remembered = Analysis(_NO_BODY, head, analysis.messages, listed, snapshots)
+        with self._lock:
+            if best is not None and shared + _TAIL >= len(best.messages) and best in self._recent:
+                self._recent.remove(best)  # this request continues that one: keep the newer only
+            self._recent.insert(0, remembered)
+            del self._recent[RECENT:]
+        return analysis
+
+
+_NO_BODY: Mapping[str, Any] = {}

@@ -42,9 +42,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from turnkeep.core.catalog import ModelInfo
+
+if TYPE_CHECKING:
+    from turnkeep.emulator.history import History
 
 __all__ = ["PrefixTracker", "UsePrices"]
 
@@ -85,6 +88,7 @@ class PrefixTracker:
         self._uses: list[list[int]] = []
         self._requests: list[UsePrices] = []
         self.peak_input = 0
+        self._history: History | None = None  # made on the first `add_body` (its import is not free)
 
     @property
     def requests(self) -> int:
@@ -92,12 +96,13 @@ class PrefixTracker:
 
     def add_body(self, at: float, model: ModelInfo, body: bytes | str | Mapping[str, Any]) -> None:
         """Record a `/v1/messages` request body (JSON bytes or the parsed object) sent at `at` to `model`."""
-        from turnkeep.emulator.history import analyse
+        if self._history is None:
+            from turnkeep.emulator.history import History
 
+            self._history = History()
         parsed: Mapping[str, Any] = json.loads(body) if isinstance(body, bytes | str) else body
-        # Most messages recur in every later request: the emulator's memo cuts each into segments once (and has
-        # usually just cut this very body while answering it).
-        segments = analyse(parsed).segments(model.tokenizer)
+        # Most messages recur in every later request: the tracker's memo cuts each into segments once.
+        segments = self._history.analyse(parsed).segments(model.tokenizer)
         self.add(at, model, [(segment.fingerprint, segment.tokens) for segment in segments])
 
     def add(self, at: float, model: ModelInfo, segments: list[tuple[str, int]]) -> None:
