@@ -31,7 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from turnkeep.emulator import tokenizer
+from turnkeep.emulator import tokenizer, validation
+from turnkeep.emulator.errors import ApiError
 from turnkeep.emulator.tokenizer import Segment
 from turnkeep.emulator.validation import TOOL_ID
 
@@ -89,15 +90,15 @@ def _snapshot(value: Any) -> tuple[Any, int, bool, bool]:
 
 
 def _text_ok(text: str) -> bool:
-    return bool(text) and not text.isspace()
+    return validation.text_problem(text) is None
 
 
 def _breakpoint_ttl(kind: Any, control: Any) -> str | None:
     """The TTL of a valid breakpoint on a block of type `kind`, or None when `validation` would refuse it."""
-    if kind in _THINKING or not isinstance(control, Mapping) or control.get("type") != "ephemeral":
+    try:
+        return validation.breakpoint_ttl("", kind, control)
+    except ApiError:
         return None
-    ttl = control.get("ttl", "5m")
-    return ttl if ttl in ("5m", "1h") else None
 
 
 @dataclass(frozen=True, slots=True)

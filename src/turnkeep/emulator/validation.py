@@ -41,7 +41,9 @@ __all__ = [
     "MESSAGES_FIELDS",
     "REMOVED_SAMPLING_VERSION",
     "Request",
+    "breakpoint_ttl",
     "check_context_window",
+    "text_problem",
     "validate_request",
 ]
 
@@ -231,7 +233,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _text_ok(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
     """Why a text block's text is rejected, or None."""
     if not text:
         return "text content blocks must be non-empty"
@@ -517,12 +519,12 @@ def check_system_prompt(request: Request) -> None:
     if system is None:
         return
     if isinstance(system, str):
-        problem = _text_ok(system)
+        problem = text_problem(system)
         if problem:
             raise invalid_request(f"system: {problem}")
         return
     for index, block in enumerate(system):
-        problem = _text_ok(block["text"])
+        problem = text_problem(block["text"])
         if problem:
             raise invalid_request(f"system.{index}.text: {problem}")
 
@@ -677,7 +679,7 @@ def check_system_messages(request: Request) -> None:
                 _check_tool_change(request, index, block_index, block)
             if block["type"] == "text":
                 text = block.get("text")
-                problem = _text_ok(text if isinstance(text, str) else "")
+                problem = text_problem(text if isinstance(text, str) else "")
                 if problem:
                     raise invalid_request(f"{_at(index, 'content', block_index, 'text')}: {problem}")
 
@@ -751,7 +753,7 @@ def check_message_content(request: Request) -> None:
             if content in ("", []):
                 raise invalid_request(f"{_at(index)}: user messages must have non-empty content")
             if isinstance(content, str):
-                problem = _text_ok(content)
+                problem = text_problem(content)
                 if problem:
                     raise invalid_request(f"{_at(index, 'content')}: {problem}")
                 continue
@@ -800,7 +802,7 @@ def _check_block(index: int, block_index: int, role: Any, block: Mapping[str, An
         text = block.get("text")
         if not isinstance(text, str):
             raise invalid_request(f"{where}.text: Input should be a valid string")
-        problem = _text_ok(text)
+        problem = text_problem(text)
         # Assistant text may be whitespace (mid-conversation); only empty text is rejected there.
         if problem and (role == "user" or not text):
             raise invalid_request(f"{where}.text: {problem}")
@@ -1033,10 +1035,10 @@ def check_cache_control(request: Request) -> None:
         head, remembered = list(_cache_points(request)), []
     tail = [("cache_control", None, top_level)] if top_level is not None else []
     for where, kind, control in head:
-        ttls.append(_breakpoint_ttl(where, kind, control))
+        ttls.append(breakpoint_ttl(where, kind, control))
     ttls += remembered
     for where, kind, control in tail:
-        ttls.append(_breakpoint_ttl(where, kind, control))
+        ttls.append(breakpoint_ttl(where, kind, control))
     if len(ttls) + more > 4:
         raise invalid_request(f"A maximum of 4 blocks with cache_control may be provided. Found {len(ttls) + more}.")
     if "1h" in ttls and "5m" in ttls and ttls.index("5m") < len(ttls) - 1 - ttls[::-1].index("1h"):
@@ -1046,7 +1048,7 @@ def check_cache_control(request: Request) -> None:
         )
 
 
-def _breakpoint_ttl(where: str, kind: str | None, control: Any) -> str:
+def breakpoint_ttl(where: str, kind: str | None, control: Any) -> str:
     """The TTL of a breakpoint, or the error that refuses it."""
     if kind in ("thinking", "redacted_thinking"):
         raise invalid_request(f"{where}.{kind}.cache_control: cache_control cannot be set on {kind} blocks")
