@@ -70,13 +70,11 @@ def store_path() -> Path:
     return Path(platformdirs.user_data_dir("turnkeep", appauthor=False)) / STORE_FILE_NAME
 
 
-def database_url(explicit: str | None = None) -> str | None:
-    """The PostgreSQL URL of the store: the argument, else `$TURNKEEP_DATABASE_URL` when set (it must be a URL: a
-    file path there is a mistake worth naming), else None."""
+def database_url() -> str | None:
+    """The PostgreSQL URL of the store in `$TURNKEEP_DATABASE_URL` (it must be a URL: a file path there is a
+    mistake worth naming), or None when it is not set."""
     from turnkeep.store.postgres import is_url, redact
 
-    if explicit is not None:
-        return explicit
     url = os.environ.get(DATABASE_URL_VARIABLE, "").strip()
     if not url:
         return None
