@@ -544,8 +544,7 @@ class SQLiteStore:
 
     def discard(self, conversation_id: str, branch: str, *, expected_head: str | None, node_ids: Sequence[str]) -> None:
         with self._transaction() as db:
-            self._require(db, conversation_id)
-            self._check_head(db, conversation_id, branch, expected_head)
+            self._check_head(db, conversation_id, branch, expected_head)  # also: the conversation exists
             if not node_ids:
                 return
             found: dict[str, tuple[int, str | None]] = {}
