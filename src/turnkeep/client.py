@@ -169,10 +169,18 @@ class _Facade(Generic[ClientT, StoreT]):
         return cls._bound(core, client)
 
     @classmethod
-    def _bound(cls, core: ConversationCore, client: ClientT | None, like: _Facade[Any, Any] | None = None) -> Self:
-        """A driver over an existing core (another branch of the same conversation, a reopened one)."""
+    def _bound(
+        cls,
+        core: ConversationCore,
+        client: ClientT | None,
+        like: _Facade[Any, Any] | None = None,
+        *,
+        async_store: AsyncStore | None = None,
+    ) -> Self:
+        """A driver over an existing core (another branch of the same conversation, `like`'s; a reopened one, on
+        `async_store` when it was read from one)."""
         self = cls.__new__(cls)
-        self._attach(core, client, like._async_store if like else None, like._outbox if like else None)
+        self._attach(core, client, like._async_store if like else async_store, like._outbox if like else None)
         return self
 
     def _attach(
@@ -722,9 +730,7 @@ class AsyncConversation(_Facade["anthropic.AsyncAnthropic", "Store | AsyncStore"
         core = ConversationCore.open(
             replica, conversation_id, branch=branch, policy=policy, catalog=catalog, clock=clock, threads=threads
         )
-        self = cls.__new__(cls)
-        self._attach(core, client, async_store)
-        return self
+        return cls._bound(core, client, async_store=async_store)
 
     async def forecast(
         self, content: object | None = None, *, exact: bool = False, **request_overrides: Any
