@@ -506,6 +506,7 @@ _TABLES = ("tenants", "keys", "conversations", "threads", "usage", "minutes")
 
 @functools.lru_cache(maxsize=256)
 def _render(dialect: Dialect, text: str) -> str:
+    # Every `?` is a placeholder: no statement here holds one in a literal (nor PostgreSQL's jsonb `?` operator).
     names = {name: dialect.prefix + name for name in _TABLES}
     return text.format(as_text=dialect.as_text, json_in=dialect.json_in, **names).replace("?", dialect.placeholder)
 
