@@ -595,7 +595,9 @@ def check_compaction_blocks(request: Request) -> None:
     non-empty string. An explicit compaction request cannot end on an unfinished assistant turn
     (`compaction_incomplete_turn`)."""
     with_content: tuple[int, int] | None = None
-    for message_index, message in enumerate(() if request.simple else request.messages):
+    remembered = request.history
+    none = request.simple or (remembered is not None and remembered.messages_is_list and not remembered.compaction)
+    for message_index, message in enumerate(() if none else request.messages):
         for block_index, block in enumerate(request.blocks(message_index)):
             if block.get("type") != "compaction":
                 continue
