@@ -317,21 +317,25 @@ class Diagnostics:
         self._retention = retention
         self._lock = threading.Lock()
         self._store: _ExpiringStore[str, _Fingerprint] = _ExpiringStore(lambda fingerprint: fingerprint.expires_at)
-        # The last request's segments and units: the next request of a conversation shares most of them.
+        # The last request's segments and units per API key (as `PromptCache` keeps its prefixes): the next
+        # request of a conversation shares most of them.
         self._memo = memo
-        self._known: _KnownUnits | None = None
+        self._known: dict[str, _KnownUnits] = {}
 
-    def _units(self, segments: Sequence[Segment]) -> _Units:
+    def _units(self, segments: Sequence[Segment], scope: str) -> _Units:
         if not self._memo:
             return _units(segments)[0]
-        known = self._known
-        units, ends = _units(segments, known)
-        self._known = (segments, units, ends)
+        units, ends = _units(segments, self._known.get(scope))
+        with self._lock:
+            self._known.pop(scope, None)
+            self._known[scope] = (segments, units, ends)
+            while len(self._known) > _KNOWN_SCOPES:
+                del self._known[next(iter(self._known))]
         return units
 
     def record(self, message_id: str, *, scope: str, model: str, segments: Sequence[Segment]) -> None:
         """Remember the fingerprint of the request that produced reply `message_id`."""
-        tools, system, messages = self._units(segments)
+        tools, system, messages = self._units(segments, scope)
         with self._lock:
             now = self._clock.now()
             self._store.purge(now)
@@ -361,7 +365,7 @@ class Diagnostics:
             return {"cache_miss_reason": {"type": "previous_message_not_found"}}
         if model != previous.model:
             return _changed("model_changed", previous.total_tokens)
-        tools, system, messages = self._units(segments)
+        tools, system, messages = self._units(segments, scope)
         sections = (
             ("tools_changed", previous.tools, tools),
             ("system_changed", previous.system, system),
@@ -385,6 +389,7 @@ class Diagnostics:
         """Forget every fingerprint."""
         with self._lock:
             self._store.clear()
+            self._known.clear()
 
 
 def _changed(reason: str, missed: int) -> dict[str, Any]:
