@@ -599,9 +599,9 @@ def _optional_key(request: Request) -> str | None:
         return None
 
 
-async def _json_body(
-    request: Request, *, limit: int | None = None, check_depth: Callable[[Any], None] | None = None
-) -> Any:
+async def _json_body(request: Request, *, limit: int | None = None, depth: bool = True) -> Any:
+    """The request's decoded JSON; `depth`: refuse one nested deeper than the API allows (False: the caller
+    checks it its own way)."""
     declared = request.headers.get("content-length")
     if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "request_too_large", f"Request exceeds the maximum allowed number of bytes ({limit}).")
@@ -616,9 +616,7 @@ async def _json_body(
         raise invalid_request(f"The request body is not valid JSON: {err}") from err
     except RecursionError as err:  # the json module gives up near 1,000 levels
         raise invalid_request(f"The request body nests more than {values.MAX_DEPTH} levels deep") from err
-    if check_depth is not None:
-        check_depth(body)
-    else:
+    if depth:
         _check_depth(body, "")
     return body
 
@@ -884,14 +882,9 @@ def create_app(
 
     async def read_body(request: Request) -> tuple[dict[str, Any], history.Analysis | None]:
         """The request's JSON object, and what the emulator worked out about it while checking its depth."""
-        analysis: history.Analysis | None = None
-
-        def check_depth(value: Any) -> None:
-            nonlocal analysis
-            analysis = emulator.check_depth(value)
-
-        body = _json_object(await _json_body(request, limit=MAX_REQUEST_BYTES, check_depth=check_depth))
-        return body, analysis
+        value = await _json_body(request, limit=MAX_REQUEST_BYTES, depth=False)
+        analysis = emulator.check_depth(value)
+        return _json_object(value), analysis
 
     async def answer(request: Request) -> Response:
         try:
