@@ -97,8 +97,9 @@ class Emulator:
         self.scripts: dict[str, deque[dict[str, Any]]] = {}
         self.faults: dict[str, deque[Fault]] = {}
         self.in_flight = 0  # `POST /v1/messages` handlers running (a `slow` reply counts until its delay is over)
-        #: Called with (API key, request body as sent, its segments) for every Messages request answered, after
-        #: its bill: a tool that studies the requests (the simulator's bounds) reads them here rather than parsing
+        #: Called with (API key, request body as sent, its segments) for every Messages request answered, once
+        #: its reply is made and billed, before it is sent (so before a `slow` fault's delay or a stream's
+        #: events): a tool that studies the requests (the simulator's bounds) reads them here rather than parsing
         #: and cutting them again.
         self.on_answer: Callable[[str, Mapping[str, Any], list[tokenizer.Segment]], None] | None = None
         self._salt = secrets.token_hex(4)
