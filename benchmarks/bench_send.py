@@ -31,16 +31,17 @@ import json
 import os
 import platform
 import random
+import sqlite3
 import statistics
 import tempfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import anthropic
 import httpx2
@@ -330,7 +331,9 @@ def build(store: Store, policy: Policy, size: int, clock: Clock) -> tuple[str, i
         reply = {"role": "assistant", "content": [{"type": "text", "text": filler_text(30, rng)}]}
         user_id, reply_id = uuid.uuid4().hex, uuid.uuid4().hex
         nodes.append(Node(user_id, parent, user, "ok", {"kind": "turn"}))
-        nodes.append(Node(reply_id, user_id, reply, "ok", {"kind": "reply", "stop_reason": "end_turn"}))
+        # The meta a real reply is stored with (`ConversationCore.commit`): its message ids and model are held too.
+        meta = {"kind": "reply", "stop_reason": "end_turn", "message_ids": [f"msg_hist_{turn}"], "model": MODEL}
+        nodes.append(Node(reply_id, user_id, reply, "ok", meta))
         parent = reply_id
         raw += len(json.dumps(user, separators=(",", ":"))) + len(json.dumps(reply, separators=(",", ":")))
         ledger.append(
@@ -563,6 +566,109 @@ def memory(policy: Policy, size: int, workdir: Path) -> tuple[int, int]:
     return held, raw
 
 
+class _Compact(Mapping[str, Any]):
+    """A message or block held as its values, its keys shared by every object of the same shape: about the
+    smallest read-only mapping plain Python can hold. Not used by turnkeep: `floors` measures what holding
+    messages this way would save and what it would cost the SDK."""
+
+    __slots__ = ("_keys", "_values")
+    _shapes: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
+
+    def __init__(self, value: Mapping[str, Any]) -> None:
+        keys = tuple(value)
+        self._keys = self._shapes.setdefault(keys, keys)
+        self._values = tuple(
+            tuple(_Compact(item) for item in child) if isinstance(child, list) else child for child in value.values()
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._values[self._keys.index(key)]
+        except ValueError:
+            raise KeyError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def items(self) -> Any:  # what the SDK copies a mapping with: one call, not a lookup per key
+        return zip(self._keys, self._values, strict=True)
+
+
+@dataclass
+class Floors:
+    commit_full_ms: float  # CPU of one durable (fsynced) SQLite commit of one small row
+    commit_normal_ms: float  # the same with synchronous=NORMAL (no fsync at commit)
+    dict_ratio: float  # a 10,000-turn history's messages held as dicts, over their JSON
+    compact_ratio: float  # the same held as `_Compact` objects
+    sdk_dict_ms: float  # the SDK alone sending that history (messages.create on the canned transport)
+    sdk_compact_ms: float  # the same history held as `_Compact` objects
+
+
+def floors(workdir: Path, size: int) -> Floors:
+    """What no per-turn code can go under on this machine, measured in the run: the CPU of the durable commits a
+    SQLite turn makes, and the memory messages take as Python objects (dicts, or the most compact mapping) with
+    what the compact form costs the SDK, which copies every mapping of a request before encoding it."""
+    commits = {}
+    for mode in ("FULL", "NORMAL"):
+        db = sqlite3.connect(workdir / f"floor-{mode}.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={mode}")
+        db.execute("CREATE TABLE rows (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        timings = []
+        for _ in range(200):
+            started = time.process_time()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO rows (body) VALUES (?)", ("x" * 300,))
+            db.execute("COMMIT")
+            timings.append((time.process_time() - started) * 1000)
+        db.close()
+        commits[mode] = statistics.median(timings)
+
+    def as_dicts() -> list[Any]:
+        """The history as `build` writes it (role and block type words shared, as a path loaded from a store
+        holds them), each text its own string."""
+        rng = random.Random(f"floors:{size}")
+        return [message for _ in range(size) for message in _turn(filler_text(15, rng), filler_text(30, rng))]
+
+    def held(make: Callable[[], list[Any]]) -> tuple[int, list[Any]]:
+        gc.collect()
+        tracemalloc.start()
+        made = make()
+        size_ = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return size_, made
+
+    dict_bytes, dicts = held(as_dicts)
+    compact_bytes, compact = held(lambda: [_Compact(message) for message in as_dicts()])
+    raw = sum(len(json.dumps(message, separators=(",", ":"))) for message in dicts)
+    client = CannedAPI(keep=False).client()
+    timings_by_form: dict[str, list[float]] = {"dict": [], "compact": []}
+    for _ in range(5):
+        for form, messages in (("dict", dicts), ("compact", compact)):
+            gc.collect()
+            timings_by_form[form].append(
+                _cpu(lambda m=messages: client.messages.create(model=MODEL, max_tokens=1024, messages=m))
+            )
+    return Floors(
+        commits["FULL"],
+        commits["NORMAL"],
+        dict_bytes / raw,
+        compact_bytes / raw,
+        statistics.median(timings_by_form["dict"]),
+        statistics.median(timings_by_form["compact"]),
+    )
+
+
+def _turn(user: str, reply: str) -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": [{"type": "text", "text": reply}]},
+    ]
+
+
 LONG_REPLY = " ".join(["Step"] * 400)
 
 
@@ -602,7 +708,7 @@ def _events(reply_text: str) -> int:
     return len(reply_text.split(" ")) + 5
 
 
-def report(rows: list[Row], memory_rows: list[tuple[str, int, int]], streamed: tuple[Row, Row]) -> str:
+def report(rows: list[Row], memory_rows: list[tuple[str, int, int]], streamed: tuple[Row, Row], floor: Floors) -> str:
     lines = [
         "## The whole send (`benchmarks/bench_send.py`)",
         "",
@@ -681,7 +787,30 @@ def report(rows: list[Row], memory_rows: list[tuple[str, int, int]], streamed: t
             f"| `{label}` | {SIZES[-1]:,} | {held / 2**20:.1f} MiB | {raw / 2**20:.1f} MiB | {ratio:.2f}x "
             f"| <= 3x {verdict} |"
         )
-    lines.append("")
+    growth = floor.sdk_compact_ms / floor.sdk_dict_ms - 1
+    lines += [
+        "",
+        "Floors, measured in the same run. A durable SQLite commit (WAL, `synchronous=FULL`, one small row) costs "
+        f"{floor.commit_full_ms:.3f} ms of CPU on this machine ({floor.commit_normal_ms:.3f} ms without the "
+        f"fsync): the two a SQLite turn makes take {2 * floor.commit_full_ms:.2f} ms of the 1 ms before turnkeep "
+        f"does anything. A {SIZES[-1]:,}-turn history of the shapes above takes {floor.dict_ratio:.2f}x its JSON "
+        f"as dicts (the list included), and {floor.compact_ratio:.2f}x held as the most compact read-only "
+        "mapping plain Python offers (`_Compact`: the values in slots, the keys shared per shape), which would "
+        f"leave {max(3 - floor.compact_ratio, 0):.2f}x for everything else a path holds (node ids, metas, the "
+        "learned sizes); and the SDK copies every mapping of a request before encoding it, so sending that "
+        f"history so held costs the SDK {floor.sdk_compact_ms:.1f} ms instead of {floor.sdk_dict_ms:.1f} ms "
+        f"({growth:+.0%}), on every turn of a FullHistory conversation.",
+        "",
+        "| floor | measured |",
+        "|---|---:|",
+        f"| durable SQLite commit, CPU (`synchronous=FULL` / `NORMAL`) | {floor.commit_full_ms:.3f} / "
+        f"{floor.commit_normal_ms:.3f} ms |",
+        f"| {SIZES[-1]:,}-turn history held as dicts / as `_Compact` mappings, over its JSON | "
+        f"{floor.dict_ratio:.2f}x / {floor.compact_ratio:.2f}x |",
+        f"| the SDK alone sending it, messages as dicts / as `_Compact` mappings | {floor.sdk_dict_ms:.1f} / "
+        f"{floor.sdk_compact_ms:.1f} ms |",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -705,7 +834,9 @@ def main() -> None:
             memory_rows.append((strategy_label(policy), held, raw))
         print("stream / memory / full-history at 100 turns, short and long replies ...", flush=True)
         streamed = per_event(workdir)
-    section = report(rows, memory_rows, streamed)
+        print("floors ...", flush=True)
+        floor = floors(workdir, SIZES[-1])
+    section = report(rows, memory_rows, streamed, floor)
     print(section)
     write_section("send", section)
 
