@@ -135,6 +135,17 @@ def test_message_json_comes_back_byte_for_byte(store: Store) -> None:
     assert path[1].meta == {"kind": "reply", "note": "ø"}
 
 
+def test_a_path_holds_equal_metas_as_one_read_only_object(store: Store) -> None:
+    """A long path repeats a few metas (every plain user message's is `{"kind": "turn"}`): loaded once each, as
+    `Node.meta` is a read-only mapping."""
+    cid, nodes = conversation(store, turns=3)
+    path = store.path(cid, nodes[-1].id)
+    assert [n.meta for n in path] == [n.meta for n in nodes]
+    assert path[0].meta is path[2].meta is path[4].meta
+    assert path[1].meta is path[3].meta
+    assert path[0].message is not path[2].message
+
+
 def test_a_returned_message_is_a_copy_the_caller_may_change(store: Store) -> None:
     cid, nodes = conversation(store, turns=1)
     store.path(cid, nodes[-1].id)[0].message["content"] = "changed"  # type: ignore[index]

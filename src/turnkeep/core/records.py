@@ -22,7 +22,8 @@ class Node:
 
     `status`: "ok" (part of the conversation), "pending" (a user message whose reply has not arrived yet),
     "partial" (a reply cut off mid-stream: kept for display, never sent), "refused" (an exchange the model refused,
-    left out of later requests). `meta` holds what a reader may want (kind, stop reason, prefill ...).
+    left out of later requests). `meta` holds what a reader may want (kind, stop reason, prefill ...); it is
+    read-only: a path loaded from a store holds equal metas as one object.
     """
 
     id: str
