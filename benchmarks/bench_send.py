@@ -605,6 +605,7 @@ class Floors:
     compact_ratio: float  # the same held as `_Compact` objects
     sdk_dict_ms: float  # the SDK alone sending that history (messages.create on the canned transport)
     sdk_compact_ms: float  # the same history held as `_Compact` objects
+    sdk_ratio: float  # compact / dict, the median of the ratios of the two sent one after the other
 
 
 def floors(workdir: Path, size: int) -> Floors:
@@ -646,12 +647,13 @@ def floors(workdir: Path, size: int) -> Floors:
     raw = sum(len(json.dumps(message, separators=(",", ":"))) for message in dicts)
     client = CannedAPI(keep=False).client()
     timings_by_form: dict[str, list[float]] = {"dict": [], "compact": []}
-    for _ in range(5):
+    for _ in range(9):  # alternated, so that a slow spell of the machine weighs on both forms alike
         for form, messages in (("dict", dicts), ("compact", compact)):
             gc.collect()
             timings_by_form[form].append(
                 _cpu(lambda m=messages: client.messages.create(model=MODEL, max_tokens=1024, messages=m))
             )
+    ratios = [c / d for d, c in zip(timings_by_form["dict"], timings_by_form["compact"], strict=True)]
     return Floors(
         commits["FULL"],
         commits["NORMAL"],
@@ -659,6 +661,7 @@ def floors(workdir: Path, size: int) -> Floors:
         compact_bytes / raw,
         statistics.median(timings_by_form["dict"]),
         statistics.median(timings_by_form["compact"]),
+        statistics.median(ratios),
     )
 
 
@@ -768,14 +771,14 @@ def report(rows: list[Row], memory_rows: list[tuple[str, int, int]], streamed: t
         "",
         "Memory held by a reopened conversation after 3 turns (SQLiteStore, Python heap by `tracemalloc`). Before "
         "paths were decoded in one pass with shared words and normalize stopped copying unchanged messages: "
-        "36.3 / 27.1 / 27.2 MiB (11.0x / 8.2x / 8.2x). What remains (measured with `tracemalloc` snapshots for "
-        "FullHistory: 19.1 MiB) is the messages as Python dicts and strings, 9.5 MiB (2.9x their JSON on their "
-        "own), the nodes' meta dicts 3.5 MiB, node ids 1.6 MiB and `Node` records 1.4 MiB, and the learned sizes "
-        "and anchor about 1 MiB. Held as Python objects, these messages alone cannot take less than 2.83x their "
-        "JSON (`sys.getsizeof` of each dict, list and string: 318 bytes for a user message of 113 bytes of JSON, "
-        "654 for a reply of 231), and a node's record and id add about 150 bytes more: 3x would need messages kept "
-        "encoded until sent, which a FullHistory request would then decode whole every turn (far over the CPU "
-        "target).",
+        "36.3 / 27.1 / 27.2 MiB (11.0x / 8.2x / 8.2x). What remains (`tracemalloc` snapshots, FullHistory, with "
+        "the reply metas real turns store: 18.7 MiB) is the messages as Python dicts and strings, 9.5 MiB (2.9x "
+        "their JSON on their own), the reply metas 3.2 MiB (a dict, a list of message ids and an id each; equal "
+        "metas, as every plain user message's, are one object), node ids 1.6 MiB and `Node` records 1.4 MiB, and "
+        "the learned sizes, the ledger's facts and the anchor about 1.5 MiB. Held as Python objects, these "
+        "messages alone cannot take less than 2.83x their JSON (`sys.getsizeof` of each dict, list and string: "
+        "318 bytes for a user message of 113 bytes of JSON, 654 for a reply of 231); see the floors below for "
+        "what a more compact form would save and cost.",
         "",
         "| policy | turns | heap | messages as JSON | ratio | target |",
         "|---|---:|---:|---:|---:|---|",
@@ -787,7 +790,7 @@ def report(rows: list[Row], memory_rows: list[tuple[str, int, int]], streamed: t
             f"| `{label}` | {SIZES[-1]:,} | {held / 2**20:.1f} MiB | {raw / 2**20:.1f} MiB | {ratio:.2f}x "
             f"| <= 3x {verdict} |"
         )
-    growth = floor.sdk_compact_ms / floor.sdk_dict_ms - 1
+    growth = floor.sdk_ratio - 1
     lines += [
         "",
         "Floors, measured in the same run. A durable SQLite commit (WAL, `synchronous=FULL`, one small row) costs "
@@ -799,7 +802,8 @@ def report(rows: list[Row], memory_rows: list[tuple[str, int, int]], streamed: t
         f"leave {max(3 - floor.compact_ratio, 0):.2f}x for everything else a path holds (node ids, metas, the "
         "learned sizes); and the SDK copies every mapping of a request before encoding it, so sending that "
         f"history so held costs the SDK {floor.sdk_compact_ms:.1f} ms instead of {floor.sdk_dict_ms:.1f} ms "
-        f"({growth:+.0%}), on every turn of a FullHistory conversation.",
+        f"(medians; {growth:+.0%} by the median of the ratios of the two sent one after the other), on every turn "
+        "of a FullHistory conversation.",
         "",
         "| floor | measured |",
         "|---|---:|",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from collections.abc import Callable
@@ -144,6 +145,19 @@ def test_a_path_holds_equal_metas_as_one_read_only_object(store: Store) -> None:
     assert path[0].meta is path[2].meta is path[4].meta
     assert path[1].meta is path[3].meta
     assert path[0].message is not path[2].message
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_reading_a_path_leaves_the_garbage_collector_as_it_was(store: Store, collecting: bool) -> None:
+    """A long path is decoded without cyclic collection (see `bulk_allocation`); the collector is then as before."""
+    cid, nodes = conversation(store, turns=2)
+    was = gc.isenabled()
+    try:
+        gc.enable() if collecting else gc.disable()
+        assert len(store.path(cid, nodes[-1].id)) == 4
+        assert gc.isenabled() is collecting
+    finally:
+        gc.enable() if was else gc.disable()
 
 
 def test_a_returned_message_is_a_copy_the_caller_may_change(store: Store) -> None:
